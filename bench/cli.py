@@ -1,0 +1,134 @@
+"""`pftbench`: run suites, validate them, render the leaderboard.
+
+    pftbench run SUITE... [--method M] [--budget B] [--seed S] [--results-dir D] [--cache-dir D]
+    pftbench validate PATH...
+    pftbench leaderboard [--results-dir D] [--out FILE]
+
+Exit codes: 0 success, 1 an expectation failed, 2 bad input (config or usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from bench.errors import ConfigError
+
+DEFAULT_RESULTS_DIR = Path("leaderboard/results")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from bench.selection import UsageError
+
+    try:
+        return args.func(args)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except UsageError as error:
+        print(f"pftbench: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished stages are cached; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pftbench", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run suites (every cell cached) and check their expectations")
+    run.add_argument("suites", nargs="+", metavar="SUITE", help="suite files or directories")
+    run.add_argument("--method", action="append", help="only this method entry or id (repeatable)")
+    run.add_argument("--budget", action="append", help="only this budget, e.g. 250 or n=250 (repeatable)")
+    run.add_argument("--seed", action="append", type=int, help="only this seed (repeatable)")
+    run.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR, help="where result lines go")
+    run.add_argument("--cache-dir", type=Path, help="cache root (default $PFTBENCH_CACHE_DIR or ~/.cache/pftbench)")
+    run.add_argument("--run-slow", action="store_true", help="also run suites marked slow")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=_run)
+
+    validate = commands.add_parser("validate", help="check suite files without running them")
+    validate.add_argument("paths", nargs="+", metavar="PATH")
+    validate.set_defaults(func=_validate)
+
+    board = commands.add_parser("leaderboard", help="render leaderboard/README.md from the result lines")
+    board.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
+    board.add_argument("--out", type=Path, default=Path("leaderboard/README.md"))
+    board.set_defaults(func=_leaderboard)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from bench.cache import Cache
+    from bench.leaderboard import print_table
+    from bench.runner import Runner
+    from bench.selection import check_groups, check_methods, load_all, missing_resources
+
+    suites = load_all(args.suites)
+    check_methods(args.method, suites)
+    cache = Cache(args.cache_dir) if args.cache_dir else Cache.default()
+    runner = Runner(cache, args.results_dir, progress=not args.no_progress, log=tqdm.write)
+    cells = []
+    for suite in suites:
+        reasons = missing_resources(suite, args.run_slow)
+        if reasons:
+            print(f"skipped {suite.source}: {'; '.join(reasons)}")
+            continue
+        cells += suite.cells(args.method, args.budget, args.seed)
+    if not cells:
+        print("no cell matches the filters")
+        return 0
+    start = time.perf_counter()
+    lines = {}
+    for cell in tqdm(cells, desc="cells", disable=args.no_progress):
+        lines[cell] = runner.run_cell(cell)
+    print(print_table(list(lines.values())))
+    failures = []
+    for group in check_groups(cells):
+        for sentence in runner.check(group.cell, lines[group.cell], list(group.seeds)):
+            failures.append(f"{group.cell.suite.name} {group.id}: {sentence}")
+    n_checks = sum(len(g.cell.suite.expectations_for(g.cell)) for g in check_groups(cells))
+    print(f"{len(cells)} cells in {time.perf_counter() - start:.1f} s; "
+          f"expectations: {n_checks - len(failures)} held, {len(failures)} failed")
+    for failure in failures:
+        print(f"FAILED {failure}")
+    if args.results_dir is not None:
+        print(f"result lines in {args.results_dir}/")
+    return 1 if failures else 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from bench.config import load_suite
+    from bench.selection import suite_paths
+
+    status = 0
+    for path in suite_paths(args.paths):
+        try:
+            suite = load_suite(path)
+        except ConfigError as error:
+            print(error, file=sys.stderr)
+            status = 2
+            continue
+        cells = suite.cells()
+        print(f"ok {path} ({suite.name} v{suite.version}: {len(suite.methods)} methods x "
+              f"{len(suite.budgets)} budgets x {len(suite.seeds)} seeds = {len(cells)} cells)")
+    return status
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from bench.leaderboard import render
+
+    print(render(args.results_dir, args.out))
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

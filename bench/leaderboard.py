@@ -1,0 +1,292 @@
+"""Leaderboard tables: result lines pooled over seeds, as a DataFrame, markdown and terminal text.
+
+Numbers are recomputed from the per-prompt `outcomes` and `rewards` stored in the result lines,
+not averaged from their summary fields, so that several seeds are pooled with the hierarchical
+bootstrap of `bench.stats` (resample seeds, then prompts). With one seed the recomputation gives
+back exactly the numbers of the stored line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.cache import atomic_write_text
+from bench.results import ResultLine, load_results
+from bench.stats import Estimate, pooled_bootstrap_mean, verdict_scores
+from bench.verdicts import outcomes_from_string
+
+CELL_COLUMNS = [
+    "suite",
+    "suite_version",
+    "tier",
+    "judge",
+    "method",
+    "budget",
+    "n_pairs",
+    "seeds",
+    "winrate",
+    "ci_low",
+    "ci_high",
+    "n",
+    "n_invalid",
+    "mean_reward",
+    "reward_ci_low",
+    "reward_ci_high",
+]
+
+MISSING = "-"
+"""What an empty table cell shows (a method not run at that budget)."""
+
+EXPLANATION = (
+    "Each cell is the winrate of a method's outputs against the reference outputs, judged on "
+    "the suite's evaluation prompts: winrate = (wins + ties/2) / n, where n counts the valid "
+    "judgments only. The brackets give a 95% percentile bootstrap confidence interval over "
+    "prompts. When several training seeds were run (seeds=S), the winrate is the mean of the "
+    "per-seed winrates and the interval comes from a hierarchical bootstrap that resamples "
+    "seeds, then prompts within each seed, so it includes run-to-run variation. Invalid outputs "
+    "or judgments (inv=K) are counted apart: they are neither wins nor losses and are not in n. "
+    "Columns are preference-pair budgets, in increasing number of pairs."
+)
+
+
+def cell_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
+    """One row per (suite, suite_version, method, budget), its seeds pooled; columns CELL_COLUMNS.
+
+    Per seed the last line wins: this is `latest_per_cell` (the last line per config_hash),
+    and also lets a seed rerun under a changed config supersede the old one rather than be
+    pooled with it. Rows are split further by tier and judge id, since numbers from different
+    judges are not comparable. Rows come in order of first appearance, seeds sorted.
+
+    Raises ValueError if the seeds of one cell disagree on n_pairs (the data changed without
+    a new suite version, so pooling them would be meaningless).
+    """
+    cells: dict[tuple, dict[int, ResultLine]] = {}
+    for line in lines:
+        key = (line.suite, line.suite_version, line.tier, _judge_id(line), line.method, line.budget)
+        cells.setdefault(key, {})[line.seed] = line
+    rows = [_pool_cell(key, by_seed) for key, by_seed in cells.items()]
+    return pd.DataFrame(rows, columns=CELL_COLUMNS)
+
+
+def _judge_id(line: ResultLine) -> str:
+    return str(line.judge["id"])
+
+
+def _pool_cell(key: tuple, by_seed: dict[int, ResultLine]) -> dict[str, Any]:
+    suite, suite_version, tier, judge, method, budget = key
+    seed_lines = [by_seed[seed] for seed in sorted(by_seed)]
+    n_pairs = {line.n_pairs for line in seed_lines}
+    if len(n_pairs) > 1:
+        raise ValueError(
+            f"{suite} v{suite_version} {method} {budget}: seeds disagree on n_pairs "
+            f"{sorted(n_pairs)}; bump the suite version when the pair pool changes"
+        )
+
+    score_groups = [verdict_scores(outcomes_from_string(line.outcomes)) for line in seed_lines]
+    winrate = _pooled(score_groups)
+    reward_groups = [
+        np.array([np.nan if reward is None else reward for reward in line.rewards], dtype=float)
+        for line in seed_lines
+        if line.rewards is not None
+    ]
+    reward = _pooled(reward_groups)
+    return {
+        "suite": suite,
+        "suite_version": suite_version,
+        "tier": tier,
+        "judge": judge,
+        "method": method,
+        "budget": budget,
+        "n_pairs": n_pairs.pop(),
+        "seeds": [line.seed for line in seed_lines],
+        "winrate": winrate.value if winrate else math.nan,
+        "ci_low": winrate.low if winrate else math.nan,
+        "ci_high": winrate.high if winrate else math.nan,
+        "n": winrate.n if winrate else 0,
+        "n_invalid": sum(line.n_invalid for line in seed_lines),
+        "mean_reward": reward.value if reward else None,
+        "reward_ci_low": reward.low if reward else None,
+        "reward_ci_high": reward.high if reward else None,
+    }
+
+
+def _pooled(groups: list[np.ndarray]) -> Estimate | None:
+    """Pooled bootstrap over the groups that hold a valid value; None when none does.
+
+    A seed whose every judgment is invalid has no winrate to pool; its invalids still show in
+    the row's n_invalid.
+    """
+    valid_groups = [group for group in groups if np.any(~np.isnan(group))]
+    if not valid_groups:
+        return None
+    return pooled_bootstrap_mean(valid_groups)
+
+
+def markdown_tables(df: pd.DataFrame) -> str:
+    """Markdown sections, one per suite: a winrate table and, if any, a mean-reward table.
+
+    Each section is headed `## <suite> (v<version>, <tier>, judge <judge id>)`; tables have
+    one row per method (first-seen order) and one column per budget (by number of pairs).
+    """
+    records = df.to_dict("records")
+    sections: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        key = (record["suite"], record["suite_version"], record["tier"], record["judge"])
+        sections.setdefault(key, []).append(record)
+
+    parts = []
+    for (suite, suite_version, tier, judge), section in sections.items():
+        parts.append(f"## {suite} (v{suite_version}, {tier}, judge {judge})")
+        parts.append(_method_by_budget(section, _winrate_cell))
+        if any(not _is_missing(record["mean_reward"]) for record in section):
+            parts.append("Mean reward [95% CI]:")
+            parts.append(_method_by_budget(section, _reward_cell))
+    return "\n\n".join(parts) + "\n" if parts else ""
+
+
+def _method_by_budget(
+    section: list[dict[str, Any]], format_cell: Callable[[dict[str, Any]], str]
+) -> str:
+    methods = list(dict.fromkeys(record["method"] for record in section))
+    n_pairs_of = {}
+    for record in section:
+        n_pairs_of.setdefault(record["budget"], record["n_pairs"])
+    # sorted() is stable, so budgets with equal n_pairs keep their first-seen order.
+    budgets = sorted(n_pairs_of, key=lambda budget: n_pairs_of[budget])
+    by_cell = {(record["method"], record["budget"]): record for record in section}
+    header = ["method"] + [_budget_header(budget, n_pairs_of[budget]) for budget in budgets]
+    rows = [
+        [method]
+        + [
+            format_cell(by_cell[method, budget]) if (method, budget) in by_cell else MISSING
+            for budget in budgets
+        ]
+        for method in methods
+    ]
+    return markdown_table(header, rows)
+
+
+def _budget_header(budget: str, n_pairs: int) -> str:
+    """The budget label, with its number of pairs when the label does not already say it."""
+    return budget if budget == f"n={n_pairs}" else f"{budget} ({n_pairs} pairs)"
+
+
+def _winrate_cell(record: dict[str, Any]) -> str:
+    if record["n"] == 0:
+        text = "no valid judgment"
+    else:
+        text = (
+            f"{record['winrate']:.3f} [{record['ci_low']:.3f}, {record['ci_high']:.3f}] "
+            f"n={record['n']}"
+        )
+    if record["n_invalid"] > 0:
+        text += f" inv={record['n_invalid']}"
+    if len(record["seeds"]) > 1:
+        text += f" seeds={len(record['seeds'])}"
+    return text
+
+
+def _reward_cell(record: dict[str, Any]) -> str:
+    if _is_missing(record["mean_reward"]):
+        return MISSING
+    return (
+        f"{record['mean_reward']:.3f} "
+        f"[{record['reward_ci_low']:.3f}, {record['reward_ci_high']:.3f}]"
+    )
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table with padded, aligned columns.
+
+    Pipes inside cells are escaped so that they do not split the cell.
+    """
+    escaped = [[str(cell).replace("|", "\\|") for cell in row] for row in [header, *rows]]
+    widths = [max(3, *(len(row[column]) for row in escaped)) for column in range(len(header))]
+
+    def format_row(row: list[str]) -> str:
+        return (
+            "| "
+            + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            + " |"
+        )
+
+    separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([format_row(escaped[0]), separator, *map(format_row, escaped[1:])])
+
+
+def render(results_dir: Path, out: Path) -> str:
+    """Write the leaderboard README for every result line in `results_dir` to `out`; return it.
+
+    The file is written atomically, so a reader never sees half a leaderboard.
+    """
+    results_dir, out = Path(results_dir), Path(out)
+    lines = load_results(results_dir)
+    tables = markdown_tables(cell_table(lines)) or "No results yet.\n"
+    source = os.path.relpath(results_dir, out.parent)
+    text = "\n".join(
+        [
+            "# pftbench leaderboard",
+            "",
+            EXPLANATION,
+            "",
+            tables,
+            "---",
+            "",
+            f"Generated from the {len(lines)} result lines in `{source}/*.jsonl`, one line per "
+            "run (suite, method, budget, seed). Each line keeps the per-prompt verdicts and "
+            "rewards these numbers are recomputed from, the resolved config and its hash, the "
+            "git commit, package versions, hardware and stage timings. This file is generated: "
+            "edit the results, not this file.",
+            "",
+        ]
+    )
+    atomic_write_text(out, text)
+    return text
+
+
+def print_table(lines: Sequence[ResultLine]) -> str:
+    """A compact aligned text table of the cells in `lines`, for a terminal; returns the text.
+
+    One row per cell (seeds pooled), e.g. after a run: suite, method, budget, winrate with its
+    interval and n, invalids, seeds, mean reward.
+    """
+    df = cell_table(lines)
+    if df.empty:
+        return "(no results)"
+    header = ["suite", "method", "budget", "winrate [95% CI]", "n", "inv", "seeds", "reward"]
+    rows = []
+    for record in df.to_dict("records"):
+        winrate = (
+            f"{record['winrate']:.3f} [{record['ci_low']:.3f}, {record['ci_high']:.3f}]"
+            if record["n"] > 0
+            else MISSING
+        )
+        reward = MISSING if _is_missing(record["mean_reward"]) else f"{record['mean_reward']:.3f}"
+        rows.append(
+            [
+                f"{record['suite']} v{record['suite_version']}",
+                record["method"],
+                record["budget"],
+                winrate,
+                str(record["n"]),
+                str(record["n_invalid"]),
+                ",".join(str(seed) for seed in record["seeds"]),
+                reward,
+            ]
+        )
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )

@@ -1,0 +1,62 @@
+"""What a method receives and what it must leave behind.
+
+A method is one function registered with `@register_method(name, config=ConfigModel)`:
+
+    def train(ctx: MethodContext, cfg: ConfigModel) -> dict[str, float]
+
+It learns from `ctx.pairs` (the pairs at the cell's budget, the same for every method) and from
+models it trains itself, saves its policy with `save_pretrained` into `ctx.output_dir`, and
+returns its metrics. It never sees the gold reward or the judge.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.cache import Cache
+from bench.hashing import content_hash
+from bench.tasks.base import PreferencePair, Task
+
+
+@dataclass
+class MethodContext:
+    task: Task
+    pairs: list[PreferencePair]
+    """The labelled pairs at this budget: a prefix of the pool shared by all methods."""
+    base_model_dir: Path
+    """The SFT policy: where training starts and the reference policy of KL-regularised losses."""
+    output_dir: Path
+    """Save the trained policy here (model and tokenizer)."""
+    seed: int
+    cache: Cache
+    base_key: str
+    """Cache key of the base model, for sub-artifacts derived from it."""
+    scratch_dir: Path | None = None
+    """Resumable training state survives here across a crash."""
+    progress: bool = True
+    counters: dict[str, float] = field(default_factory=dict)
+    """Budget accounting every result row records: pairs_used, rm_queries, samples_generated."""
+
+    def cached_json(self, kind: str, key_parts: Any, compute: Callable[[], Any]) -> Any:
+        """`compute()` once per distinct `key_parts`, stored in the cache (e.g. reference log-probs)."""
+        key = content_hash(key_parts)
+        with self.cache.lock(kind, key):
+            if self.cache.has(kind, key):
+                return self.cache.read_json(kind, key)
+            value = compute()
+            self.cache.write_json(kind, key, value)
+            return value
+
+    def save_base_as_policy(self) -> None:
+        """The policy is the base model itself: link its files (no copy) into output_dir."""
+        for item in self.base_model_dir.iterdir():
+            if item.is_file():
+                try:
+                    os.link(item, self.output_dir / item.name)
+                except OSError:
+                    shutil.copy2(item, self.output_dir / item.name)

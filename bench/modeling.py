@@ -1,0 +1,135 @@
+"""Models and the tensors they eat: building the micro GPT-2, loading checkpoints, batching
+prompt/completion pairs, and gathering sequence log-probabilities.
+
+Every method computes its log-probs here, so a fix to masking or padding reaches all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def device() -> torch.device:
+    """The device this process trains and generates on: CUDA when there is one, else the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_tokenizer(model_dir: Path | str) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(model_dir: Path | str, dtype: str = "float32") -> PreTrainedModel:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+    return model.to(device())
+
+
+def build_gpt2(vocab_size: int, n_positions: int, n_embd: int, n_layer: int, n_head: int,
+               initializer_range: float, eos_token_id: int, pad_token_id: int, seed: int) -> PreTrainedModel:
+    """A freshly initialised standard `GPT2LMHeadModel`, so vLLM can load the same checkpoint."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
+        n_head=n_head, initializer_range=initializer_range, bos_token_id=eos_token_id,
+        eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(config)
+
+
+def encode_completions(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    max_prompt_tokens: int | None = None,
+    max_completion_tokens: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Tokenise prompt + completion + EOS, right-padded.
+
+    Returns input_ids, attention_mask and loss_mask, each [B, T]; loss_mask is 1 on the
+    completion's tokens and its EOS (the tokens whose log-probs count), 0 on prompt and padding.
+    Prompts are cut from the left (keep the end, next to the completion), completions from the
+    right, as the paper's TL;DR preprocessing does.
+    """
+    import torch
+
+    rows, masks = [], []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        completion_ids = tokenizer(completion, add_special_tokens=False).input_ids
+        if max_prompt_tokens is not None:
+            prompt_ids = prompt_ids[-max_prompt_tokens:]
+        if max_completion_tokens is not None:
+            completion_ids = completion_ids[:max_completion_tokens]
+        completion_ids = completion_ids + [tokenizer.eos_token_id]
+        rows.append(prompt_ids + completion_ids)
+        masks.append([0] * len(prompt_ids) + [1] * len(completion_ids))
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention_mask[i, : len(row)] = 1
+        loss_mask[i, : len(row)] = torch.tensor(mask)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
+
+
+def token_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log pi(token_t | tokens_<t) for every position t >= 1, masked by loss_mask: [B, T-1]."""
+    import torch
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = logits[:, :-1].float()
+    targets = batch["input_ids"][:, 1:]
+    logps = torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+    return logps * batch["loss_mask"][:, 1:]
+
+
+def sequence_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log pi(completion | prompt) = sum of the completion's token log-probs: [B]."""
+    return token_logps(model, batch).sum(-1)
+
+
+def sft_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean negative log-likelihood per completion token (completion and EOS only)."""
+    logps = token_logps(model, batch)
+    n_tokens = batch["loss_mask"][:, 1:].sum()
+    loss = -logps.sum() / n_tokens.clamp(min=1)
+    return loss, {"nll": loss.item()}
+
+
+def concat_batches(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], pad_token_id: int) -> dict[str, Any]:
+    """Stack two right-padded batches along the batch axis, padding to the wider one: [2B, T].
+
+    DPO runs chosen and rejected through the model in one forward pass this way.
+    """
+    import torch
+
+    width = max(first["input_ids"].shape[1], second["input_ids"].shape[1])
+
+    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    return {
+        key: torch.cat([pad(first[key], pad_token_id if key == "input_ids" else 0),
+                        pad(second[key], pad_token_id if key == "input_ids" else 0)])
+        for key in ("input_ids", "attention_mask", "loss_mask")
+    }

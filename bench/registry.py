@@ -1,0 +1,118 @@
+"""Registries: a dict and a decorator each.
+
+Methods, tasks, judges and generation backends register themselves by name when their module is
+imported. `discover()` imports the built-in modules and the installed plugins (entry point group
+`pftbench.methods`), so a new method is one decorated file in `methods/` or one installed package.
+
+Nothing registered here may import torch at module import time: validating a suite and a fully
+cached rerun must stay fast (torch alone takes seconds to import).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError):
+    """A lookup of a name nobody registered; the message lists the known names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    """Name -> entry, filled by decorators at import time."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def add(self, name: str, entry: T) -> None:
+        if name in self._entries and self._entries[name] is not entry:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = entry
+
+    def get(self, name: str) -> T:
+        discover()
+        if name not in self._entries:
+            known = ", ".join(sorted(self._entries)) or "(none)"
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        discover()
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        discover()
+        return name in self._entries
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a decorator registers: a name, the pydantic model of its YAML params, the callable."""
+
+    name: str
+    config: type
+    fn: Callable[..., Any]
+
+
+METHODS: Registry[Entry] = Registry("method")
+TASKS: Registry[Entry] = Registry("task")
+JUDGES: Registry[Entry] = Registry("judge")
+BACKENDS: Registry[Entry] = Registry("generation backend")
+
+
+def _decorator(registry: Registry[Entry], name: str, config: type) -> Callable[[T], T]:
+    def register(fn: T) -> T:
+        registry.add(name, Entry(name=name, config=config, fn=fn))  # type: ignore[arg-type]
+        return fn
+
+    return register
+
+
+def register_method(name: str, config: type) -> Callable[[T], T]:
+    """Register `fn(ctx: MethodContext, cfg: config) -> dict` as method `name`."""
+    return _decorator(METHODS, name, config)
+
+
+def register_task(name: str, config: type) -> Callable[[T], T]:
+    """Register a task factory `fn(params: config) -> Task` as task `name`."""
+    return _decorator(TASKS, name, config)
+
+
+def register_judge(name: str, config: type) -> Callable[[T], T]:
+    """Register a judge factory `fn(params: config, task: Task) -> Judge` as judge `name`."""
+    return _decorator(JUDGES, name, config)
+
+
+def register_backend(name: str, config: type) -> Callable[[T], T]:
+    """Register a generation backend factory `fn(params: config) -> GenerationBackend`."""
+    return _decorator(BACKENDS, name, config)
+
+
+_BUILTIN_PACKAGES = ("bench.tasks", "bench.backends", "methods", "judges")
+PLUGIN_GROUP = "pftbench.methods"
+_discovered = False
+
+
+def discover() -> None:
+    """Import every built-in module that registers something, then the installed plugins."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for package_name in _BUILTIN_PACKAGES:
+        package = importlib.import_module(package_name)
+        for module in pkgutil.iter_modules(package.__path__):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"{package_name}.{module.name}")
+    for entry_point in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        entry_point.load()

@@ -1,0 +1,363 @@
+"""The runner: one cell from its config to its result line, every stage cached.
+
+    suite cell -> task -> base policy -> pair pool -> (budget prefix) -> method -> policy
+               -> generations on the eval prompts -> judgments -> statistics -> result line
+
+Each stage's cache key is the hash of the config that produces it plus the key of the stage it
+reads, so keys are known before anything runs: a cell whose record is cached is answered without
+importing torch, and an interrupted run redoes only the stages (and training steps) it lost.
+The CLI and the pytest plugin both call `Runner.run_cell` and `Runner.check`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.cache import Cache
+from bench.config import Cell, Expectation, Suite
+from bench.hashing import content_hash
+from bench.registry import BACKENDS, JUDGES, METHODS, TASKS
+from bench.results import ResultLine, append_result, provenance
+from bench.stats import Estimate, bootstrap_mean, paired_difference, pooled_bootstrap_mean, verdict_scores
+from bench.tasks.base import Sample, Task
+from bench.verdicts import outcomes_from_string, outcomes_to_string
+
+CACHE_VERSION = 1
+"""Part of every cache key: bump when a stage's code changes what it produces."""
+
+STAGES = ("base", "pool", "train", "generate", "judge")
+
+
+@dataclass(frozen=True)
+class StageKeys:
+    base: str
+    pool: str
+    policy: str
+    generations: str
+    judgments: str
+    cell: str
+
+
+class Runner:
+    """Runs cells, reusing everything already in the cache, and appends their result lines."""
+
+    def __init__(self, cache: Cache, results_dir: Path | None, *, progress: bool = True,
+                 log: Callable[[str], None] = print) -> None:
+        self.cache = cache
+        self.results_dir = results_dir
+        self.progress = progress
+        self.log = log
+        self._tasks: dict[str, Task] = {}
+
+    # -- keys -------------------------------------------------------------------------------
+    def keys(self, cell: Cell) -> StageKeys:
+        config = cell.resolved_config()
+        base = content_hash({"v": CACHE_VERSION, "stage": "base", "task": config["task"],
+                             "base_model": config["base_model"]})
+        pool = content_hash({"v": CACHE_VERSION, "stage": "pool", "base": base, "seed": cell.seed})
+        policy = content_hash({"v": CACHE_VERSION, "stage": "policy", "pool": pool, "budget": config["budget"],
+                               "method": {"method": config["method"]["method"], "config": config["method"]["config"]}})
+        generations = content_hash({"v": CACHE_VERSION, "stage": "generations", "policy": policy,
+                                    "generation": config["generation"], "seed": cell.seed})
+        judgments = content_hash({"v": CACHE_VERSION, "stage": "judgments", "generations": generations,
+                                  "judge": config["judge"]})
+        cell_key = content_hash({"v": CACHE_VERSION, "stage": "cell", "config": config})
+        return StageKeys(base, pool, policy, generations, judgments, cell_key)
+
+    # -- the cell ---------------------------------------------------------------------------
+    def run_cell(self, cell: Cell) -> ResultLine:
+        """The cell's result line: from the cache when its record is there, else computed."""
+        keys = self.keys(cell)
+        if self.cache.has("cells", keys.cell):
+            line = ResultLine.model_validate(self.cache.read_json("cells", keys.cell))
+        else:
+            with self.cache.lock("cells", keys.cell):
+                if self.cache.has("cells", keys.cell):
+                    line = ResultLine.model_validate(self.cache.read_json("cells", keys.cell))
+                else:
+                    line = self._compute_cell(cell, keys)
+                    self.cache.write_json("cells", keys.cell, line.model_dump(mode="json"))
+        if self.results_dir is not None:
+            append_result(self.results_dir, line)
+        return line
+
+    def _compute_cell(self, cell: Cell, keys: StageKeys) -> ResultLine:
+        suite = cell.suite
+        self.log(f"{suite.name} {cell.id}: computing")
+        task = self.task(suite)
+        timings: dict[str, float] = {}
+        base_meta = self._base_policy(suite, task, keys)
+        timings["base"] = base_meta["wall_s"]
+        pool_meta = self._pool(cell, task, keys)
+        timings["pool"] = pool_meta["wall_s"]
+        policy_meta = self._policy(cell, task, keys)
+        timings["train"] = policy_meta["wall_s"]
+        generations = self._generations(cell, task, keys)
+        timings["generate"] = generations["wall_s"]
+        judged = self._judgments(cell, task, keys, generations)
+        timings["judge"] = judged["wall_s"]
+
+        outcomes = outcomes_from_string(judged["outcomes"])
+        winrate = bootstrap_mean(verdict_scores(outcomes))
+        rewards = judged["output_scores"]
+        reward = _reward_estimate(rewards)
+        samples = [Sample(**s) for s in generations["samples"]]
+        metrics = {
+            "mean_length_tokens": sum(s.n_tokens for s in samples) / len(samples),
+            "finished_rate": sum(s.finished for s in samples) / len(samples),
+            "reference_mean_score": _mean(judged["reference_scores"]),
+            "base": {k: v for k, v in base_meta["metrics"].items() if not isinstance(v, list)},
+            "pool": pool_meta["metrics"],
+            "train": policy_meta["metrics"],
+            "counters": policy_meta["counters"],
+            "generate_tokens_per_s": generations["tokens_per_s"],
+        }
+        config = cell.resolved_config()
+        judge = JUDGES.get(suite.judge.kind)
+        judge_obj = judge.fn(judge.config(**suite.judge.params), task)
+        return ResultLine(
+            suite=suite.name, suite_version=suite.version, suite_file=suite.source, tier=suite.tier,
+            method=cell.method.name, method_id=cell.method.method, budget=cell.budget.label,
+            n_pairs=pool_meta["n_pairs_by_budget"][cell.budget.label], seed=cell.seed,
+            winrate=winrate.value, ci_low=winrate.low, ci_high=winrate.high, n=winrate.n,
+            n_invalid=sum(v.value == "I" for v in outcomes),
+            wins=sum(v.value == "W" for v in outcomes), losses=sum(v.value == "L" for v in outcomes),
+            ties=sum(v.value == "T" for v in outcomes),
+            mean_reward=reward.value if reward else None, reward_ci_low=reward.low if reward else None,
+            reward_ci_high=reward.high if reward else None,
+            outcomes=judged["outcomes"], rewards=rewards,
+            judge={"kind": suite.judge.kind, "id": judge_obj.id, "version": judge_obj.version,
+                   "params": dict(suite.judge.params)},
+            config_hash=content_hash(config), config=config, timings=timings, metrics=metrics,
+            **provenance(Path.cwd()),
+        )
+
+    # -- stages -----------------------------------------------------------------------------
+    def task(self, suite: Suite) -> Task:
+        key = content_hash(suite.task.model_dump(mode="json"))
+        if key not in self._tasks:
+            entry = TASKS.get(suite.task.name)
+            self._tasks[key] = entry.fn(entry.config(**suite.task.params))
+        return self._tasks[key]
+
+    def base_model_dir(self, cell: Cell) -> Path:
+        """The base (SFT) policy's directory, built first if needed."""
+        keys = self.keys(cell)
+        self._base_policy(cell.suite, self.task(cell.suite), keys)
+        return self.cache.path("models", keys.base)
+
+    def _base_policy(self, suite: Suite, task: Task, keys: StageKeys) -> dict[str, Any]:
+        spec = suite.base_model
+        if spec.kind == "pretrained":
+            return self._stage_dir("models", keys.base, lambda out: _link_pretrained(spec, out), "base policy")
+
+        def build(out: Path) -> dict[str, Any]:
+            from bench.micro import build_base_policy
+
+            return {"metrics": build_base_policy(task, spec, out, progress=self.progress)}
+
+        return self._stage_dir("models", keys.base, build, "base policy (micro build)")
+
+    def _pool(self, cell: Cell, task: Task, keys: StageKeys) -> dict[str, Any]:
+        """The labelled pair pool of this seed; its prefixes are the budgets."""
+        suite = cell.suite
+
+        def build() -> dict[str, Any]:
+            from bench.generation import Decoding
+
+            backend = self._backend(suite)
+            model_dir = self.cache.path("models", keys.base)
+
+            def sample(prompts: list[str], n: int, temperature: float, seed: int) -> list[list[Sample]]:
+                decoding = Decoding(max_new_tokens=suite.generation.max_new_tokens, n=n, temperature=temperature,
+                                    min_new_tokens=task.min_new_tokens(), seed=seed)
+                return backend.generate(model_dir, prompts, decoding)
+
+            pairs = task.preference_pool(task.pool_size(), cell.seed, sample)
+            return {"pairs": [[p.prompt, p.chosen, p.rejected] for p in pairs],
+                    "metrics": {"pool_size": len(pairs),
+                                "identical_rate": sum(p.chosen == p.rejected for p in pairs) / len(pairs)}}
+
+        meta = self._stage_json("pools", keys.pool, build, f"pair pool (seed {cell.seed})")
+        pool_size = len(meta["pairs"])
+        meta["n_pairs_by_budget"] = {b.label: b.n_pairs(pool_size) for b in suite.budgets}
+        return meta
+
+    def pairs(self, cell: Cell) -> list:
+        from bench.tasks.base import PreferencePair
+
+        keys = self.keys(cell)
+        meta = self._pool(cell, self.task(cell.suite), keys)
+        n = meta["n_pairs_by_budget"][cell.budget.label]
+        return [PreferencePair(*row) for row in meta["pairs"][:n]]
+
+    def _policy(self, cell: Cell, task: Task, keys: StageKeys) -> dict[str, Any]:
+        from bench.method_api import MethodContext
+
+        entry = METHODS.get(cell.method.method)
+        pairs = self.pairs(cell)
+
+        def train(out: Path) -> dict[str, Any]:
+            ctx = MethodContext(
+                task=task, pairs=pairs, base_model_dir=self.cache.path("models", keys.base), output_dir=out,
+                seed=cell.seed, cache=self.cache, base_key=keys.base,
+                scratch_dir=self.cache.scratch_dir("models", keys.policy), progress=self.progress,
+            )
+            metrics = entry.fn(ctx, entry.config(**cell.method.config)) or {}
+            return {"metrics": metrics, "counters": {"pairs_used": len(pairs), **ctx.counters}}
+
+        return self._stage_dir("models", keys.policy, train, f"train {cell.id}")
+
+    def _generations(self, cell: Cell, task: Task, keys: StageKeys) -> dict[str, Any]:
+        suite = cell.suite
+
+        def build() -> dict[str, Any]:
+            from bench.generation import Decoding
+
+            spec = suite.generation
+            prompts = [e.prompt for e in task.examples("eval", spec.n_eval_prompts)]
+            decoding = Decoding(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, top_p=spec.top_p,
+                                min_new_tokens=task.min_new_tokens(), seed=cell.seed)
+            start = time.perf_counter()
+            samples = [s[0] for s in self._backend(suite).generate(self.cache.path("models", keys.policy), prompts, decoding)]
+            elapsed = time.perf_counter() - start
+            return {"samples": [s.__dict__ for s in samples],
+                    "tokens_per_s": sum(s.n_tokens for s in samples) / max(elapsed, 1e-9)}
+
+        return self._stage_json("generations", keys.generations, build, f"generate {cell.id}")
+
+    def _judgments(self, cell: Cell, task: Task, keys: StageKeys, generations: dict[str, Any]) -> dict[str, Any]:
+        suite = cell.suite
+
+        def build() -> dict[str, Any]:
+            entry = JUDGES.get(suite.judge.kind)
+            judge = entry.fn(entry.config(**suite.judge.params), task)
+            examples = task.examples("eval", suite.generation.n_eval_prompts)
+            samples = [Sample(**s) for s in generations["samples"]]
+            judgments = judge.judge([e.prompt for e in examples], samples, [e.reference for e in examples])
+            return {"outcomes": outcomes_to_string([j.verdict for j in judgments]),
+                    "output_scores": [j.output_score for j in judgments],
+                    "reference_scores": [j.reference_score for j in judgments]}
+
+        return self._stage_json("judgments", keys.judgments, build, f"judge {cell.id}")
+
+    def _backend(self, suite: Suite) -> Any:
+        key = ("backend", suite.generation.backend, json.dumps(suite.generation.backend_params, sort_keys=True))
+        if key not in self._tasks:
+            entry = BACKENDS.get(suite.generation.backend)
+            self._tasks[key] = entry.fn(entry.config(**suite.generation.backend_params))  # type: ignore[index]
+        return self._tasks[key]  # type: ignore[index]
+
+    # -- cache plumbing ---------------------------------------------------------------------
+    def _stage_json(self, kind: str, key: str, build: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:
+        with self.cache.lock(kind, key):
+            if self.cache.has(kind, key):
+                return self.cache.read_json(kind, key)
+            self.log(f"  {what} ...")
+            start = time.perf_counter()
+            meta = build()
+            meta["wall_s"] = round(time.perf_counter() - start, 3)
+            self.cache.write_json(kind, key, meta)
+            return meta
+
+    def _stage_dir(self, kind: str, key: str, build: Callable[[Path], dict[str, Any]], what: str) -> dict[str, Any]:
+        """A directory artifact (a model) with its metadata in `pftbench.json` inside it."""
+        with self.cache.lock(kind, key):
+            if self.cache.has(kind, key):
+                return json.loads((self.cache.path(kind, key) / "pftbench.json").read_text())
+            self.log(f"  {what} ...")
+            start = time.perf_counter()
+            with self.cache.writing_dir(kind, key) as out:
+                meta = build(out)
+                meta["wall_s"] = round(time.perf_counter() - start, 3)
+                (out / "pftbench.json").write_text(json.dumps(meta, indent=1, default=str))
+            return meta
+
+    # -- expectations -----------------------------------------------------------------------
+    def check(self, cell: Cell, line: ResultLine, seeds: list[int] | None = None) -> list[str]:
+        """One plain sentence per failed expectation of the cell (empty when all hold).
+
+        With `seeds`, the numbers pool those seeds' cells (seeds x prompts); else the cell's own.
+        """
+        failures = []
+        for expectation in cell.suite.expectations_for(cell):
+            failures += self._check_one(cell, expectation, seeds or [cell.seed])
+        return failures
+
+    def _lines(self, cell: Cell, method: str, seeds: list[int]) -> list[ResultLine]:
+        entry = next(m for m in cell.suite.methods if m.name == method)
+        return [self.run_cell(Cell(cell.suite, entry, cell.budget, seed)) for seed in seeds]
+
+    def _check_one(self, cell: Cell, expectation: Expectation, seeds: list[int]) -> list[str]:
+        lines = self._lines(cell, cell.method.name, seeds)
+        where = f"{cell.method.name} at {cell.budget.label} ({_seed_words(seeds)})"
+        scores = [verdict_scores(outcomes_from_string(line.outcomes)) for line in lines]
+        winrate = pooled_bootstrap_mean(scores)
+        failures = []
+        if expectation.min_winrate is not None and winrate.value < expectation.min_winrate:
+            failures.append(f"{where} has winrate {winrate}, below the expected minimum {expectation.min_winrate}.")
+        if expectation.max_winrate is not None and winrate.value > expectation.max_winrate:
+            failures.append(f"{where} has winrate {winrate}, above the expected maximum {expectation.max_winrate}.")
+        if expectation.min_mean_reward is not None:
+            reward = pooled_bootstrap_mean([_nan_array(line.rewards) for line in lines])
+            if reward.value < expectation.min_mean_reward:
+                failures.append(f"{where} has mean reward {reward}, below the expected minimum "
+                                f"{expectation.min_mean_reward}.")
+        for other, must_beat in ((expectation.beats, True), (expectation.not_beats, False)):
+            if other is None:
+                continue
+            other_scores = [verdict_scores(outcomes_from_string(line.outcomes))
+                            for line in self._lines(cell, other, seeds)]
+            diff = paired_difference(scores, other_scores)
+            if must_beat and not diff.low > 0:
+                failures.append(f"{where} was expected to beat {other}, but the winrate difference is {diff}, "
+                                f"whose 95% CI does not lie above 0.")
+            if not must_beat and diff.low > 0:
+                failures.append(f"{where} was expected not to beat {other}, but the winrate difference is {diff}, "
+                                f"whose 95% CI lies above 0.")
+        return failures
+
+
+def _seed_words(seeds: list[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} pooled"
+
+
+def _nan_array(values: list[float | None] | None) -> Any:
+    import numpy as np
+
+    return np.array([np.nan if v is None else v for v in (values or [])], dtype=float)
+
+
+def _reward_estimate(rewards: list[float | None]) -> Estimate | None:
+    values = _nan_array(rewards)
+    if values.size == 0 or all(v is None for v in rewards):
+        return None
+    return bootstrap_mean(values)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    valid = [v for v in values if v is not None]
+    return sum(valid) / len(valid) if valid else None
+
+
+def _link_pretrained(spec: Any, out: Path) -> dict[str, Any]:
+    """A pretrained base: record where it lives (and copy a local directory's files in)."""
+    source = Path(spec.path)
+    if source.is_dir():
+        for item in source.iterdir():
+            if item.is_file():
+                shutil.copy2(item, out / item.name)
+        return {"metrics": {"source": str(source)}}
+    from huggingface_hub import snapshot_download
+
+    local = Path(snapshot_download(spec.path, revision=spec.revision))
+    for item in local.iterdir():
+        if item.is_file():
+            shutil.copy2(item, out / item.name)
+    return {"metrics": {"source": spec.path, "revision": spec.revision}}

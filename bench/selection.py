@@ -1,0 +1,93 @@
+"""Which suites and cells a command means, shared by the CLI and the pytest plugin.
+
+Both faces take suite paths and repeatable --method/--budget/--seed filters, both skip a suite
+whose resources are missing with the same reason, and both check expectations on the same
+groups: each cell on its own in a one-seed suite, each (method, budget) over all its seeds
+(seeds x prompts) in a multi-seed suite.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.config import Cell, Suite, is_suite_file, load_suite
+from bench.registry import METHODS
+
+
+class UsageError(ValueError):
+    """A command-line mistake: the message says what is wrong and what is allowed."""
+
+
+def suite_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """The suite files named, directories searched recursively for `*.yaml` (bases skipped)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*.y*ml") if is_suite_file(p))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise UsageError(f"{raw}: no such file or directory")
+    return found
+
+
+def check_methods(methods: Sequence[str] | None, suites: Sequence[Suite]) -> None:
+    """An unknown --method is a usage error listing the known ones (registered ids and entry names)."""
+    if not methods:
+        return
+    known = set(METHODS.names()) | {entry.name for suite in suites for entry in suite.methods}
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise UsageError(f"unknown method {', '.join(map(repr, unknown))}; known methods: {', '.join(sorted(known))}")
+
+
+def missing_resources(suite: Suite, run_slow: bool = False) -> list[str]:
+    """Why the suite cannot run here (empty when it can)."""
+    reasons = []
+    if "gpu" in suite.requires:
+        import torch
+
+        if not torch.cuda.is_available():
+            reasons.append("needs a CUDA GPU and none is available")
+    if "api" in suite.requires:
+        key_env = suite.judge.params.get("api_key_env")
+        if key_env and not os.environ.get(key_env):
+            reasons.append(f"needs an API key in ${key_env}, which is not set")
+    if "slow" in suite.requires and not run_slow:
+        reasons.append("is marked slow; run it with --run-slow")
+    return reasons
+
+
+@dataclass(frozen=True)
+class CheckGroup:
+    """Cells whose expectations are checked together: one cell, or one (method, budget) over its seeds."""
+
+    cell: Cell
+    seeds: tuple[int, ...]
+
+    @property
+    def id(self) -> str:
+        if len(self.seeds) == 1:
+            return self.cell.id
+        return f"{self.cell.method.name}[{self.cell.budget.label},seeds={'+'.join(map(str, self.seeds))}]"
+
+
+def check_groups(cells: Sequence[Cell]) -> list[CheckGroup]:
+    groups: dict[tuple[str, str, str], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.suite.name, cell.method.name, cell.budget.label), []).append(cell)
+    out = []
+    for members in groups.values():
+        if len(members[0].suite.seeds) == 1:
+            out += [CheckGroup(cell, (cell.seed,)) for cell in members]
+        else:
+            out.append(CheckGroup(members[0], tuple(c.seed for c in members)))
+    return out
+
+
+def load_all(paths: Iterable[str | Path]) -> list[Suite]:
+    return [load_suite(path) for path in suite_paths(paths)]

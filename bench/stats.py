@@ -1,0 +1,277 @@
+"""Winrates and differences with bootstrap confidence intervals; numpy only.
+
+Every number the suite reports is an :class:`Estimate`: a point estimate, a percentile
+confidence interval and the number of valid observations behind it. Per-prompt values are
+float arrays in which NaN marks an invalid observation (an unparseable judge answer, say): it is
+dropped and not counted in ``n``, never folded into a side.
+
+Estimators, for per-prompt values ``x`` (one array per training seed ``s = 1..k``):
+
+- Winrate: a verdict scores 1 for a win, 1/2 for a tie, 0 for a loss, NaN when invalid
+  (:func:`verdict_scores`), so ``winrate = (wins + ties / 2) / n_valid`` is the mean score.
+- One run (:func:`bootstrap_mean`): ``mean(x)`` over the valid values, with the percentile
+  bootstrap over observations: draw ``n`` values with replacement ``B`` times, take the
+  ``(1 - c) / 2`` and ``(1 + c) / 2`` quantiles of the ``B`` resampled means.
+- Several seeds (:func:`pooled_bootstrap_mean`): ``(1 / k) * sum_s mean(x_s)``, each seed
+  weighing the same whatever its number of valid prompts. Interval by the hierarchical
+  (two-stage) bootstrap: draw ``k`` seeds with replacement, then redraw the prompts within each
+  drawn seed, and average the ``k`` resampled seed means; percentile interval as above. The
+  seed stage carries run-to-run variation (a method is judged by what it does on a fresh seed,
+  not on the seeds we happened to run); the prompt stage carries the finite evaluation set.
+  With a single seed the seed stage is a no-op and this is exactly :func:`bootstrap_mean`.
+  With few seeds the interval is approximate: redrawing prompts inside redrawn seeds counts
+  the prompt noise twice (too wide when seeds agree), while k seeds redrawn with replacement
+  see only (k - 1) / k of the seed-to-seed variance (too narrow when seeds disagree a lot).
+  Simulated in tests/test_stats.py: 3 seeds, 200 prompts, seed sd about the prompt standard
+  error -> 95% intervals cover the grand mean about 95% of the time.
+- Two methods on the same prompts (:func:`paired_difference`): the same estimator applied to
+  the per-prompt differences ``a - b``, so resampling a prompt keeps its pair together and the
+  prompt difficulty shared by both methods cancels out of the interval.
+
+Resamples are drawn as index matrices of shape ``[n_resamples, n]`` from
+``np.random.default_rng(seed)``: the same inputs and seed give the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from bench.verdicts import Verdict
+
+_MAX_DRAWS_PER_BLOCK = 1 << 18
+"""Largest index matrix drawn at once (2 MiB of int64): long inputs stay in memory, and blocks
+this small are reused by the allocator instead of being mapped afresh (about 2x faster)."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its confidence interval and the number of observations behind it."""
+
+    value: float
+    """Point estimate (a mean, a winrate, or a difference of means)."""
+    low: float
+    """Lower end of the percentile confidence interval."""
+    high: float
+    """Upper end of the percentile confidence interval."""
+    n: int
+    """Number of valid observations used, summed over seeds (invalid ones are not counted)."""
+    n_seeds: int = 1
+    """Number of training seeds pooled into the estimate."""
+    confidence: float = 0.95
+    """Nominal coverage of the interval."""
+
+    def __str__(self) -> str:
+        text = f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}] n={self.n}"
+        if self.n_seeds > 1:
+            text += f" seeds={self.n_seeds}"
+        if self.confidence != 0.95:
+            # A 90% interval printed like a 95% one would overstate the certainty.
+            text += f" ci={self.confidence:.0%}"
+        return text
+
+    def to_dict(self) -> dict:
+        """Plain, JSON-serialisable fields for result lines."""
+        return {
+            "value": float(self.value),
+            "low": float(self.low),
+            "high": float(self.high),
+            "n": int(self.n),
+            "n_seeds": int(self.n_seeds),
+            "confidence": float(self.confidence),
+        }
+
+
+def verdict_scores(verdicts: Sequence[Verdict]) -> np.ndarray:
+    """Per-prompt scores in prompt order: WIN 1.0, TIE 0.5, LOSS 0.0, INVALID NaN.
+
+    Args:
+        verdicts: ``[n_prompts]`` verdicts (members of :class:`Verdict` or their letters).
+
+    Returns:
+        float64 array of shape ``[n_prompts]``; its NaN-free mean is the winrate
+        ``(wins + ties / 2) / n_valid``.
+    """
+    scores = [Verdict(verdict).score for verdict in verdicts]
+    return np.array([np.nan if score is None else score for score in scores], dtype=np.float64)
+
+
+def bootstrap_mean(
+    values: ArrayLike, *, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> Estimate:
+    """Mean of the valid values with a percentile bootstrap interval over observations.
+
+    Args:
+        values: ``[n]`` per-prompt values; NaN marks an invalid observation and is dropped.
+        n_resamples: number of bootstrap resamples ``B``.
+        confidence: nominal coverage ``c`` of the interval, in (0, 1).
+        seed: seed of ``np.random.default_rng``.
+
+    Returns:
+        ``mean(x)`` over the ``n_valid`` non-NaN values, with the ``(1 - c) / 2`` and
+        ``(1 + c) / 2`` quantiles of the ``B`` resampled means as the interval.
+
+    Raises:
+        ValueError: no valid observation, ``values`` not 1-D, or a bad ``confidence``.
+    """
+    return pooled_bootstrap_mean(
+        [values], n_resamples=n_resamples, confidence=confidence, seed=seed
+    )
+
+
+def pooled_bootstrap_mean(
+    groups: Sequence[ArrayLike],
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Estimate:
+    """Mean over seeds of the per-seed means, with a hierarchical bootstrap interval.
+
+    Args:
+        groups: ``k`` arrays, one per training seed, of shape ``[n_s]`` (per-prompt values,
+            NaN = invalid, dropped). Seeds may have different numbers of prompts.
+        n_resamples: number of bootstrap resamples ``B``.
+        confidence: nominal coverage ``c`` of the interval, in (0, 1).
+        seed: seed of ``np.random.default_rng``.
+
+    Returns:
+        ``(1 / k) * sum_s mean(x_s)`` (each seed weighs the same). Interval: in each of the
+        ``B`` resamples draw ``k`` seeds with replacement, redraw the prompts of each drawn seed
+        with replacement, and average the ``k`` resampled seed means; percentile interval.
+        ``n`` is the number of valid values summed over seeds. With one group this is exactly
+        :func:`bootstrap_mean` with the same ``seed``.
+
+    Raises:
+        ValueError: no groups, a group without a valid observation, a group that is not 1-D,
+            or a bad ``confidence`` or ``n_resamples``.
+    """
+    valid_groups = [_valid_values(group, f"group {index}") for index, group in enumerate(groups)]
+    return _hierarchical_bootstrap(valid_groups, n_resamples, confidence, seed)
+
+
+def paired_difference(
+    a_groups: Sequence[ArrayLike],
+    b_groups: Sequence[ArrayLike],
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Estimate:
+    """Mean difference ``a - b`` between two methods judged on the same prompts.
+
+    Args:
+        a_groups: ``k`` arrays, one per seed, of shape ``[n_s]``: per-prompt values of method A.
+        b_groups: ``k`` arrays aligned with ``a_groups``: method B on the same prompts, same
+            order. A pair where either side is NaN is dropped.
+        n_resamples: number of bootstrap resamples ``B``.
+        confidence: nominal coverage ``c`` of the interval, in (0, 1).
+        seed: seed of ``np.random.default_rng``.
+
+    Returns:
+        ``(1 / k) * sum_s mean(a_s - b_s)`` over the valid pairs, with the interval of
+        :func:`pooled_bootstrap_mean` computed on the per-prompt differences (a resampled prompt
+        brings both of its values). ``n`` counts the valid pairs. An interval that excludes 0
+        says that A and B differ at this confidence.
+
+    Raises:
+        ValueError: different numbers of seeds, a seed whose two arrays differ in length, a
+            seed without a valid pair, or a bad ``confidence`` or ``n_resamples``.
+    """
+    if len(a_groups) != len(b_groups):
+        raise ValueError(
+            f"paired_difference needs the same seeds on both sides: "
+            f"{len(a_groups)} groups in a_groups, {len(b_groups)} in b_groups"
+        )
+    differences = []
+    for index, (a_group, b_group) in enumerate(zip(a_groups, b_groups, strict=True)):
+        a_values = _as_1d(a_group, f"a_groups[{index}]")
+        b_values = _as_1d(b_group, f"b_groups[{index}]")
+        if a_values.shape != b_values.shape:
+            raise ValueError(
+                f"paired_difference needs aligned prompts: seed {index} has "
+                f"{a_values.shape[0]} values in a_groups and {b_values.shape[0]} in b_groups"
+            )
+        # NaN - x is NaN, so a pair with either side invalid drops out here.
+        differences.append(_valid_values(a_values - b_values, f"the pairs of seed {index}"))
+    return _hierarchical_bootstrap(differences, n_resamples, confidence, seed)
+
+
+def per_seed(groups: Sequence[ArrayLike], **kwargs) -> list[Estimate]:
+    """:func:`bootstrap_mean` of each group, in order, for per-seed tables.
+
+    ``kwargs`` (``n_resamples``, ``confidence``, ``seed``) go to every call unchanged.
+    """
+    return [bootstrap_mean(group, **kwargs) for group in groups]
+
+
+def _as_1d(values: ArrayLike, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one value per prompt), got shape {array.shape}")
+    return array
+
+
+def _valid_values(values: ArrayLike, name: str) -> np.ndarray:
+    array = _as_1d(values, name)
+    valid = array[~np.isnan(array)]
+    if valid.size == 0:
+        raise ValueError(f"no valid observations in {name}: {array.size} values, all NaN or none")
+    return valid
+
+
+def _hierarchical_bootstrap(
+    groups: list[np.ndarray], n_resamples: int, confidence: float, seed: int
+) -> Estimate:
+    """Two-stage percentile bootstrap of the mean of group means; groups hold valid values."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+    if not groups:
+        raise ValueError("no valid observations: no groups given")
+
+    # Work on values shifted by their minimum: when every value is equal, every deviation and
+    # every resampled mean is exactly 0, so the interval collapses onto the value itself.
+    shift = min(float(group.min()) for group in groups)
+    deviations = [group - shift for group in groups]
+    n_groups = len(deviations)
+
+    rng = np.random.default_rng(seed)
+    drawn_groups = rng.integers(0, n_groups, size=(n_resamples, n_groups))
+    resampled_group_means = np.empty((n_resamples, n_groups))
+    for slot in range(n_groups):
+        for group_index, group in enumerate(deviations):
+            rows = np.flatnonzero(drawn_groups[:, slot] == group_index)
+            resampled_group_means[rows, slot] = _resampled_means(group, rows.size, rng)
+    resampled_means = resampled_group_means.mean(axis=1)
+
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(resampled_means, [tail, 1.0 - tail])
+    value = np.mean([group.mean() for group in deviations])
+    return Estimate(
+        value=float(shift + value),
+        low=float(shift + low),
+        high=float(shift + high),
+        n=sum(group.size for group in groups),
+        n_seeds=n_groups,
+        confidence=confidence,
+    )
+
+
+def _resampled_means(values: np.ndarray, n_rows: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of ``n_rows`` resamples of ``values`` ``[n]``, each of size n drawn with replacement.
+
+    Returns ``[n_rows]``. Index matrices ``[rows, n]`` are drawn in blocks to bound memory.
+    """
+    n_values = values.size
+    rows_per_block = max(1, _MAX_DRAWS_PER_BLOCK // n_values)
+    means = np.empty(n_rows)
+    for start in range(0, n_rows, rows_per_block):
+        stop = min(start + rows_per_block, n_rows)
+        indices = rng.integers(0, n_values, size=(stop - start, n_values))
+        means[start:stop] = values[indices].mean(axis=1)
+    return means

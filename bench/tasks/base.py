@@ -1,0 +1,87 @@
+"""What every task provides: prompts with references, a preference-pair pool, and (if it has one)
+an exact gold reward.
+
+A task deals in strings only. The prompt string is fed to the tokenizer as is; an output is the
+decoded continuation without special tokens. Tasks never import torch at module level.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt with its reference output (the human summary in TL;DR)."""
+
+    prompt: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """A labelled comparison: `chosen` was preferred to `rejected` for `prompt`.
+
+    This is all a method ever sees of the labels: no gold scores travel with a pair.
+    """
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated output. `finished` is False when generation stopped at the token limit."""
+
+    text: str
+    n_tokens: int
+    finished: bool
+
+
+SampleFn = Callable[[list[str], int, float, int], list[list[Sample]]]
+"""sample(prompts, n_per_prompt, temperature, seed) -> n samples per prompt, from the SFT policy."""
+
+
+class Task(ABC):
+    """A benchmark task. Splits: `train` (SFT data and the pair pool's prompts), `valid` (for
+    anything tuned by looking at numbers) and `eval` (held out, judged)."""
+
+    name: str
+    has_gold: bool = False
+
+    @abstractmethod
+    def examples(self, split: str, n: int | None = None) -> list[Example]:
+        """The first `n` examples of `split` (all when n is None), in a fixed order."""
+
+    @abstractmethod
+    def pool_size(self) -> int:
+        """Pairs in the labelled pool; budgets are counts up to it or fractions of it."""
+
+    @abstractmethod
+    def preference_pool(self, size: int, seed: int, sample: SampleFn) -> list[PreferencePair]:
+        """The labelled pair pool of `size` pairs for `seed`. Budgets are prefixes of it, so every
+        method at a budget sees the same pairs. `sample` draws from the base (SFT) policy."""
+
+    def gold_reward(self, prompt: str, output: str) -> float | None:
+        """The exact reward of `output`, or None when the output is invalid."""
+        raise NotImplementedError(f"task {self.name!r} has no gold reward")
+
+    def max_new_tokens(self) -> int | None:
+        """The output length the task is built for (None: the suite decides)."""
+        return None
+
+    def min_new_tokens(self) -> int:
+        """Generation must not stop before this many tokens (0: no minimum)."""
+        return 0
+
+    def write_tokenizer(self, out_dir: Path) -> None:
+        """Save a tokenizer for models built from scratch on this task (micro tier only)."""
+        raise NotImplementedError(f"task {self.name!r} does not build its own tokenizer")
+
+    def validity(self, outputs: Sequence[Sample]) -> list[bool]:
+        """Whether each output can be judged at all (finished, well formed)."""
+        return [sample.finished for sample in outputs]

@@ -1,0 +1,270 @@
+"""Micro task `keywords`: summarise a synthetic document by its salient words.
+
+A document is `doc_len` words over a vocabulary of `vocab_size` made-up words. `n_salient` words
+repeat (each `salient_repeats` times); every other slot holds a distinct filler word. A summary
+is a few words, then EOS. The exact gold reward of a summary y of document x is
+
+    r(x, y) = salient_bonus  * |distinct salient words of x in y|
+            - absent_penalty * |words of y not in x|
+            - repeat_penalty * |repeated words in y|          (occurrences beyond the first)
+            - length_penalty * |y|
+
+so the optimum names each salient word once: n_salient * (salient_bonus - length_penalty), 2.7
+with the defaults. Summaries shorter than `min_words` or unfinished at `max_words` are invalid
+(an empty summary would otherwise score 0 and beat most real ones, and preference training
+collapses onto it).
+
+The reference summary is deliberately mediocre: `reference_words` words drawn uniformly from the
+document's positions, so mostly filler, a few replaced by words absent from the document. A reference any better leaves the SFT policy nothing to
+improve on (found in earlier experiments, see issue 2).
+
+The preference pool: for pool prompt i, two samples of the SFT policy at `pool_temperature`,
+labelled by Bradley-Terry on the gold reward, P(a preferred) = sigmoid((r_a - r_b) / label_temperature).
+Every example and label is drawn from an RNG seeded by (task seed, split, index), so splits are
+fixed per seed and every budget is a prefix of the same pool.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.registry import register_task
+from bench.tasks.base import Example, PreferencePair, Sample, SampleFn, Task
+
+SEP = "<sep>"
+EOS = "<eos>"
+PAD = "<pad>"
+UNK = "<unk>"
+SPECIAL_TOKENS = [PAD, UNK, SEP, EOS]
+
+
+class KeywordsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    seed: int = 0
+    """Data seed: documents, references and pair labels are fixed by it."""
+    vocab_size: int = Field(64, ge=8)
+    """Number of distinct words."""
+    doc_len: int = Field(24, ge=4)
+    """Words per document."""
+    n_salient: int = Field(3, ge=1)
+    """Salient words per document."""
+    salient_repeats: int = Field(3, ge=2)
+    """How often each salient word occurs in its document."""
+    min_words: int = Field(2, ge=1)
+    """Shortest valid summary."""
+    max_words: int = Field(6, ge=1)
+    """Longest valid summary (EOS must follow)."""
+    reference_words: tuple[int, int] = (2, 4)
+    """Length range (inclusive) of the mediocre reference summaries."""
+    reference_absent_rate: float = Field(0.1, ge=0, le=1)
+    """Chance that a reference word is replaced by a word absent from the document."""
+    salient_bonus: float = 1.0
+    absent_penalty: float = 1.0
+    repeat_penalty: float = 0.5
+    length_penalty: float = 0.1
+    n_train: int = Field(20000, ge=1)
+    """Prompts with references for SFT; the pool's prompts are their prefix."""
+    n_valid: int = Field(500, ge=1)
+    """Held-out prompts for tuning; never the evaluation prompts."""
+    n_eval: int = Field(1000, ge=1)
+    """Evaluation prompts available; the suite's generation.n_eval_prompts takes a prefix."""
+    pretrain_distinct: tuple[int, int] = (4, 8)
+    """Distinct words per document in the low-diversity warm-up documents of the base build."""
+    pool_size: int = Field(4000, ge=1)
+    """Labelled pairs in the pool; budgets are prefixes (counts) or fractions of it."""
+    pool_temperature: float = Field(0.7, gt=0)
+    """Sampling temperature of the SFT policy when drawing the two outputs of a pair."""
+    label_temperature: float = Field(1.0, ge=0)
+    """Bradley-Terry label noise; 0 labels by the larger gold reward (ties by a coin)."""
+
+
+def word(i: int) -> str:
+    return f"w{i:02d}"
+
+
+class KeywordsTask(Task):
+    name = "keywords"
+    has_gold = True
+
+    def __init__(self, params: KeywordsParams) -> None:
+        if params.n_salient * params.salient_repeats > params.doc_len:
+            raise ValueError(
+                f"n_salient * salient_repeats = {params.n_salient * params.salient_repeats} "
+                f"does not fit in doc_len = {params.doc_len}"
+            )
+        if params.pool_size > params.n_train:
+            raise ValueError(f"pool_size {params.pool_size} exceeds n_train {params.n_train}")
+        self.params = params
+        self.words = [word(i) for i in range(params.vocab_size)]
+
+    # -- data -------------------------------------------------------------------------------
+    def _rng(self, split: str, index: int) -> random.Random:
+        return random.Random(f"{self.name}/{self.params.seed}/{split}/{index}")
+
+    def document(self, split: str, index: int) -> list[str]:
+        """Document `index` of `split`. Split `pretrain` gives low-diversity warm-up documents."""
+        p = self.params
+        rng = self._rng(split, index)
+        if split == "pretrain":
+            lo, hi = p.pretrain_distinct
+            pool = rng.sample(self.words, rng.randint(lo, hi))
+            return [rng.choice(pool) for _ in range(p.doc_len)]
+        chosen = rng.sample(self.words, p.n_salient + p.doc_len - p.n_salient * p.salient_repeats)
+        salient, fillers = chosen[: p.n_salient], chosen[p.n_salient :]
+        doc = salient * p.salient_repeats + fillers
+        rng.shuffle(doc)
+        return doc
+
+    def reference_for(self, split: str, index: int, doc: list[str]) -> list[str]:
+        rng = self._rng(split + "/reference", index)
+        lo, hi = self.params.reference_words
+        absent = [w for w in self.words if w not in doc]
+        return [
+            rng.choice(absent) if rng.random() < self.params.reference_absent_rate else rng.choice(doc)
+            for _ in range(rng.randint(lo, hi))
+        ]
+
+    def split_size(self, split: str) -> int | None:
+        sizes = {"train": self.params.n_train, "valid": self.params.n_valid}
+        sizes["eval"] = self.params.n_eval
+        return sizes.get(split)
+
+    def examples(self, split: str, n: int | None = None) -> list[Example]:
+        if split not in ("train", "valid", "eval", "pretrain"):
+            raise ValueError(f"unknown split {split!r}; known: train, valid, eval, pretrain")
+        size = self.split_size(split)
+        if n is None:
+            if size is None:
+                raise ValueError("the pretrain split is unbounded: give n")
+            n = size
+        elif size is not None and n > size:
+            raise ValueError(f"asked for {n} {split} examples; the task has {size}")
+        out = []
+        for i in range(n):
+            doc = self.document(split, i)
+            out.append(Example(prompt=format_prompt(doc), reference=" ".join(self.reference_for(split, i, doc))))
+        return out
+
+    # -- reward -----------------------------------------------------------------------------
+    def summary_words(self, output: str) -> list[str] | None:
+        """The summary's words, or None if it is not a valid summary."""
+        words = output.split()
+        p = self.params
+        if not p.min_words <= len(words) <= p.max_words:
+            return None
+        if any(w not in self._word_set for w in words):
+            return None
+        return words
+
+    @property
+    def _word_set(self) -> frozenset[str]:
+        return frozenset(self.words)
+
+    def features(self, prompt: str, output: str) -> list[float] | None:
+        """[distinct salient words, absent words, repeats, length]: the gold reward is linear in
+        these (the "simple verifier" class of issue 3). None when the output is invalid."""
+        words = self.summary_words(output)
+        if words is None:
+            return None
+        counts = Counter(parse_prompt(prompt))
+        salient = {w for w, c in counts.items() if c >= self.params.salient_repeats}
+        distinct_salient = len(salient & set(words))
+        absent = sum(1 for w in words if w not in counts)
+        repeats = len(words) - len(set(words))
+        return [float(distinct_salient), float(absent), float(repeats), float(len(words))]
+
+    def gold_reward(self, prompt: str, output: str) -> float | None:
+        f = self.features(prompt, output)
+        if f is None:
+            return None
+        p = self.params
+        weights = (p.salient_bonus, -p.absent_penalty, -p.repeat_penalty, -p.length_penalty)
+        return sum(w * x for w, x in zip(weights, f, strict=True))
+
+    def optimal_reward(self) -> float:
+        p = self.params
+        return p.n_salient * (p.salient_bonus - p.length_penalty)
+
+    def validity(self, outputs: list[Sample]) -> list[bool]:
+        return [s.finished and self.summary_words(s.text) is not None for s in outputs]
+
+    def max_new_tokens(self) -> int:
+        return self.params.max_words + 1  # the words, then EOS
+
+    def min_new_tokens(self) -> int:
+        return self.params.min_words
+
+    # -- pool -------------------------------------------------------------------------------
+    def pool_size(self) -> int:
+        return self.params.pool_size
+
+    def preference_pool(self, size: int, seed: int, sample: SampleFn) -> list[PreferencePair]:
+        if size > self.params.pool_size:
+            raise ValueError(f"pool of {size} pairs asked; the task's pool_size is {self.params.pool_size}")
+        prompts = [ex.prompt for ex in self.examples("train", size)]
+        samples = sample(prompts, 2, self.params.pool_temperature, seed)
+        pairs = []
+        for i, (prompt, (a, b)) in enumerate(zip(prompts, samples, strict=True)):
+            prefer_a = self.bradley_terry_label(self._score(prompt, a), self._score(prompt, b), seed, i)
+            chosen, rejected = (a, b) if prefer_a else (b, a)
+            pairs.append(PreferencePair(prompt=prompt, chosen=chosen.text, rejected=rejected.text))
+        return pairs
+
+    def _score(self, prompt: str, sample: Sample) -> float | None:
+        return self.gold_reward(prompt, sample.text) if sample.finished else None
+
+    def bradley_terry_label(self, reward_a: float | None, reward_b: float | None, seed: int, index: int) -> bool:
+        """True when output a is preferred. An invalid output (None) loses to any valid one."""
+        rng = self._rng(f"label/{seed}", index)
+        if reward_a is None or reward_b is None:
+            if reward_a is None and reward_b is None:
+                return rng.random() < 0.5
+            return reward_b is None
+        return rng.random() < bradley_terry_probability(reward_a, reward_b, self.params.label_temperature)
+
+    # -- tokenizer --------------------------------------------------------------------------
+    def write_tokenizer(self, out_dir: Path) -> None:
+        write_word_tokenizer(SPECIAL_TOKENS + self.words, out_dir)
+
+
+def bradley_terry_probability(reward_a: float, reward_b: float, temperature: float) -> float:
+    """P(a preferred to b) = sigmoid((r_a - r_b) / temperature); temperature 0 is a hard label
+    (0.5 on a tie)."""
+    diff = reward_a - reward_b
+    if temperature == 0:
+        return 0.5 if diff == 0 else float(diff > 0)
+    return 1.0 / (1.0 + math.exp(-diff / temperature))
+
+
+def format_prompt(doc: list[str]) -> str:
+    return " ".join(doc) + " " + SEP
+
+
+def parse_prompt(prompt: str) -> list[str]:
+    return [w for w in prompt.split() if w != SEP]
+
+
+def write_word_tokenizer(vocab: list[str], out_dir: Path) -> None:
+    """A word-level transformers tokenizer: one token per whitespace-separated word."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token=PAD, unk_token=UNK, eos_token=EOS, sep_token=SEP
+    )
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(out_dir)
+
+
+@register_task("keywords", config=KeywordsParams)
+def make_keywords(params: KeywordsParams) -> KeywordsTask:
+    return KeywordsTask(params)

@@ -1,0 +1,193 @@
+"""The one training loop every method uses, built on accelerate so the same code runs on the
+CPU, one GPU, or many under `accelerate launch` (FSDP / DeepSpeed via its config files).
+
+A method supplies its examples, a collate function and a loss; the loop supplies the order
+(a seeded permutation per epoch), the optimiser (AdamW with linear warm-up and decay), gradient
+clipping, throughput figures and resumption: when given a scratch directory it saves the full
+training state there every `checkpoint_interval_s` seconds, and a restarted run loads it and
+skips the batches already seen, so a killed run redoes only the unfinished steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
+
+LossFn = Callable[["PreTrainedModel", dict[str, Any]], tuple["torch.Tensor", dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    lr: float
+    """Peak learning rate of AdamW."""
+    batch_size: int
+    """Examples per optimiser step (per process)."""
+    epochs: float = 1.0
+    """Passes over the examples; a fraction trains on a prefix of the last pass."""
+    max_steps: int | None = None
+    """Stop after this many steps, whatever `epochs` says."""
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    """Fraction of the steps over which the learning rate rises linearly from 0."""
+    decay: bool = True
+    """Decay the learning rate linearly to 0 after warm-up."""
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    """Seeds initialisation-free randomness: the batch order (and dropout, if any)."""
+    checkpoint_interval_s: float = 120.0
+    """Seconds between resumable checkpoints when a scratch directory is given."""
+
+
+@dataclass
+class LoopReport:
+    steps: int = 0
+    examples: int = 0
+    tokens: int = 0
+    """Non-padding tokens through the model (forward and backward)."""
+    wall_s: float = 0.0
+    resumed_from_step: int = 0
+    losses: list[float] = field(default_factory=list)
+    """Loss at each step."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Mean of each metric the loss reported, over the last epoch's steps."""
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.wall_s if self.wall_s > 0 else float("nan")
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "train_steps": self.steps,
+            "train_examples": self.examples,
+            "train_tokens": self.tokens,
+            "train_wall_s": round(self.wall_s, 3),
+            "train_tokens_per_s": round(self.tokens_per_s, 1),
+            "final_loss": self.losses[-1] if self.losses else float("nan"),
+            **{f"train_{k}": v for k, v in self.metrics.items()},
+        }
+
+
+def total_steps(n_examples: int, cfg: LoopConfig) -> int:
+    steps = math.ceil(n_examples * cfg.epochs / cfg.batch_size)
+    return min(steps, cfg.max_steps) if cfg.max_steps is not None else steps
+
+
+def run(
+    model: PreTrainedModel,
+    examples: Sequence[Any],
+    collate: Callable[[list[Any]], dict[str, Any]],
+    loss_fn: LossFn,
+    cfg: LoopConfig,
+    *,
+    scratch_dir: Path | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> LoopReport:
+    """Train `model` in place on `examples` and return what happened."""
+    import torch
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    n_steps = total_steps(len(examples), cfg)
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    if n_steps == 0:
+        return LoopReport()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_ratio * n_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, warmup, n_steps, cfg.decay))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    report = LoopReport()
+    step = _resume(accelerator, scratch_dir)
+    report.resumed_from_step = step
+    last_checkpoint = time.perf_counter()
+    start = time.perf_counter()
+    model.train()
+    bar = tqdm(total=n_steps, initial=step, desc=desc, disable=not progress or not accelerator.is_main_process, leave=False)
+    epoch_metrics: dict[str, list[float]] = {}
+    while step < n_steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        if offset == 0:
+            epoch_metrics = {}
+        loader = accelerator.prepare(_epoch_loader(examples, collate, cfg, epoch))
+        loader = accelerator.skip_first_batches(loader, offset) if offset else loader
+        for batch in loader:
+            loss, metrics = loss_fn(model, batch)
+            accelerator.backward(loss)
+            if cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            report.losses.append(loss.item())
+            report.examples += batch["input_ids"].shape[0]
+            report.tokens += int(batch["attention_mask"].sum())
+            for key, value in metrics.items():
+                epoch_metrics.setdefault(key, []).append(value)
+            bar.update(1)
+            bar.set_postfix(loss=f"{report.losses[-1]:.4f}", refresh=False)
+            if scratch_dir is not None and time.perf_counter() - last_checkpoint >= cfg.checkpoint_interval_s:
+                _checkpoint(accelerator, scratch_dir, step)
+                last_checkpoint = time.perf_counter()
+            if step >= n_steps:
+                break
+    bar.close()
+    report.steps = step
+    report.wall_s = time.perf_counter() - start
+    report.metrics = {k: sum(v) / len(v) for k, v in epoch_metrics.items()}
+    model.eval()
+    accelerator.wait_for_everyone()
+    return report
+
+
+def _lr_factor(step: int, warmup: int, n_steps: int, decay: bool) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    if not decay:
+        return 1.0
+    return max(0.0, (n_steps - step) / max(1, n_steps - warmup))
+
+
+def _epoch_loader(examples: Sequence[Any], collate: Callable, cfg: LoopConfig, epoch: int) -> Any:
+    """Batches of epoch `epoch` in a seeded order, so a resumed run sees the same batches."""
+    import torch
+
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    order = torch.randperm(len(examples), generator=generator).tolist()
+    return torch.utils.data.DataLoader(
+        [examples[i] for i in order], batch_size=cfg.batch_size, shuffle=False, collate_fn=collate
+    )
+
+
+def _checkpoint(accelerator: Any, scratch_dir: Path, step: int) -> None:
+    """Save the resumable state in its own directory, then point the `step` file at it; a save
+    torn by a kill leaves the previous pointer, and its state, intact."""
+    import shutil
+
+    accelerator.save_state(str(scratch_dir / f"state-{step}"))
+    if accelerator.is_main_process:
+        tmp = scratch_dir / "step.tmp"
+        tmp.write_text(str(step))
+        tmp.replace(scratch_dir / "step")
+        for old in scratch_dir.glob("state-*"):
+            if old.name != f"state-{step}":
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _resume(accelerator: Any, scratch_dir: Path | None) -> int:
+    """The step to continue from: 0, or the last complete checkpoint's step (state restored)."""
+    if scratch_dir is None or not (scratch_dir / "step").exists():
+        return 0
+    step = int((scratch_dir / "step").read_text())
+    accelerator.load_state(str(scratch_dir / f"state-{step}"))
+    return step

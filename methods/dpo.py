@@ -1,0 +1,139 @@
+"""Offline DPO (Rafailov et al. 2023), with the IPO loss (Azar et al. 2023) as an option.
+
+The policy is fit directly to the preference pairs, regularised toward the base SFT policy:
+
+    h = beta * [(log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x))]
+    sigmoid (DPO, eq. 7):  L = -log sigmoid(h)
+    ipo     (IPO, eq. 17): L = (h / beta - 1 / (2 beta))^2
+
+Reference log-probs are computed once per set of pairs and cached; chosen and rejected go
+through the policy together in one forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.method_api import MethodContext
+from bench.registry import register_method
+
+if TYPE_CHECKING:
+    import torch
+
+
+class DPOConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    beta: float = Field(0.1, gt=0)
+    """Strength of the pull toward the reference (SFT) policy."""
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    """`sigmoid` is DPO's Bradley-Terry loss; `ipo` the squared loss of IPO."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the pairs (the paper's "DPO 2x" is 2)."""
+    lr: float = Field(1e-3, gt=0)
+    """Peak AdamW learning rate."""
+    batch_size: int = Field(32, ge=1)
+    """Pairs per optimiser step."""
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float,
+    loss: str = "sigmoid",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair losses and implicit rewards, all of shape [B].
+
+    Inputs are summed sequence log-probs, [B] each. Returns (losses, chosen_rewards,
+    rejected_rewards) where a reward is beta * (log pi - log pi_ref), the DPO-implicit reward.
+    """
+    import torch.nn.functional as F
+
+    chosen_logratios = policy_chosen_logps - reference_chosen_logps
+    rejected_logratios = policy_rejected_logps - reference_rejected_logps
+    h = chosen_logratios - rejected_logratios
+    if loss == "sigmoid":
+        losses = -F.logsigmoid(beta * h)
+    elif loss == "ipo":
+        losses = (h - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"unknown DPO loss {loss!r}; known: sigmoid, ipo")
+    return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
+@register_method("dpo", config=DPOConfig)
+def train(ctx: MethodContext, cfg: DPOConfig) -> dict[str, float]:
+    from bench import training
+    from bench.modeling import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(ctx.base_model_dir)
+    model = load_causal_lm(ctx.base_model_dir)
+    reference = reference_logps(ctx, model, tokenizer)
+    examples = [(pair, reference["chosen"][i], reference["rejected"][i]) for i, pair in enumerate(ctx.pairs)]
+
+    def loss_fn(policy: object, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        from bench.modeling import sequence_logps
+
+        logps = sequence_logps(policy, batch)
+        n = batch["reference_chosen"].shape[0]
+        losses, chosen_rewards, rejected_rewards = dpo_loss(
+            logps[:n], logps[n:], batch["reference_chosen"], batch["reference_rejected"], cfg.beta, cfg.loss
+        )
+        return losses.mean(), {
+            "reward_accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),
+            "reward_margin": (chosen_rewards - rejected_rewards).mean().item(),
+        }
+
+    loop = training.LoopConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs,
+                               warmup_ratio=cfg.warmup_ratio, seed=ctx.seed)
+    report = training.run(model, examples, lambda rows: collate_pairs(tokenizer, rows), loss_fn, loop,
+                          scratch_dir=ctx.scratch_dir, desc="dpo", progress=ctx.progress)
+    ctx.counters["pairs_used"] = len(ctx.pairs)
+    model.save_pretrained(ctx.output_dir)
+    tokenizer.save_pretrained(ctx.output_dir)
+    return report.summary()
+
+
+def collate_pairs(tokenizer: object, rows: list) -> dict:
+    """Chosen rows then rejected rows in one [2B, T] batch, plus the reference log-probs [B]."""
+    import torch
+
+    from bench.modeling import concat_batches, encode_completions
+
+    pairs = [row[0] for row in rows]
+    prompts = [p.prompt for p in pairs]
+    batch = concat_batches(
+        encode_completions(tokenizer, prompts, [p.chosen for p in pairs]),
+        encode_completions(tokenizer, prompts, [p.rejected for p in pairs]),
+        tokenizer.pad_token_id,
+    )
+    batch["reference_chosen"] = torch.tensor([row[1] for row in rows])
+    batch["reference_rejected"] = torch.tensor([row[2] for row in rows])
+    return batch
+
+
+def reference_logps(ctx: MethodContext, model: object, tokenizer: object, batch_size: int = 256) -> dict:
+    """log pi_ref of each pair's chosen and rejected completion under the base policy, cached."""
+
+    def compute() -> dict:
+        import torch
+
+        from bench.modeling import sequence_logps
+
+        chosen, rejected = [], []
+        with torch.inference_mode():
+            for start in range(0, len(ctx.pairs), batch_size):
+                rows = [(p, 0.0, 0.0) for p in ctx.pairs[start : start + batch_size]]
+                batch = {k: v.to(model.device) for k, v in collate_pairs(tokenizer, rows).items()}
+                logps = sequence_logps(model, batch).tolist()
+                chosen += logps[: len(rows)]
+                rejected += logps[len(rows) :]
+        return {"chosen": chosen, "rejected": rejected}
+
+    pairs = [(p.prompt, p.chosen, p.rejected) for p in ctx.pairs]
+    return ctx.cached_json("reference_logps", {"base": ctx.base_key, "pairs": pairs}, compute)
