@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pftbench: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: finished stages are cached; run the same command again to resume", file=sys.stderr)
+        print(
+            "\ninterrupted: finished stages are cached; run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
 
 
@@ -41,13 +44,23 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pftbench", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run suites (every cell cached) and check their expectations")
+    run = commands.add_parser(
+        "run", help="run suites (every cell cached) and check their expectations"
+    )
     run.add_argument("suites", nargs="+", metavar="SUITE", help="suite files or directories")
     run.add_argument("--method", action="append", help="only this method entry or id (repeatable)")
-    run.add_argument("--budget", action="append", help="only this budget, e.g. 250 or n=250 (repeatable)")
+    run.add_argument(
+        "--budget", action="append", help="only this budget, e.g. 250 or n=250 (repeatable)"
+    )
     run.add_argument("--seed", action="append", type=int, help="only this seed (repeatable)")
-    run.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR, help="where result lines go")
-    run.add_argument("--cache-dir", type=Path, help="cache root (default $PFTBENCH_CACHE_DIR or ~/.cache/pftbench)")
+    run.add_argument(
+        "--results-dir", type=Path, default=DEFAULT_RESULTS_DIR, help="where result lines go"
+    )
+    run.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="cache root (default $PFTBENCH_CACHE_DIR or ~/.cache/pftbench)",
+    )
     run.add_argument("--run-slow", action="store_true", help="also run suites marked slow")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
@@ -56,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH")
     validate.set_defaults(func=_validate)
 
-    board = commands.add_parser("leaderboard", help="render leaderboard/README.md from the result lines")
+    board = commands.add_parser(
+        "leaderboard", help="render leaderboard/README.md from the result lines"
+    )
     board.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     board.add_argument("--out", type=Path, default=Path("leaderboard/README.md"))
     board.set_defaults(func=_leaderboard)
@@ -95,8 +110,10 @@ def _run(args: argparse.Namespace) -> int:
         for sentence in runner.check(group.cell, lines[group.cell], list(group.seeds)):
             failures.append(f"{group.cell.suite.name} {group.id}: {sentence}")
     n_checks = sum(len(g.cell.suite.expectations_for(g.cell)) for g in check_groups(cells))
-    print(f"{len(cells)} cells in {time.perf_counter() - start:.1f} s; "
-          f"expectations: {n_checks - len(failures)} held, {len(failures)} failed")
+    print(
+        f"{len(cells)} cells in {time.perf_counter() - start:.1f} s; "
+        f"expectations: {n_checks - len(failures)} held, {len(failures)} failed"
+    )
     for failure in failures:
         print(f"FAILED {failure}")
     if args.results_dir is not None:
@@ -117,8 +134,10 @@ def _validate(args: argparse.Namespace) -> int:
             status = 2
             continue
         cells = suite.cells()
-        print(f"ok {path} ({suite.name} v{suite.version}: {len(suite.methods)} methods x "
-              f"{len(suite.budgets)} budgets x {len(suite.seeds)} seeds = {len(cells)} cells)")
+        print(
+            f"ok {path} ({suite.name} v{suite.version}: {len(suite.methods)} methods x "
+            f"{len(suite.budgets)} budgets x {len(suite.seeds)} seeds = {len(cells)} cells)"
+        )
     return status
 
 

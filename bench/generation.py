@@ -34,7 +34,9 @@ class Decoding:
 class GenerationBackend(Protocol):
     """Turns prompts into samples with the policy saved in `model_dir`."""
 
-    def generate(self, model_dir: Path, prompts: list[str], decoding: Decoding) -> list[list[Sample]]:
+    def generate(
+        self, model_dir: Path, prompts: list[str], decoding: Decoding
+    ) -> list[list[Sample]]:
         """`decoding.n` samples for each prompt, in prompt order."""
         ...
 

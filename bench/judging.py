@@ -27,5 +27,6 @@ class Judge(Protocol):
     version: int
     """Bumped whenever the judge's verdicts could change for the same inputs."""
 
-    def judge(self, prompts: list[str], outputs: list[Sample], references: list[str]) -> list[Judgment]:
-        ...
+    def judge(
+        self, prompts: list[str], outputs: list[Sample], references: list[str]
+    ) -> list[Judgment]: ...

@@ -22,6 +22,9 @@ from bench.cache import Cache
 from bench.hashing import content_hash
 from bench.tasks.base import PreferencePair, Task
 
+METADATA_FILE = "pftbench.json"
+"""What produced a model directory (config, metrics, wall time), written by the runner."""
+
 
 @dataclass
 class MethodContext:
@@ -43,7 +46,7 @@ class MethodContext:
     """Budget accounting every result row records: pairs_used, rm_queries, samples_generated."""
 
     def cached_json(self, kind: str, key_parts: Any, compute: Callable[[], Any]) -> Any:
-        """`compute()` once per distinct `key_parts`, stored in the cache (e.g. reference log-probs)."""
+        """`compute()` once per distinct `key_parts`, then from the cache (e.g. reference logps)."""
         key = content_hash(key_parts)
         with self.cache.lock(kind, key):
             if self.cache.has(kind, key):
@@ -53,9 +56,11 @@ class MethodContext:
             return value
 
     def save_base_as_policy(self) -> None:
-        """The policy is the base model itself: link its files (no copy) into output_dir."""
+        """The policy is the base model itself: link its files (no copy) into output_dir.
+
+        The harness's own metadata file stays behind: the policy gets its own."""
         for item in self.base_model_dir.iterdir():
-            if item.is_file():
+            if item.is_file() and item.name != METADATA_FILE:
                 try:
                     os.link(item, self.output_dir / item.name)
                 except OSError:

@@ -15,6 +15,14 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' per-load progress bars and advice: the runner reports stages."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def device() -> torch.device:
     """The device this process trains and generates on: CUDA when there is one, else the CPU."""
     import torch
@@ -25,6 +33,7 @@ def device() -> torch.device:
 def load_tokenizer(model_dir: Path | str) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
+    quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -35,23 +44,56 @@ def load_causal_lm(model_dir: Path | str, dtype: str = "float32") -> PreTrainedM
     import torch
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
     return model.to(device())
 
 
-def build_gpt2(vocab_size: int, n_positions: int, n_embd: int, n_layer: int, n_head: int,
-               initializer_range: float, eos_token_id: int, pad_token_id: int, seed: int) -> PreTrainedModel:
-    """A freshly initialised standard `GPT2LMHeadModel`, so vLLM can load the same checkpoint."""
+def build_gpt2(
+    vocab_size: int,
+    n_positions: int,
+    n_embd: int,
+    n_layer: int,
+    n_head: int,
+    initializer_range: float,
+    eos_token_id: int,
+    pad_token_id: int,
+    seed: int,
+) -> PreTrainedModel:
+    """A freshly initialised standard `GPT2LMHeadModel`, so vLLM can load the same checkpoint.
+
+    No dropout: a 200k-parameter model on 10k examples does not need it, and without it the
+    policy and its frozen reference agree exactly at the start of preference training."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    quiet_transformers()
     config = GPT2Config(
-        vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
-        n_head=n_head, initializer_range=initializer_range, bos_token_id=eos_token_id,
-        eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+        vocab_size=vocab_size,
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        initializer_range=initializer_range,
+        bos_token_id=eos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
     )
     torch.manual_seed(seed)
     return GPT2LMHeadModel(config)
+
+
+def disable_dropout(model: PreTrainedModel) -> None:
+    """Zero every dropout probability, so the trained policy's log-probs are comparable with the
+    reference's (computed in eval mode) from step 0, as in the DPO reference implementation."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
 
 
 def encode_completions(
@@ -75,7 +117,9 @@ def encode_completions(
         prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
         completion_ids = tokenizer(completion, add_special_tokens=False).input_ids
         if max_prompt_tokens is not None:
-            prompt_ids = prompt_ids[-max_prompt_tokens:]
+            prompt_ids = (
+                prompt_ids[len(prompt_ids) - max_prompt_tokens :] if max_prompt_tokens > 0 else []
+            )
         if max_completion_tokens is not None:
             completion_ids = completion_ids[:max_completion_tokens]
         completion_ids = completion_ids + [tokenizer.eos_token_id]
@@ -108,7 +152,9 @@ def sequence_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> to
     return token_logps(model, batch).sum(-1)
 
 
-def sft_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+def sft_loss(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean negative log-likelihood per completion token (completion and EOS only)."""
     logps = token_logps(model, batch)
     n_tokens = batch["loss_mask"][:, 1:].sum()
@@ -116,7 +162,9 @@ def sft_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[to
     return loss, {"nll": loss.item()}
 
 
-def concat_batches(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], pad_token_id: int) -> dict[str, Any]:
+def concat_batches(
+    first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], pad_token_id: int
+) -> dict[str, Any]:
     """Stack two right-padded batches along the batch axis, padding to the wider one: [2B, T].
 
     DPO runs chosen and rejected through the model in one forward pass this way.
@@ -129,7 +177,11 @@ def concat_batches(first: dict[str, torch.Tensor], second: dict[str, torch.Tenso
         return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
 
     return {
-        key: torch.cat([pad(first[key], pad_token_id if key == "input_ids" else 0),
-                        pad(second[key], pad_token_id if key == "input_ids" else 0)])
+        key: torch.cat(
+            [
+                pad(first[key], pad_token_id if key == "input_ids" else 0),
+                pad(second[key], pad_token_id if key == "input_ids" else 0),
+            ]
+        )
         for key in ("input_ids", "attention_mask", "loss_mask")
     }

@@ -24,13 +24,32 @@ _LINES = pytest.StashKey[dict]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pftbench", "pftbench suites")
-    group.addoption("--method", action="append", default=None, help="only this method entry or id (repeatable)")
-    group.addoption("--budget", action="append", default=None, help="only this budget, e.g. 250 or n=250 (repeatable)")
-    group.addoption("--seed", action="append", type=int, default=None, help="only this seed (repeatable)")
-    group.addoption("--results-dir", default=None, help="where result lines go (default: <rootdir>/leaderboard/results)")
-    group.addoption("--pftbench-cache-dir", dest="pftbench_cache_dir", default=None,
-                    help="cache root (default $PFTBENCH_CACHE_DIR or ~/.cache/pftbench)")
-    group.addoption("--run-slow", action="store_true", default=False, help="also run suites marked slow")
+    group.addoption(
+        "--method", action="append", default=None, help="only this method entry or id (repeatable)"
+    )
+    group.addoption(
+        "--budget",
+        action="append",
+        default=None,
+        help="only this budget, e.g. 250 or n=250 (repeatable)",
+    )
+    group.addoption(
+        "--seed", action="append", type=int, default=None, help="only this seed (repeatable)"
+    )
+    group.addoption(
+        "--results-dir",
+        default=None,
+        help="where result lines go (default: <rootdir>/leaderboard/results)",
+    )
+    group.addoption(
+        "--pftbench-cache-dir",
+        dest="pftbench_cache_dir",
+        default=None,
+        help="cache root (default $PFTBENCH_CACHE_DIR or ~/.cache/pftbench)",
+    )
+    group.addoption(
+        "--run-slow", action="store_true", default=False, help="also run suites marked slow"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -46,7 +65,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from bench.selection import UsageError, check_methods
 
-    suites = {id(item.suite): item.suite for item in items if isinstance(item, (CellItem, CheckItem))}
+    suites = {
+        id(item.suite): item.suite for item in items if isinstance(item, (CellItem, CheckItem))
+    }
     try:
         check_methods(config.getoption("method"), list(suites.values()))
     except UsageError as error:
@@ -80,16 +101,26 @@ class SuiteFile(pytest.File):
         from bench.selection import check_groups, missing_resources
 
         try:
-            suite = load_suite(self.path.relative_to(self.config.rootpath) if self.path.is_relative_to(self.config.rootpath) else self.path)
+            suite = load_suite(
+                self.path.relative_to(self.config.rootpath)
+                if self.path.is_relative_to(self.config.rootpath)
+                else self.path
+            )
         except ConfigError as error:
             raise self.CollectError(str(error)) from None
         option = self.config.getoption
         cells = suite.cells(option("method"), option("budget"), option("seed"))
         reasons = missing_resources(suite, option("run_slow"))
-        items: list[pytest.Item] = [CellItem.from_parent(self, name=cell.id, suite=suite, cell=cell) for cell in cells]
+        items: list[pytest.Item] = [
+            CellItem.from_parent(self, name=cell.id, suite=suite, cell=cell) for cell in cells
+        ]
         if len(suite.seeds) > 1:
-            items += [CheckItem.from_parent(self, name=group.id, suite=suite, cell=group.cell, seeds=group.seeds)
-                      for group in check_groups(cells)]
+            items += [
+                CheckItem.from_parent(
+                    self, name=group.id, suite=suite, cell=group.cell, seeds=group.seeds
+                )
+                for group in check_groups(cells)
+            ]
         for item in items:
             for resource in suite.requires:
                 item.add_marker(getattr(pytest.mark, resource))
@@ -112,7 +143,9 @@ class CellItem(pytest.Item):
         runner = runner_for(self.config)
         line = runner.run_cell(self.cell)
         self.config.stash[_LINES][self.cell] = line
-        self.user_properties.append(("winrate", f"{line.winrate:.4f} [{line.ci_low:.4f}, {line.ci_high:.4f}]"))
+        self.user_properties.append(
+            ("winrate", f"{line.winrate:.4f} [{line.ci_low:.4f}, {line.ci_high:.4f}]")
+        )
         if len(self.suite.seeds) == 1:
             failures = runner.check(self.cell, line)
             if failures:

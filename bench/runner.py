@@ -19,12 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.cache import Cache
+from bench.cache import Cache, atomic_write_text
 from bench.config import Cell, Expectation, Suite
 from bench.hashing import content_hash
+from bench.method_api import METADATA_FILE
 from bench.registry import BACKENDS, JUDGES, METHODS, TASKS
 from bench.results import ResultLine, append_result, provenance
-from bench.stats import Estimate, bootstrap_mean, paired_difference, pooled_bootstrap_mean, verdict_scores
+from bench.stats import (
+    Estimate,
+    bootstrap_mean,
+    paired_difference,
+    pooled_bootstrap_mean,
+    verdict_scores,
+)
 from bench.tasks.base import Sample, Task
 from bench.verdicts import outcomes_from_string, outcomes_to_string
 
@@ -47,8 +54,14 @@ class StageKeys:
 class Runner:
     """Runs cells, reusing everything already in the cache, and appends their result lines."""
 
-    def __init__(self, cache: Cache, results_dir: Path | None, *, progress: bool = True,
-                 log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        cache: Cache,
+        results_dir: Path | None,
+        *,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> None:
         self.cache = cache
         self.results_dir = results_dir
         self.progress = progress
@@ -58,15 +71,44 @@ class Runner:
     # -- keys -------------------------------------------------------------------------------
     def keys(self, cell: Cell) -> StageKeys:
         config = cell.resolved_config()
-        base = content_hash({"v": CACHE_VERSION, "stage": "base", "task": config["task"],
-                             "base_model": config["base_model"]})
+        base = content_hash(
+            {
+                "v": CACHE_VERSION,
+                "stage": "base",
+                "task": config["task"],
+                "base_model": config["base_model"],
+            }
+        )
         pool = content_hash({"v": CACHE_VERSION, "stage": "pool", "base": base, "seed": cell.seed})
-        policy = content_hash({"v": CACHE_VERSION, "stage": "policy", "pool": pool, "budget": config["budget"],
-                               "method": {"method": config["method"]["method"], "config": config["method"]["config"]}})
-        generations = content_hash({"v": CACHE_VERSION, "stage": "generations", "policy": policy,
-                                    "generation": config["generation"], "seed": cell.seed})
-        judgments = content_hash({"v": CACHE_VERSION, "stage": "judgments", "generations": generations,
-                                  "judge": config["judge"]})
+        policy = content_hash(
+            {
+                "v": CACHE_VERSION,
+                "stage": "policy",
+                "pool": pool,
+                "budget": config["budget"],
+                "method": {
+                    "method": config["method"]["method"],
+                    "config": config["method"]["config"],
+                },
+            }
+        )
+        generations = content_hash(
+            {
+                "v": CACHE_VERSION,
+                "stage": "generations",
+                "policy": policy,
+                "generation": config["generation"],
+                "seed": cell.seed,
+            }
+        )
+        judgments = content_hash(
+            {
+                "v": CACHE_VERSION,
+                "stage": "judgments",
+                "generations": generations,
+                "judge": config["judge"],
+            }
+        )
         cell_key = content_hash({"v": CACHE_VERSION, "stage": "cell", "config": config})
         return StageKeys(base, pool, policy, generations, judgments, cell_key)
 
@@ -122,19 +164,38 @@ class Runner:
         judge = JUDGES.get(suite.judge.kind)
         judge_obj = judge.fn(judge.config(**suite.judge.params), task)
         return ResultLine(
-            suite=suite.name, suite_version=suite.version, suite_file=suite.source, tier=suite.tier,
-            method=cell.method.name, method_id=cell.method.method, budget=cell.budget.label,
-            n_pairs=pool_meta["n_pairs_by_budget"][cell.budget.label], seed=cell.seed,
-            winrate=winrate.value, ci_low=winrate.low, ci_high=winrate.high, n=winrate.n,
+            suite=suite.name,
+            suite_version=suite.version,
+            suite_file=suite.source,
+            tier=suite.tier,
+            method=cell.method.name,
+            method_id=cell.method.method,
+            budget=cell.budget.label,
+            n_pairs=pool_meta["n_pairs_by_budget"][cell.budget.label],
+            seed=cell.seed,
+            winrate=winrate.value,
+            ci_low=winrate.low,
+            ci_high=winrate.high,
+            n=winrate.n,
             n_invalid=sum(v.value == "I" for v in outcomes),
-            wins=sum(v.value == "W" for v in outcomes), losses=sum(v.value == "L" for v in outcomes),
+            wins=sum(v.value == "W" for v in outcomes),
+            losses=sum(v.value == "L" for v in outcomes),
             ties=sum(v.value == "T" for v in outcomes),
-            mean_reward=reward.value if reward else None, reward_ci_low=reward.low if reward else None,
+            mean_reward=reward.value if reward else None,
+            reward_ci_low=reward.low if reward else None,
             reward_ci_high=reward.high if reward else None,
-            outcomes=judged["outcomes"], rewards=rewards,
-            judge={"kind": suite.judge.kind, "id": judge_obj.id, "version": judge_obj.version,
-                   "params": dict(suite.judge.params)},
-            config_hash=content_hash(config), config=config, timings=timings, metrics=metrics,
+            outcomes=judged["outcomes"],
+            rewards=rewards,
+            judge={
+                "kind": suite.judge.kind,
+                "id": judge_obj.id,
+                "version": judge_obj.version,
+                "params": dict(suite.judge.params),
+            },
+            config_hash=content_hash(config),
+            config=config,
+            timings=timings,
+            metrics=metrics,
             **provenance(Path.cwd()),
         )
 
@@ -155,7 +216,9 @@ class Runner:
     def _base_policy(self, suite: Suite, task: Task, keys: StageKeys) -> dict[str, Any]:
         spec = suite.base_model
         if spec.kind == "pretrained":
-            return self._stage_dir("models", keys.base, lambda out: _link_pretrained(spec, out), "base policy")
+            return self._stage_dir(
+                "models", keys.base, lambda out: _link_pretrained(spec, out), "base policy"
+            )
 
         def build(out: Path) -> dict[str, Any]:
             from bench.micro import build_base_policy
@@ -174,15 +237,26 @@ class Runner:
             backend = self._backend(suite)
             model_dir = self.cache.path("models", keys.base)
 
-            def sample(prompts: list[str], n: int, temperature: float, seed: int) -> list[list[Sample]]:
-                decoding = Decoding(max_new_tokens=suite.generation.max_new_tokens, n=n, temperature=temperature,
-                                    min_new_tokens=task.min_new_tokens(), seed=seed)
+            def sample(
+                prompts: list[str], n: int, temperature: float, seed: int
+            ) -> list[list[Sample]]:
+                decoding = Decoding(
+                    max_new_tokens=suite.generation.max_new_tokens,
+                    n=n,
+                    temperature=temperature,
+                    min_new_tokens=task.min_new_tokens(),
+                    seed=seed,
+                )
                 return backend.generate(model_dir, prompts, decoding)
 
             pairs = task.preference_pool(task.pool_size(), cell.seed, sample)
-            return {"pairs": [[p.prompt, p.chosen, p.rejected] for p in pairs],
-                    "metrics": {"pool_size": len(pairs),
-                                "identical_rate": sum(p.chosen == p.rejected for p in pairs) / len(pairs)}}
+            return {
+                "pairs": [[p.prompt, p.chosen, p.rejected] for p in pairs],
+                "metrics": {
+                    "pool_size": len(pairs),
+                    "identical_rate": sum(p.chosen == p.rejected for p in pairs) / len(pairs),
+                },
+            }
 
         meta = self._stage_json("pools", keys.pool, build, f"pair pool (seed {cell.seed})")
         pool_size = len(meta["pairs"])
@@ -205,9 +279,15 @@ class Runner:
 
         def train(out: Path) -> dict[str, Any]:
             ctx = MethodContext(
-                task=task, pairs=pairs, base_model_dir=self.cache.path("models", keys.base), output_dir=out,
-                seed=cell.seed, cache=self.cache, base_key=keys.base,
-                scratch_dir=self.cache.scratch_dir("models", keys.policy), progress=self.progress,
+                task=task,
+                pairs=pairs,
+                base_model_dir=self.cache.path("models", keys.base),
+                output_dir=out,
+                seed=cell.seed,
+                cache=self.cache,
+                base_key=keys.base,
+                scratch_dir=self.cache.scratch_dir("models", keys.policy),
+                progress=self.progress,
             )
             metrics = entry.fn(ctx, entry.config(**cell.method.config)) or {}
             return {"metrics": metrics, "counters": {"pairs_used": len(pairs), **ctx.counters}}
@@ -222,17 +302,31 @@ class Runner:
 
             spec = suite.generation
             prompts = [e.prompt for e in task.examples("eval", spec.n_eval_prompts)]
-            decoding = Decoding(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, top_p=spec.top_p,
-                                min_new_tokens=task.min_new_tokens(), seed=cell.seed)
+            decoding = Decoding(
+                max_new_tokens=spec.max_new_tokens,
+                temperature=spec.temperature,
+                top_p=spec.top_p,
+                min_new_tokens=task.min_new_tokens(),
+                seed=cell.seed,
+            )
             start = time.perf_counter()
-            samples = [s[0] for s in self._backend(suite).generate(self.cache.path("models", keys.policy), prompts, decoding)]
+            samples = [
+                s[0]
+                for s in self._backend(suite).generate(
+                    self.cache.path("models", keys.policy), prompts, decoding
+                )
+            ]
             elapsed = time.perf_counter() - start
-            return {"samples": [s.__dict__ for s in samples],
-                    "tokens_per_s": sum(s.n_tokens for s in samples) / max(elapsed, 1e-9)}
+            return {
+                "samples": [s.__dict__ for s in samples],
+                "tokens_per_s": sum(s.n_tokens for s in samples) / max(elapsed, 1e-9),
+            }
 
         return self._stage_json("generations", keys.generations, build, f"generate {cell.id}")
 
-    def _judgments(self, cell: Cell, task: Task, keys: StageKeys, generations: dict[str, Any]) -> dict[str, Any]:
+    def _judgments(
+        self, cell: Cell, task: Task, keys: StageKeys, generations: dict[str, Any]
+    ) -> dict[str, Any]:
         suite = cell.suite
 
         def build() -> dict[str, Any]:
@@ -240,22 +334,32 @@ class Runner:
             judge = entry.fn(entry.config(**suite.judge.params), task)
             examples = task.examples("eval", suite.generation.n_eval_prompts)
             samples = [Sample(**s) for s in generations["samples"]]
-            judgments = judge.judge([e.prompt for e in examples], samples, [e.reference for e in examples])
-            return {"outcomes": outcomes_to_string([j.verdict for j in judgments]),
-                    "output_scores": [j.output_score for j in judgments],
-                    "reference_scores": [j.reference_score for j in judgments]}
+            judgments = judge.judge(
+                [e.prompt for e in examples], samples, [e.reference for e in examples]
+            )
+            return {
+                "outcomes": outcomes_to_string([j.verdict for j in judgments]),
+                "output_scores": [j.output_score for j in judgments],
+                "reference_scores": [j.reference_score for j in judgments],
+            }
 
         return self._stage_json("judgments", keys.judgments, build, f"judge {cell.id}")
 
     def _backend(self, suite: Suite) -> Any:
-        key = ("backend", suite.generation.backend, json.dumps(suite.generation.backend_params, sort_keys=True))
+        key = (
+            "backend",
+            suite.generation.backend,
+            json.dumps(suite.generation.backend_params, sort_keys=True),
+        )
         if key not in self._tasks:
             entry = BACKENDS.get(suite.generation.backend)
             self._tasks[key] = entry.fn(entry.config(**suite.generation.backend_params))  # type: ignore[index]
         return self._tasks[key]  # type: ignore[index]
 
     # -- cache plumbing ---------------------------------------------------------------------
-    def _stage_json(self, kind: str, key: str, build: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:
+    def _stage_json(
+        self, kind: str, key: str, build: Callable[[], dict[str, Any]], what: str
+    ) -> dict[str, Any]:
         with self.cache.lock(kind, key):
             if self.cache.has(kind, key):
                 return self.cache.read_json(kind, key)
@@ -266,17 +370,20 @@ class Runner:
             self.cache.write_json(kind, key, meta)
             return meta
 
-    def _stage_dir(self, kind: str, key: str, build: Callable[[Path], dict[str, Any]], what: str) -> dict[str, Any]:
+    def _stage_dir(
+        self, kind: str, key: str, build: Callable[[Path], dict[str, Any]], what: str
+    ) -> dict[str, Any]:
         """A directory artifact (a model) with its metadata in `pftbench.json` inside it."""
         with self.cache.lock(kind, key):
             if self.cache.has(kind, key):
-                return json.loads((self.cache.path(kind, key) / "pftbench.json").read_text())
+                return json.loads((self.cache.path(kind, key) / METADATA_FILE).read_text())
             self.log(f"  {what} ...")
             start = time.perf_counter()
             with self.cache.writing_dir(kind, key) as out:
                 meta = build(out)
                 meta["wall_s"] = round(time.perf_counter() - start, 3)
-                (out / "pftbench.json").write_text(json.dumps(meta, indent=1, default=str))
+                # Replace, never write in place: a method may have hard-linked files into `out`.
+                atomic_write_text(out / METADATA_FILE, json.dumps(meta, indent=1, default=str))
             return meta
 
     # -- expectations -----------------------------------------------------------------------
@@ -301,26 +408,41 @@ class Runner:
         winrate = pooled_bootstrap_mean(scores)
         failures = []
         if expectation.min_winrate is not None and winrate.value < expectation.min_winrate:
-            failures.append(f"{where} has winrate {winrate}, below the expected minimum {expectation.min_winrate}.")
+            failures.append(
+                f"{where} has winrate {winrate}, "
+                f"below the expected minimum {expectation.min_winrate}."
+            )
         if expectation.max_winrate is not None and winrate.value > expectation.max_winrate:
-            failures.append(f"{where} has winrate {winrate}, above the expected maximum {expectation.max_winrate}.")
+            failures.append(
+                f"{where} has winrate {winrate}, "
+                f"above the expected maximum {expectation.max_winrate}."
+            )
         if expectation.min_mean_reward is not None:
             reward = pooled_bootstrap_mean([_nan_array(line.rewards) for line in lines])
             if reward.value < expectation.min_mean_reward:
-                failures.append(f"{where} has mean reward {reward}, below the expected minimum "
-                                f"{expectation.min_mean_reward}.")
+                failures.append(
+                    f"{where} has mean reward {reward}, below the expected minimum "
+                    f"{expectation.min_mean_reward}."
+                )
         for other, must_beat in ((expectation.beats, True), (expectation.not_beats, False)):
             if other is None:
                 continue
-            other_scores = [verdict_scores(outcomes_from_string(line.outcomes))
-                            for line in self._lines(cell, other, seeds)]
+            other_scores = [
+                verdict_scores(outcomes_from_string(line.outcomes))
+                for line in self._lines(cell, other, seeds)
+            ]
             diff = paired_difference(scores, other_scores)
             if must_beat and not diff.low > 0:
-                failures.append(f"{where} was expected to beat {other}, but the winrate difference is {diff}, "
-                                f"whose 95% CI does not lie above 0.")
+                failures.append(
+                    f"{where} was expected to beat {other}, but the winrate difference is {diff}, "
+                    f"whose 95% CI does not lie above 0."
+                )
             if not must_beat and diff.low > 0:
-                failures.append(f"{where} was expected not to beat {other}, but the winrate difference is {diff}, "
-                                f"whose 95% CI lies above 0.")
+                failures.append(
+                    f"{where} was expected not to beat {other}, "
+                    f"but the winrate difference is {diff}, "
+                    f"whose 95% CI lies above 0."
+                )
         return failures
 
 

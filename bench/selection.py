@@ -36,13 +36,16 @@ def suite_paths(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def check_methods(methods: Sequence[str] | None, suites: Sequence[Suite]) -> None:
-    """An unknown --method is a usage error listing the known ones (registered ids and entry names)."""
+    """An unknown --method is a usage error listing the known ones (method ids, entry names)."""
     if not methods:
         return
     known = set(METHODS.names()) | {entry.name for suite in suites for entry in suite.methods}
     unknown = [m for m in methods if m not in known]
     if unknown:
-        raise UsageError(f"unknown method {', '.join(map(repr, unknown))}; known methods: {', '.join(sorted(known))}")
+        raise UsageError(
+            f"unknown method {', '.join(map(repr, unknown))}; "
+            f"known methods: {', '.join(sorted(known))}"
+        )
 
 
 def missing_resources(suite: Suite, run_slow: bool = False) -> list[str]:
@@ -64,7 +67,7 @@ def missing_resources(suite: Suite, run_slow: bool = False) -> list[str]:
 
 @dataclass(frozen=True)
 class CheckGroup:
-    """Cells whose expectations are checked together: one cell, or one (method, budget) over its seeds."""
+    """Cells checked together: one cell, or one (method, budget) over all its seeds."""
 
     cell: Cell
     seeds: tuple[int, ...]
@@ -73,7 +76,8 @@ class CheckGroup:
     def id(self) -> str:
         if len(self.seeds) == 1:
             return self.cell.id
-        return f"{self.cell.method.name}[{self.cell.budget.label},seeds={'+'.join(map(str, self.seeds))}]"
+        seeds = "+".join(map(str, self.seeds))
+        return f"{self.cell.method.name}[{self.cell.budget.label},seeds={seeds}]"
 
 
 def check_groups(cells: Sequence[Cell]) -> list[CheckGroup]:

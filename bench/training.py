@@ -76,7 +76,11 @@ class LoopReport:
 
 
 def total_steps(n_examples: int, cfg: LoopConfig) -> int:
-    steps = math.ceil(n_examples * cfg.epochs / cfg.batch_size)
+    """Whole passes of ceil(n / batch_size) steps each (the last batch may be short), then the
+    steps that cover the remaining fraction of a pass."""
+    whole = int(cfg.epochs)
+    steps = whole * math.ceil(n_examples / cfg.batch_size)
+    steps += math.ceil((cfg.epochs - whole) * n_examples / cfg.batch_size)
     return min(steps, cfg.max_steps) if cfg.max_steps is not None else steps
 
 
@@ -97,13 +101,16 @@ def run(
     from tqdm.auto import tqdm
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(cfg.seed)  # dropout; a resumed run restores the saved RNG states instead
     n_steps = total_steps(len(examples), cfg)
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     if n_steps == 0:
         return LoopReport()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = int(cfg.warmup_ratio * n_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, warmup, n_steps, cfg.decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _lr_factor(step, warmup, n_steps, cfg.decay)
+    )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     report = LoopReport()
@@ -112,7 +119,13 @@ def run(
     last_checkpoint = time.perf_counter()
     start = time.perf_counter()
     model.train()
-    bar = tqdm(total=n_steps, initial=step, desc=desc, disable=not progress or not accelerator.is_main_process, leave=False)
+    bar = tqdm(
+        total=n_steps,
+        initial=step,
+        desc=desc,
+        disable=not progress or not accelerator.is_main_process,
+        leave=False,
+    )
     epoch_metrics: dict[str, list[float]] = {}
     while step < n_steps:
         epoch, offset = divmod(step, steps_per_epoch)
@@ -136,7 +149,10 @@ def run(
                 epoch_metrics.setdefault(key, []).append(value)
             bar.update(1)
             bar.set_postfix(loss=f"{report.losses[-1]:.4f}", refresh=False)
-            if scratch_dir is not None and time.perf_counter() - last_checkpoint >= cfg.checkpoint_interval_s:
+            if (
+                scratch_dir is not None
+                and time.perf_counter() - last_checkpoint >= cfg.checkpoint_interval_s
+            ):
                 _checkpoint(accelerator, scratch_dir, step)
                 last_checkpoint = time.perf_counter()
             if step >= n_steps:

@@ -24,16 +24,24 @@ class GoldJudge:
 
     def __init__(self, task: Task) -> None:
         if not task.has_gold:
-            raise ValueError(f"the gold judge needs a task with a gold reward; {task.name!r} has none")
+            raise ValueError(
+                f"the gold judge needs a task with a gold reward; {task.name!r} has none"
+            )
         self.task = task
 
-    def judge(self, prompts: list[str], outputs: list[Sample], references: list[str]) -> list[Judgment]:
+    def judge(
+        self, prompts: list[str], outputs: list[Sample], references: list[str]
+    ) -> list[Judgment]:
         valid = self.task.validity(outputs)
         judgments = []
-        for prompt, output, reference, is_valid in zip(prompts, outputs, references, valid, strict=True):
+        for prompt, output, reference, is_valid in zip(
+            prompts, outputs, references, valid, strict=True
+        ):
             reference_score = self.task.gold_reward(prompt, reference)
             output_score = self.task.gold_reward(prompt, output.text) if is_valid else None
-            judgments.append(Judgment(gold_verdict(output_score, reference_score), output_score, reference_score))
+            judgments.append(
+                Judgment(gold_verdict(output_score, reference_score), output_score, reference_score)
+            )
         return judgments
 
 

@@ -12,7 +12,8 @@ through the policy together in one forward pass.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,34 +70,59 @@ def dpo_loss(
 @register_method("dpo", config=DPOConfig)
 def train(ctx: MethodContext, cfg: DPOConfig) -> dict[str, float]:
     from bench import training
-    from bench.modeling import load_causal_lm, load_tokenizer
+    from bench.modeling import disable_dropout, load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(ctx.base_model_dir)
     model = load_causal_lm(ctx.base_model_dir)
+    disable_dropout(model)
     reference = reference_logps(ctx, model, tokenizer)
-    examples = [(pair, reference["chosen"][i], reference["rejected"][i]) for i, pair in enumerate(ctx.pairs)]
+    examples = [
+        (pair, reference["chosen"][i], reference["rejected"][i]) for i, pair in enumerate(ctx.pairs)
+    ]
 
-    def loss_fn(policy: object, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    loop = training.LoopConfig(
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        warmup_ratio=cfg.warmup_ratio,
+        seed=ctx.seed,
+    )
+    report = training.run(
+        model,
+        examples,
+        lambda rows: collate_pairs(tokenizer, rows),
+        batch_loss(cfg.beta, cfg.loss),
+        loop,
+        scratch_dir=ctx.scratch_dir,
+        desc="dpo",
+        progress=ctx.progress,
+    )
+    ctx.counters["pairs_used"] = len(ctx.pairs)
+    model.save_pretrained(ctx.output_dir)
+    tokenizer.save_pretrained(ctx.output_dir)
+    return report.summary()
+
+
+def batch_loss(
+    beta: float, loss: str
+) -> Callable[[Any, dict], tuple[torch.Tensor, dict[str, float]]]:
+    """The training loop's loss on a `collate_pairs` batch: one forward pass over the [2B, T]
+    chosen-then-rejected rows, then `dpo_loss` averaged over the B pairs."""
+
+    def loss_fn(policy: Any, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         from bench.modeling import sequence_logps
 
         logps = sequence_logps(policy, batch)
         n = batch["reference_chosen"].shape[0]
         losses, chosen_rewards, rejected_rewards = dpo_loss(
-            logps[:n], logps[n:], batch["reference_chosen"], batch["reference_rejected"], cfg.beta, cfg.loss
+            logps[:n], logps[n:], batch["reference_chosen"], batch["reference_rejected"], beta, loss
         )
         return losses.mean(), {
             "reward_accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),
             "reward_margin": (chosen_rewards - rejected_rewards).mean().item(),
         }
 
-    loop = training.LoopConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                               warmup_ratio=cfg.warmup_ratio, seed=ctx.seed)
-    report = training.run(model, examples, lambda rows: collate_pairs(tokenizer, rows), loss_fn, loop,
-                          scratch_dir=ctx.scratch_dir, desc="dpo", progress=ctx.progress)
-    ctx.counters["pairs_used"] = len(ctx.pairs)
-    model.save_pretrained(ctx.output_dir)
-    tokenizer.save_pretrained(ctx.output_dir)
-    return report.summary()
+    return loss_fn
 
 
 def collate_pairs(tokenizer: object, rows: list) -> dict:
@@ -117,7 +143,9 @@ def collate_pairs(tokenizer: object, rows: list) -> dict:
     return batch
 
 
-def reference_logps(ctx: MethodContext, model: object, tokenizer: object, batch_size: int = 256) -> dict:
+def reference_logps(
+    ctx: MethodContext, model: object, tokenizer: object, batch_size: int = 256
+) -> dict:
     """log pi_ref of each pair's chosen and rejected completion under the base policy, cached."""
 
     def compute() -> dict:

@@ -39,10 +39,23 @@ def train(ctx: MethodContext, cfg: SFTConfig) -> dict[str, float]:
     def collate(pairs: list) -> dict:
         return encode_completions(tokenizer, [p.prompt for p in pairs], [p.chosen for p in pairs])
 
-    loop = training.LoopConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                               warmup_ratio=cfg.warmup_ratio, seed=ctx.seed)
-    report = training.run(model, ctx.pairs, collate, sft_loss, loop, scratch_dir=ctx.scratch_dir,
-                          desc="sft", progress=ctx.progress)
+    loop = training.LoopConfig(
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        warmup_ratio=cfg.warmup_ratio,
+        seed=ctx.seed,
+    )
+    report = training.run(
+        model,
+        ctx.pairs,
+        collate,
+        sft_loss,
+        loop,
+        scratch_dir=ctx.scratch_dir,
+        desc="sft",
+        progress=ctx.progress,
+    )
     ctx.counters["pairs_used"] = len(ctx.pairs)
     model.save_pretrained(ctx.output_dir)
     tokenizer.save_pretrained(ctx.output_dir)

@@ -34,7 +34,9 @@ class HFBackend:
         self.params = params
         self._loaded: tuple[str, Any, Any] | None = None
 
-    def generate(self, model_dir: Path, prompts: list[str], decoding: Decoding) -> list[list[Sample]]:
+    def generate(
+        self, model_dir: Path, prompts: list[str], decoding: Decoding
+    ) -> list[list[Sample]]:
         model, tokenizer = self._load(model_dir)
         return generate_with(model, tokenizer, prompts, decoding, self.params.batch_size)
 
@@ -82,8 +84,11 @@ def generate_with(
     for batch_index, start in enumerate(range(0, len(order), per_call)):
         indices = order[start : start + per_call]
         enc = tokenizer(
-            [prompts[i] for i in indices], return_tensors="pt", padding=True,
-            padding_side="left", add_special_tokens=False,
+            [prompts[i] for i in indices],
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            add_special_tokens=False,
         ).to(model.device)
         torch.manual_seed(decoding.seed * 1_000_003 + batch_index)
         with torch.inference_mode():
@@ -97,7 +102,9 @@ def generate_with(
     return results
 
 
-def _to_sample(token_ids: list[int], tokenizer: PreTrainedTokenizerBase, stop: tuple[str, ...]) -> Sample:
+def _to_sample(
+    token_ids: list[int], tokenizer: PreTrainedTokenizerBase, stop: tuple[str, ...]
+) -> Sample:
     eos = tokenizer.eos_token_id
     finished = eos in token_ids
     kept = token_ids[: token_ids.index(eos)] if finished else token_ids

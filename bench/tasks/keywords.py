@@ -15,11 +15,13 @@ with the defaults. Summaries shorter than `min_words` or unfinished at `max_word
 collapses onto it).
 
 The reference summary is deliberately mediocre: `reference_words` words drawn uniformly from the
-document's positions, so mostly filler, a few replaced by words absent from the document. A reference any better leaves the SFT policy nothing to
-improve on (found in earlier experiments, see issue 2).
+document's positions, so mostly filler, a few replaced by words absent from the document. A
+reference any better leaves the SFT policy nothing to improve on (found in earlier experiments,
+see issue 2).
 
 The preference pool: for pool prompt i, two samples of the SFT policy at `pool_temperature`,
-labelled by Bradley-Terry on the gold reward, P(a preferred) = sigmoid((r_a - r_b) / label_temperature).
+labelled by Bradley-Terry on the gold reward:
+P(a preferred) = sigmoid((r_a - r_b) / label_temperature).
 Every example and label is drawn from an RNG seeded by (task seed, split, index), so splits are
 fixed per seed and every budget is a prefix of the same pool.
 """
@@ -98,6 +100,14 @@ class KeywordsTask(Task):
                 f"n_salient * salient_repeats = {params.n_salient * params.salient_repeats} "
                 f"does not fit in doc_len = {params.doc_len}"
             )
+        distinct_per_doc = (
+            params.n_salient + params.doc_len - params.n_salient * params.salient_repeats
+        )
+        if params.vocab_size <= distinct_per_doc:
+            raise ValueError(
+                f"vocab_size = {params.vocab_size} must exceed the {distinct_per_doc} distinct "
+                f"words of a document, so that references can hold words absent from it"
+            )
         if params.pool_size > params.n_train:
             raise ValueError(f"pool_size {params.pool_size} exceeds n_train {params.n_train}")
         self.params = params
@@ -126,7 +136,9 @@ class KeywordsTask(Task):
         lo, hi = self.params.reference_words
         absent = [w for w in self.words if w not in doc]
         return [
-            rng.choice(absent) if rng.random() < self.params.reference_absent_rate else rng.choice(doc)
+            rng.choice(absent)
+            if rng.random() < self.params.reference_absent_rate
+            else rng.choice(doc)
             for _ in range(rng.randint(lo, hi))
         ]
 
@@ -148,7 +160,11 @@ class KeywordsTask(Task):
         out = []
         for i in range(n):
             doc = self.document(split, i)
-            out.append(Example(prompt=format_prompt(doc), reference=" ".join(self.reference_for(split, i, doc))))
+            out.append(
+                Example(
+                    prompt=format_prompt(doc), reference=" ".join(self.reference_for(split, i, doc))
+                )
+            )
         return out
 
     # -- reward -----------------------------------------------------------------------------
@@ -206,12 +222,16 @@ class KeywordsTask(Task):
 
     def preference_pool(self, size: int, seed: int, sample: SampleFn) -> list[PreferencePair]:
         if size > self.params.pool_size:
-            raise ValueError(f"pool of {size} pairs asked; the task's pool_size is {self.params.pool_size}")
+            raise ValueError(
+                f"pool of {size} pairs asked; the task's pool_size is {self.params.pool_size}"
+            )
         prompts = [ex.prompt for ex in self.examples("train", size)]
         samples = sample(prompts, 2, self.params.pool_temperature, seed)
         pairs = []
         for i, (prompt, (a, b)) in enumerate(zip(prompts, samples, strict=True)):
-            prefer_a = self.bradley_terry_label(self._score(prompt, a), self._score(prompt, b), seed, i)
+            prefer_a = self.bradley_terry_label(
+                self._score(prompt, a), self._score(prompt, b), seed, i
+            )
             chosen, rejected = (a, b) if prefer_a else (b, a)
             pairs.append(PreferencePair(prompt=prompt, chosen=chosen.text, rejected=rejected.text))
         return pairs
@@ -219,14 +239,18 @@ class KeywordsTask(Task):
     def _score(self, prompt: str, sample: Sample) -> float | None:
         return self.gold_reward(prompt, sample.text) if sample.finished else None
 
-    def bradley_terry_label(self, reward_a: float | None, reward_b: float | None, seed: int, index: int) -> bool:
+    def bradley_terry_label(
+        self, reward_a: float | None, reward_b: float | None, seed: int, index: int
+    ) -> bool:
         """True when output a is preferred. An invalid output (None) loses to any valid one."""
         rng = self._rng(f"label/{seed}", index)
         if reward_a is None or reward_b is None:
             if reward_a is None and reward_b is None:
                 return rng.random() < 0.5
             return reward_b is None
-        return rng.random() < bradley_terry_probability(reward_a, reward_b, self.params.label_temperature)
+        return rng.random() < bradley_terry_probability(
+            reward_a, reward_b, self.params.label_temperature
+        )
 
     # -- tokenizer --------------------------------------------------------------------------
     def write_tokenizer(self, out_dir: Path) -> None:
@@ -239,7 +263,10 @@ def bradley_terry_probability(reward_a: float, reward_b: float, temperature: flo
     diff = reward_a - reward_b
     if temperature == 0:
         return 0.5 if diff == 0 else float(diff > 0)
-    return 1.0 / (1.0 + math.exp(-diff / temperature))
+    z = diff / temperature
+    if z >= 0:  # the two branches keep exp() from overflowing at low temperatures
+        return 1.0 / (1.0 + math.exp(-z))
+    return math.exp(z) / (1.0 + math.exp(z))
 
 
 def format_prompt(doc: list[str]) -> str:

@@ -1,0 +1,320 @@
+"""Contract tests over everything registered and every suite in the repository.
+
+Adding a suite, a method, a task, a judge or a backend adds cases here: each suite loads and
+hashes stably, each registered entry has a strict pydantic config whose defaults construct, the
+light modules never import torch, and the methods/judges import boundary holds.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from bench import registry
+from bench.config import is_suite_file, load_suite
+from bench.hashing import content_hash
+from bench.registry import Entry, Registry, UnknownNameError
+from bench.tasks.base import Sample
+from bench.tasks.keywords import KeywordsParams, KeywordsTask, format_prompt, word
+from bench.verdicts import Verdict
+from judges.gold import GoldJudge, gold_verdict
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE_FILES = sorted(p for p in (REPO / "suites").rglob("*") if is_suite_file(p))
+
+
+# --- suites -------------------------------------------------------------------------------------
+
+
+def test_the_repository_has_suites() -> None:
+    assert REPO / "suites" / "micro" / "keywords.yaml" in SUITE_FILES
+    assert not any(p.name.startswith("_") for p in SUITE_FILES)  # bases are not suites
+
+
+@pytest.mark.parametrize("path", SUITE_FILES, ids=[str(p.relative_to(REPO)) for p in SUITE_FILES])
+def test_suite_loads_and_its_cells_hash_stably(path: Path) -> None:
+    suite = load_suite(path)
+    cells = suite.cells()
+    assert len(cells) == len(suite.methods) * len(suite.budgets) * len(suite.seeds) > 0
+    hashes = []
+    for cell in cells:
+        config = cell.resolved_config()
+        text = json.dumps(config, allow_nan=False)  # plain JSON: no tuples, paths, NaN, objects
+        assert json.loads(text) == config
+        assert content_hash(config) == content_hash(cell.resolved_config())
+        hashes.append(content_hash(config))
+    # Loading the file again gives the same keys (nothing process- or order-dependent in them) ...
+    assert [content_hash(c.resolved_config()) for c in load_suite(path).cells()] == hashes
+    # ... and no two cells share one.
+    assert len(set(hashes)) == len(hashes)
+
+
+# --- registered entries -------------------------------------------------------------------------
+
+REGISTRIES: dict[str, Registry[Entry]] = {
+    "method": registry.METHODS,
+    "task": registry.TASKS,
+    "judge": registry.JUDGES,
+    "backend": registry.BACKENDS,
+}
+
+
+def _registered_by_a_test(entry: Entry) -> bool:
+    """Test modules (tests/test_config.py) register throwaway `test_*` entries in the same
+    process; the contract is about what the package and its plugins register."""
+    top = entry.fn.__module__.split(".")[0]
+    return top.startswith("test_") or top in ("tests", "conftest")
+
+
+ENTRIES = [
+    (kind, entry)
+    for kind, reg in REGISTRIES.items()
+    for entry in (reg.get(name) for name in reg.names())
+    if not _registered_by_a_test(entry)
+]
+ENTRY_IDS = [f"{kind}:{entry.name}" for kind, entry in ENTRIES]
+
+
+def test_the_builtin_entries_are_registered() -> None:
+    assert {"method:dpo", "method:sft", "task:keywords", "judge:gold", "backend:hf"} <= set(
+        ENTRY_IDS
+    )
+
+
+@pytest.mark.parametrize(("kind", "entry"), ENTRIES, ids=ENTRY_IDS)
+def test_entry_has_a_strict_config_whose_defaults_construct(kind: str, entry: Entry) -> None:
+    assert isinstance(entry.config, type) and issubclass(entry.config, BaseModel), (
+        f"{kind} {entry.name!r}: its config {entry.config!r} is not a pydantic model"
+    )
+    assert entry.config.model_config.get("extra") == "forbid"
+    defaults = entry.config()
+    with pytest.raises(ValidationError, match="surely_not_a_key"):
+        entry.config(surely_not_a_key=1)
+    # The defaults survive the trip through the JSON a result line stores.
+    assert entry.config.model_validate(json.loads(defaults.model_dump_json())) == defaults
+
+
+@pytest.mark.parametrize("entry", [e for k, e in ENTRIES if k == "task"], ids=lambda e: e.name)
+def test_task_factory_builds_from_defaults(entry: Entry) -> None:
+    task = entry.fn(entry.config())
+    assert task.name == entry.name
+    assert task.pool_size() >= 1
+
+
+@pytest.mark.parametrize("entry", [e for k, e in ENTRIES if k == "backend"], ids=lambda e: e.name)
+def test_backend_factory_builds_from_defaults(entry: Entry) -> None:
+    backend = entry.fn(entry.config())
+    assert callable(backend.generate) and callable(backend.close)
+
+
+def test_unknown_name_lists_the_known_ones() -> None:
+    widgets: Registry[int] = Registry("widget")
+    widgets.add("b", 2)
+    widgets.add("a", 1)
+    with pytest.raises(UnknownNameError) as caught:
+        widgets.get("c")
+    assert str(caught.value) == "unknown widget 'c'; known widgets: a, b"
+    assert isinstance(caught.value, KeyError)
+
+
+def test_unknown_method_lists_every_registered_method() -> None:
+    with pytest.raises(
+        UnknownNameError, match="unknown method 'no_such_method'; known methods: "
+    ) as caught:
+        registry.METHODS.get("no_such_method")
+    for name in registry.METHODS.names():
+        assert name in str(caught.value)
+
+
+def test_registering_a_name_twice_is_refused() -> None:
+    widgets: Registry[int] = Registry("widget")
+    widgets.add("a", 1)
+    widgets.add("a", 1)  # the same entry again (a module imported twice) is fine
+    with pytest.raises(ValueError, match="widget 'a' is registered twice"):
+        widgets.add("a", 2)
+
+
+# --- no torch on the light path -----------------------------------------------------------------
+
+_LIGHT_PATH_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    import bench.config
+    import bench.registry
+
+    bench.registry.discover()
+    n_cells = 0
+    for path in sorted(Path("suites").rglob("*")):
+        if bench.config.is_suite_file(path):
+            for cell in bench.config.load_suite(path).cells():
+                cell.resolved_config()
+                n_cells += 1
+    import bench.cli
+    import bench.runner
+    import bench.selection
+
+    loaded = sorted(m for m in ("torch", "transformers") if m in sys.modules)
+    print(f"cells={n_cells} loaded={loaded}")
+    """
+)
+
+
+def test_validating_and_importing_the_runner_does_not_import_torch() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _LIGHT_PATH_SCRIPT],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    cells, loaded = result.stdout.split()
+    assert int(cells.removeprefix("cells=")) >= 1  # the script did load the suites
+    assert loaded == "loaded=[]", f"the light path imported {loaded}"
+
+
+# --- import boundaries --------------------------------------------------------------------------
+
+
+def imported_modules(source: str) -> set[str]:
+    """Every module a source imports: `import x`, `from x import y` (at any depth, inside
+    functions too), and importlib.import_module / __import__ calls with a literal name."""
+    modules = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module)
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            modules.add("." * node.level + (node.module or ""))
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None))
+            in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            modules.add(node.args[0].value)
+    return modules
+
+
+def test_imported_modules_finds_every_form() -> None:
+    source = textwrap.dedent(
+        """
+        import judges
+        import os, judges.gold as g
+        from judges.gold import gold_verdict
+        def f():
+            from judges import gold
+            importlib.import_module("judges.other")
+        """
+    )
+    assert imported_modules(source) == {"judges", "os", "judges.gold", "judges.other"}
+
+
+def _violations(package: str, forbidden: str) -> list[str]:
+    files = sorted((REPO / package).rglob("*.py"))
+    assert files, f"no sources under {package}/"
+    found = []
+    for path in files:
+        for module in imported_modules(path.read_text(encoding="utf-8")):
+            if module == forbidden or module.startswith(forbidden + "."):
+                found.append(f"{path.relative_to(REPO)} imports {module}")
+            # A relative import climbing out of the package could reach the other one.
+            if module.startswith("..") and module.lstrip(".").split(".")[0] == forbidden:
+                found.append(f"{path.relative_to(REPO)} imports {module}")
+    return found
+
+
+def test_methods_never_import_judges() -> None:
+    assert _violations("methods", "judges") == []
+
+
+def test_judges_never_import_methods() -> None:
+    assert _violations("judges", "methods") == []
+
+
+def test_the_scan_reads_the_real_sources() -> None:
+    assert "bench.method_api" in imported_modules(
+        (REPO / "methods" / "dpo.py").read_text(encoding="utf-8")
+    )
+    assert "bench.verdicts" in imported_modules(
+        (REPO / "judges" / "gold.py").read_text(encoding="utf-8")
+    )
+
+
+# --- the gold judge -----------------------------------------------------------------------------
+
+TASK = KeywordsTask(KeywordsParams())
+# Salient w01, w02, w03 (three times each), fillers w10..w24 (once each).
+PROMPT = format_prompt(["w01", "w02", "w03"] * 3 + [word(i) for i in range(10, 25)])
+REFERENCE = "w01 w10"  # 1 salient - 0.1 * 2 words = 0.8
+
+
+@pytest.mark.parametrize(
+    ("output", "verdict", "output_score"),
+    [
+        (Sample("w01 w02 w03", 4, True), Verdict.WIN, 2.7),  # 3 - 0.3 = 2.7 > 0.8
+        (Sample("w10 w11", 3, True), Verdict.LOSS, -0.2),  # 0 - 0.2 = -0.2 < 0.8
+        (Sample("w02 w11", 3, True), Verdict.TIE, 0.8),  # 1 - 0.2 = 0.8 = 0.8
+        (Sample("w01 w02 w03", 7, False), Verdict.INVALID, None),  # unfinished, however good
+        (Sample("w01", 2, True), Verdict.INVALID, None),  # too short to be a summary
+        (Sample("w01 hello", 3, True), Verdict.INVALID, None),  # not a word of the task
+    ],
+)
+def test_gold_judge_by_hand(output: Sample, verdict: Verdict, output_score: float | None) -> None:
+    (judgment,) = GoldJudge(TASK).judge([PROMPT], [output], [REFERENCE])
+    assert judgment.verdict is verdict
+    assert judgment.reference_score == pytest.approx(0.8)
+    if output_score is None:
+        assert judgment.output_score is None
+    else:
+        assert judgment.output_score == pytest.approx(output_score)
+
+
+def test_gold_judge_judges_each_row_against_its_own_reference() -> None:
+    outputs = [Sample("w01 w02", 3, True), Sample("w01 w02", 3, True)]
+    # 2 - 0.2 = 1.8 against 0.8 (win) and against 3 - 0.3 = 2.7 (loss)
+    judgments = GoldJudge(TASK).judge([PROMPT, PROMPT], outputs, [REFERENCE, "w03 w02 w01"])
+    assert [j.verdict for j in judgments] == [Verdict.WIN, Verdict.LOSS]
+
+
+def test_gold_judge_with_an_invalid_reference_is_invalid() -> None:
+    (judgment,) = GoldJudge(TASK).judge([PROMPT], [Sample("w01 w02 w03", 4, True)], ["w01"])
+    assert judgment.verdict is Verdict.INVALID
+    assert judgment.reference_score is None
+
+
+@pytest.mark.parametrize(
+    ("output_score", "reference_score", "verdict"),
+    [
+        (1.0, 0.5, Verdict.WIN),
+        (0.5, 1.0, Verdict.LOSS),
+        (0.8, 0.8, Verdict.TIE),
+        (0.1 + 0.2, 0.3, Verdict.TIE),  # 0.30000000000000004: a float-rounding tie is a tie
+        (None, 0.5, Verdict.INVALID),
+        (0.5, None, Verdict.INVALID),
+        (None, None, Verdict.INVALID),
+    ],
+)
+def test_gold_verdict(
+    output_score: float | None, reference_score: float | None, verdict: Verdict
+) -> None:
+    assert gold_verdict(output_score, reference_score) is verdict
+
+
+def test_gold_judge_needs_a_gold_reward() -> None:
+    class NoGold(KeywordsTask):
+        has_gold = False
+
+    with pytest.raises(ValueError, match="needs a task with a gold reward"):
+        GoldJudge(NoGold(KeywordsParams()))
