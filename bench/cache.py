@@ -193,6 +193,10 @@ def atomic_write_text(path: Path, text: str, *, temp_prefix: str = TEMP_PREFIX) 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temp_name = tempfile.mkstemp(prefix=temp_prefix, dir=path.parent)
+    # mkstemp creates the file 0600; give it the mode a plain open() would (0666 less the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(descriptor, 0o666 & ~umask)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(text)

@@ -1,10 +1,13 @@
-"""`pftbench`: run suites, validate them, render the leaderboard.
+"""`pftbench`: run suites, validate them, submit results, check regressions, render the leaderboard.
 
     pftbench run SUITE... [--method M] [--budget B] [--seed S] [--results-dir D] [--cache-dir D]
     pftbench validate PATH...
-    pftbench leaderboard [--results-dir D] [--out FILE]
+    pftbench leaderboard [--results-dir D] [--out FILE] [--html FILE]
+    pftbench submit FILE... [--suites-dir D] [--results-dir D]
+    pftbench check SUITE... [--method M] [--budget B] [--seed S] [--baseline-dir D] [--cache-dir D]
 
-Exit codes: 0 success, 1 an expectation failed, 2 bad input (config or usage errors).
+Exit codes: 0 success, 1 an expectation failed or a winrate shifted, 2 bad input (config or
+usage errors, a rejected submission).
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ from pathlib import Path
 from bench.errors import ConfigError
 
 DEFAULT_RESULTS_DIR = Path("leaderboard/results")
+DEFAULT_SUITES_DIR = Path("suites")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from bench.results import ResultFileError
     from bench.selection import UsageError
 
     try:
         return args.func(args)
-    except ConfigError as error:
+    except (ConfigError, ResultFileError) as error:
         print(error, file=sys.stderr)
         return 2
     except UsageError as error:
@@ -70,11 +75,52 @@ def _parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_validate)
 
     board = commands.add_parser(
-        "leaderboard", help="render leaderboard/README.md from the result lines"
+        "leaderboard",
+        help="render leaderboard/README.md and leaderboard/index.html from the result lines",
     )
     board.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     board.add_argument("--out", type=Path, default=Path("leaderboard/README.md"))
+    board.add_argument(
+        "--html", type=Path, help="the static page (default: index.html next to --out)"
+    )
     board.set_defaults(func=_leaderboard)
+
+    submit = commands.add_parser(
+        "submit", help="check a bundle of result lines and merge it into the leaderboard"
+    )
+    submit.add_argument("files", nargs="+", type=Path, metavar="FILE", help="JSON-lines files")
+    submit.add_argument(
+        "--suites-dir",
+        type=Path,
+        default=DEFAULT_SUITES_DIR,
+        help="the suites the results must match (default ./suites)",
+    )
+    submit.add_argument(
+        "--results-dir", type=Path, default=DEFAULT_RESULTS_DIR, help="where accepted lines go"
+    )
+    submit.set_defaults(func=_submit)
+
+    check = commands.add_parser(
+        "check", help="rerun cells (cached) and compare them with the committed winrates"
+    )
+    check.add_argument("suites", nargs="+", metavar="SUITE", help="suite files or directories")
+    check.add_argument("--method", action="append", help="only this method entry or id")
+    check.add_argument("--budget", action="append", help="only this budget, e.g. 250 or n=250")
+    check.add_argument("--seed", action="append", type=int, help="only this seed")
+    check.add_argument(
+        "--baseline-dir",
+        type=Path,
+        default=DEFAULT_RESULTS_DIR,
+        help="the committed result lines (default leaderboard/results); nothing is written",
+    )
+    check.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="cache root (default $PFTBENCH_CACHE_DIR or ~/.cache/pftbench)",
+    )
+    check.add_argument("--run-slow", action="store_true", help="also run suites marked slow")
+    check.add_argument("--no-progress", action="store_true", help="no progress bars")
+    check.set_defaults(func=_check)
     return parser
 
 
@@ -143,10 +189,73 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _leaderboard(args: argparse.Namespace) -> int:
     from bench.leaderboard import render
+    from bench.pages import write_html
 
+    html_out = args.html or args.out.parent / "index.html"
     print(render(args.results_dir, args.out))
-    print(f"written to {args.out}")
+    write_html(args.results_dir, html_out)
+    print(f"written to {args.out} and {html_out}")
     return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from bench.submit import BundleRejected, submit
+
+    try:
+        merged = submit(args.files, args.suites_dir, args.results_dir)
+    except BundleRejected as rejected:
+        for problem in rejected.problems:
+            print(problem, file=sys.stderr)
+        count = len(rejected.problems)
+        print(f"rejected: {count} problem{'s' * (count != 1)}; nothing was merged", file=sys.stderr)
+        return 2
+    for note in merged.check.notes:
+        print(note)
+    for line in merged.written:
+        print(
+            f"merged {line.suite} v{line.suite_version} {line.method}[{line.budget},seed="
+            f"{line.seed}]: winrate {line.winrate:.3f} [{line.ci_low:.3f}, {line.ci_high:.3f}]"
+        )
+    print(
+        f"accepted {len(merged.check.lines)} result lines: {len(merged.written)} merged into "
+        f"{args.results_dir}/, {len(merged.already_there)} already there. "
+        "Run `pftbench leaderboard` to render the pages."
+    )
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from bench.cache import Cache
+    from bench.regression import Baseline, Status, summary
+    from bench.runner import Runner
+    from bench.selection import check_methods, load_all, missing_resources
+
+    # The baseline is read before anything runs; the runner writes no result line here.
+    baseline = Baseline.snapshot(args.baseline_dir)
+    suites = load_all(args.suites)
+    check_methods(args.method, suites)
+    cache = Cache(args.cache_dir) if args.cache_dir else Cache.default()
+    runner = Runner(cache, None, progress=not args.no_progress, log=tqdm.write)
+    cells = []
+    for suite in suites:
+        reasons = missing_resources(suite, args.run_slow)
+        if reasons:
+            print(f"skipped {suite.source}: {'; '.join(reasons)}")
+            continue
+        cells += suite.cells(args.method, args.budget, args.seed)
+    comparisons = [
+        baseline.compare(runner.run_cell(cell))
+        for cell in tqdm(cells, desc="cells", disable=args.no_progress)
+    ]
+    for comparison in comparisons:
+        prefix = (
+            "FAILED " if comparison.status is Status.SHIFTED else f"{comparison.status.value}: "
+        )
+        print(prefix + comparison.sentence)
+    print(summary(comparisons, baseline))
+    return 1 if any(c.status is Status.SHIFTED for c in comparisons) else 0
 
 
 if __name__ == "__main__":

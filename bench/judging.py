@@ -6,11 +6,16 @@ A verdict the judge could not reach is `Verdict.INVALID`, counted apart, never a
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-from bench.tasks.base import Sample
+from bench.tasks.base import Sample, Task
 from bench.verdicts import Verdict
+
+if TYPE_CHECKING:
+    from bench.registry import Entry
 
 
 @dataclass(frozen=True)
@@ -30,3 +35,24 @@ class Judge(Protocol):
     def judge(
         self, prompts: list[str], outputs: list[Sample], references: list[str]
     ) -> list[Judgment]: ...
+
+
+def judge_stats(judge: Judge) -> dict[str, Any]:
+    """What a judge reports about its run (requests, retries, tokens, cost), or {} when it
+    keeps no such record. Judges that call a paid endpoint (`llm_pairwise`) define `stats()`;
+    the runner stores the result beside the verdicts."""
+    stats = getattr(judge, "stats", None)
+    return dict(stats()) if callable(stats) else {}
+
+
+class JudgeError(RuntimeError):
+    """A judge could not finish (its endpoint failed for good, its API key is not set); the
+    message says why and what to do. What it had judged is kept in its own cache."""
+
+
+def build_judge(entry: Entry, params: Any, task: Task, *, cache_root: Path | None = None) -> Judge:
+    """Call a registered judge factory. Factories that keep a cache of their own (the LLM judge's
+    SQLite answers) take a keyword `cache_root` and get the run's cache root; the others don't."""
+    if cache_root is not None and "cache_root" in inspect.signature(entry.fn).parameters:
+        return entry.fn(params, task, cache_root=cache_root)
+    return entry.fn(params, task)

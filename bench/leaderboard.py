@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,13 @@ import pandas as pd
 
 from bench.cache import atomic_write_text
 from bench.results import ResultLine, load_results
-from bench.stats import Estimate, pooled_bootstrap_mean, verdict_scores
+from bench.stats import (
+    Estimate,
+    length_controlled_winrate,
+    paired_difference,
+    pooled_bootstrap_mean,
+    verdict_scores,
+)
 from bench.verdicts import outcomes_from_string
 
 CELL_COLUMNS = [
@@ -39,6 +45,34 @@ CELL_COLUMNS = [
     "mean_reward",
     "reward_ci_low",
     "reward_ci_high",
+    "lc_winrate",
+    "lc_ci_low",
+    "lc_ci_high",
+]
+
+ONLINE_METHOD_IDS = ("online_dpo", "best_of_n", "filter")
+"""Registered method ids that learn from samples of their own policy: the online side of the
+online-minus-offline gap. The one place that says which methods are online."""
+
+OFFLINE_BASELINE_ID = "dpo"
+"""The offline method every online method is compared with, on the same pairs and budget."""
+
+GAP_COLUMNS = [
+    "task",
+    "suite",
+    "suite_version",
+    "tier",
+    "judge",
+    "method",
+    "method_id",
+    "baseline",
+    "budget",
+    "n_pairs",
+    "seeds",
+    "gap",
+    "ci_low",
+    "ci_high",
+    "n",
 ]
 
 MISSING = "-"
@@ -56,8 +90,22 @@ EXPLANATION = (
 )
 
 
-def cell_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
+LC_EXPLANATION = (
+    "LC is the length-controlled winrate: a logistic fit of each verdict on the output-minus-"
+    "reference length difference, read at equal lengths, with a bootstrap CI over prompts "
+    "(bench.stats.length_controlled_winrate). A raw winrate well above its LC means the method "
+    "wins partly by being longer. It needs per-prompt lengths, which lines written before "
+    "they were recorded lack (shown as -)."
+)
+
+
+def cell_table(lines: Sequence[ResultLine], *, length_controlled: bool = False) -> pd.DataFrame:
     """One row per (suite, suite_version, method, budget), its seeds pooled; columns CELL_COLUMNS.
+
+    With `length_controlled`, the lc_* columns hold the length-controlled winrate
+    (`bench.stats.length_controlled_winrate`) where every seed's line records its output and
+    reference lengths; otherwise, and where a line lacks them, they are NaN. It is off by
+    default because each cell costs a bootstrap of model fits (about 0.1 s for 500 prompts).
 
     Per seed the last line wins: this is `latest_per_cell` (the last line per config_hash),
     and also lets a seed rerun under a changed config supersede the old one rather than be
@@ -67,19 +115,32 @@ def cell_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
     Raises ValueError if the seeds of one cell disagree on n_pairs (the data changed without
     a new suite version, so pooling them would be meaningless).
     """
+    rows = [
+        _pool_cell(key, by_seed, length_controlled) for key, by_seed in cell_lines(lines).items()
+    ]
+    return pd.DataFrame(rows, columns=CELL_COLUMNS)
+
+
+def cell_key(line: ResultLine) -> tuple[str, int, str, str, str, str]:
+    """(suite, suite_version, tier, judge id, method, budget): the lines pooled into one row."""
+    return (line.suite, line.suite_version, line.tier, _judge_id(line), line.method, line.budget)
+
+
+def cell_lines(lines: Iterable[ResultLine]) -> dict[tuple, dict[int, ResultLine]]:
+    """cell_key -> {seed: the last line of that seed}, cells in order of first appearance."""
     cells: dict[tuple, dict[int, ResultLine]] = {}
     for line in lines:
-        key = (line.suite, line.suite_version, line.tier, _judge_id(line), line.method, line.budget)
-        cells.setdefault(key, {})[line.seed] = line
-    rows = [_pool_cell(key, by_seed) for key, by_seed in cells.items()]
-    return pd.DataFrame(rows, columns=CELL_COLUMNS)
+        cells.setdefault(cell_key(line), {})[line.seed] = line
+    return cells
 
 
 def _judge_id(line: ResultLine) -> str:
     return str(line.judge["id"])
 
 
-def _pool_cell(key: tuple, by_seed: dict[int, ResultLine]) -> dict[str, Any]:
+def _pool_cell(
+    key: tuple, by_seed: dict[int, ResultLine], length_controlled: bool = False
+) -> dict[str, Any]:
     suite, suite_version, tier, judge, method, budget = key
     seed_lines = [by_seed[seed] for seed in sorted(by_seed)]
     n_pairs = {line.n_pairs for line in seed_lines}
@@ -97,6 +158,7 @@ def _pool_cell(key: tuple, by_seed: dict[int, ResultLine]) -> dict[str, Any]:
         if line.rewards is not None
     ]
     reward = _pooled(reward_groups)
+    lc = _length_controlled(seed_lines, score_groups) if length_controlled else None
     return {
         "suite": suite,
         "suite_version": suite_version,
@@ -114,7 +176,93 @@ def _pool_cell(key: tuple, by_seed: dict[int, ResultLine]) -> dict[str, Any]:
         "mean_reward": reward.value if reward else None,
         "reward_ci_low": reward.low if reward else None,
         "reward_ci_high": reward.high if reward else None,
+        "lc_winrate": lc.value if lc else math.nan,
+        "lc_ci_low": lc.low if lc else math.nan,
+        "lc_ci_high": lc.high if lc else math.nan,
     }
+
+
+def _length_controlled(
+    seed_lines: list[ResultLine], score_groups: list[np.ndarray]
+) -> Estimate | None:
+    """The cell's length-controlled winrate; None where a seed lacks lengths or valid verdicts."""
+    if any(line.output_lengths is None or line.reference_lengths is None for line in seed_lines):
+        return None
+    differences = [
+        np.array(line.output_lengths, dtype=float) - np.array(line.reference_lengths, dtype=float)
+        for line in seed_lines
+    ]
+    if any(np.all(np.isnan(scores)) for scores in score_groups):
+        return None
+    return length_controlled_winrate(score_groups, differences)
+
+
+def task_of(line: ResultLine) -> str:
+    """The task a line's suite runs (its config's task name; the suite name for older lines)."""
+    task = line.config.get("task")
+    return str(task["name"]) if isinstance(task, dict) and "name" in task else line.suite
+
+
+def gap_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
+    """The online-minus-offline gap: one row per (suite, online method entry, budget).
+
+    For each method entry whose id is in ONLINE_METHOD_IDS, at each budget where the suite also
+    has the offline baseline (the entry named OFFLINE_BASELINE_ID, else the first entry with that
+    id), `gap` is the paired winrate difference online - offline on the same prompts
+    (`bench.stats.paired_difference`), pooled over the seeds both ran; columns GAP_COLUMNS.
+    """
+    sections: dict[tuple, dict[tuple[str, str], dict[int, ResultLine]]] = {}
+    for (suite, version, tier, judge, method, budget), by_seed in cell_lines(lines).items():
+        sections.setdefault((suite, version, tier, judge), {})[method, budget] = by_seed
+    rows = []
+    for (suite, version, tier, judge), cells in sections.items():
+        entries = {}
+        for (method, _), by_seed in cells.items():
+            entries.setdefault(method, next(iter(by_seed.values())).method_id)
+        baselines = [m for m, method_id in entries.items() if method_id == OFFLINE_BASELINE_ID]
+        if not baselines:
+            continue
+        baseline = OFFLINE_BASELINE_ID if OFFLINE_BASELINE_ID in baselines else baselines[0]
+        for (method, budget), by_seed in cells.items():
+            if entries[method] not in ONLINE_METHOD_IDS or (baseline, budget) not in cells:
+                continue
+            offline = cells[baseline, budget]
+            seeds = sorted(set(by_seed) & set(offline))
+            if not seeds:
+                continue
+            online_scores = [_scores(by_seed[seed]) for seed in seeds]
+            offline_scores = [_scores(offline[seed]) for seed in seeds]
+            if any(
+                a.shape != b.shape or np.all(np.isnan(a - b))
+                for a, b in zip(online_scores, offline_scores, strict=True)
+            ):
+                continue  # no prompt both judged validly: no difference to show
+            gap = paired_difference(online_scores, offline_scores)
+            first = by_seed[seeds[0]]
+            rows.append(
+                {
+                    "task": task_of(first),
+                    "suite": suite,
+                    "suite_version": version,
+                    "tier": tier,
+                    "judge": judge,
+                    "method": method,
+                    "method_id": entries[method],
+                    "baseline": baseline,
+                    "budget": budget,
+                    "n_pairs": first.n_pairs,
+                    "seeds": seeds,
+                    "gap": gap.value,
+                    "ci_low": gap.low,
+                    "ci_high": gap.high,
+                    "n": gap.n,
+                }
+            )
+    return pd.DataFrame(rows, columns=GAP_COLUMNS)
+
+
+def _scores(line: ResultLine) -> np.ndarray:
+    return verdict_scores(outcomes_from_string(line.outcomes))
 
 
 def _pooled(groups: list[np.ndarray]) -> Estimate | None:
@@ -148,6 +296,9 @@ def markdown_tables(df: pd.DataFrame) -> str:
         if any(not _is_missing(record["mean_reward"]) for record in section):
             parts.append("Mean reward [95% CI]:")
             parts.append(_method_by_budget(section, _reward_cell))
+        if any(not _is_missing(record.get("lc_winrate")) for record in section):
+            parts.append("Length-controlled winrate [95% CI] (the winrate at equal lengths):")
+            parts.append(_method_by_budget(section, _lc_cell))
     return "\n\n".join(parts) + "\n" if parts else ""
 
 
@@ -202,6 +353,44 @@ def _reward_cell(record: dict[str, Any]) -> str:
     )
 
 
+def _lc_cell(record: dict[str, Any]) -> str:
+    if _is_missing(record["lc_winrate"]):
+        return MISSING
+    return f"{record['lc_winrate']:.3f} [{record['lc_ci_low']:.3f}, {record['lc_ci_high']:.3f}]"
+
+
+def markdown_gap(gaps: pd.DataFrame) -> str:
+    """A markdown section of the online-minus-offline gap per task; empty when there is none."""
+    if gaps.empty:
+        return ""
+    rows = [
+        [
+            record["task"],
+            f"{record['suite']} v{record['suite_version']}",
+            f"{record['method']} - {record['baseline']}",
+            _budget_header(record["budget"], record["n_pairs"]),
+            f"{record['gap']:+.3f} [{record['ci_low']:+.3f}, {record['ci_high']:+.3f}] "
+            f"n={record['n']}"
+            + (f" seeds={len(record['seeds'])}" if len(record["seeds"]) > 1 else ""),
+        ]
+        for record in gaps.to_dict("records")
+    ]
+    header = ["task", "suite", "online - offline", "budget", "winrate difference [95% CI]"]
+    return (
+        "\n\n".join(
+            [
+                "## Online minus offline",
+                "The paired winrate difference of each online method against offline "
+                f"`{OFFLINE_BASELINE_ID}` on the same prompts and seeds at the same budget; a CI "
+                "above 0 means the online method wins more often. Online methods: "
+                f"{', '.join(ONLINE_METHOD_IDS)}.",
+                markdown_table(header, rows),
+            ]
+        )
+        + "\n"
+    )
+
+
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -232,13 +421,18 @@ def render(results_dir: Path, out: Path) -> str:
     """
     results_dir, out = Path(results_dir), Path(out)
     lines = load_results(results_dir)
-    tables = markdown_tables(cell_table(lines)) or "No results yet.\n"
+    tables = markdown_tables(cell_table(lines, length_controlled=True)) or "No results yet.\n"
+    gap = markdown_gap(gap_table(lines))
+    if gap:
+        tables += "\n" + gap
     source = os.path.relpath(results_dir, out.parent)
     text = "\n".join(
         [
             "# pftbench leaderboard",
             "",
             EXPLANATION,
+            "",
+            LC_EXPLANATION,
             "",
             tables,
             "---",

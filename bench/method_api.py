@@ -19,8 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from bench.cache import Cache
+from bench.generation import Decoding
 from bench.hashing import content_hash
 from bench.tasks.base import PreferencePair, Task
+
+
+@dataclass(frozen=True)
+class GenerationContext:
+    """What a method's `generate` hook gets: its saved policy and the evaluation prompts."""
+
+    policy_dir: Path
+    task: Task
+    prompts: list[str]
+    decoding: Decoding
+    """The suite's evaluation decoding (length limits, top_p, seed)."""
+    backend: Any
+    """The suite's generation backend (`generate(model_dir, prompts, decoding)`)."""
+
 
 METADATA_FILE = "pftbench.json"
 """What produced a model directory (config, metrics, wall time), written by the runner."""
@@ -39,6 +54,8 @@ class MethodContext:
     cache: Cache
     base_key: str
     """Cache key of the base model, for sub-artifacts derived from it."""
+    max_new_tokens: int = 64
+    """Length limit of any sampling the method does (the suite's generation.max_new_tokens)."""
     scratch_dir: Path | None = None
     """Resumable training state survives here across a crash."""
     progress: bool = True

@@ -103,16 +103,12 @@ def encode_completions(
     max_prompt_tokens: int | None = None,
     max_completion_tokens: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Tokenise prompt + completion + EOS, right-padded.
+    """Tokenise prompt + completion + EOS, right-padded (see `batch_from_token_ids`).
 
-    Returns input_ids, attention_mask and loss_mask, each [B, T]; loss_mask is 1 on the
-    completion's tokens and its EOS (the tokens whose log-probs count), 0 on prompt and padding.
     Prompts are cut from the left (keep the end, next to the completion), completions from the
     right, as the paper's TL;DR preprocessing does.
     """
-    import torch
-
-    rows, masks = [], []
+    prompt_rows, completion_rows = [], []
     for prompt, completion in zip(prompts, completions, strict=True):
         prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
         completion_ids = tokenizer(completion, add_special_tokens=False).input_ids
@@ -122,17 +118,30 @@ def encode_completions(
             )
         if max_completion_tokens is not None:
             completion_ids = completion_ids[:max_completion_tokens]
-        completion_ids = completion_ids + [tokenizer.eos_token_id]
-        rows.append(prompt_ids + completion_ids)
-        masks.append([0] * len(prompt_ids) + [1] * len(completion_ids))
+        prompt_rows.append(prompt_ids)
+        completion_rows.append(completion_ids + [tokenizer.eos_token_id])
+    return batch_from_token_ids(prompt_rows, completion_rows, tokenizer.pad_token_id)
+
+
+def batch_from_token_ids(
+    prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_token_id: int
+) -> dict[str, torch.Tensor]:
+    """Rows of prompt + completion token ids, right-padded.
+
+    Returns input_ids, attention_mask and loss_mask, each [B, T]; loss_mask is 1 on the
+    completion's tokens (the tokens whose log-probs count), 0 on prompt and padding.
+    """
+    import torch
+
+    rows = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids, strict=True)]
     width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     loss_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
+    for i, (prompt, row) in enumerate(zip(prompt_ids, rows, strict=True)):
         input_ids[i, : len(row)] = torch.tensor(row)
         attention_mask[i, : len(row)] = 1
-        loss_mask[i, : len(row)] = torch.tensor(mask)
+        loss_mask[i, len(prompt) : len(row)] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
 
 

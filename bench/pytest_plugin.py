@@ -6,6 +6,11 @@ are skipped) into one item per (method, budget, seed) cell, with ids like
 cache), appends its result line, and checks the suite's expectations for it; a failure is one
 sentence with the numbers and their CI. In a multi-seed suite the expectations are checked by
 an extra item per (method, budget), e.g. `dpo[n=250,seeds=0+1+2]`, on the pooled seeds.
+
+With `--regression` (or the ini option `pftbench_regression = true`) each cell item also compares
+its winrate with the committed leaderboard value of the same cell (`bench.regression`): outside
+the committed 95% CI fails, with one sentence; a cell with no committed value is reported as new.
+The committed lines are read once, after collection and before any item runs or appends.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from bench.errors import ConfigError
 
 _RUNNER = pytest.StashKey[Any]()
 _LINES = pytest.StashKey[dict]()
+_BASELINE = pytest.StashKey[Any]()
+_COMPARISONS = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,10 +57,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--run-slow", action="store_true", default=False, help="also run suites marked slow"
     )
+    group.addoption(
+        "--regression",
+        action="store_true",
+        default=None,
+        help="also compare each cell's winrate with the committed leaderboard value",
+    )
+    group.addoption(
+        "--regression-baseline",
+        default=None,
+        help="the committed result lines to compare with (default: <rootdir>/leaderboard/results)",
+    )
+    parser.addini(
+        "pftbench_regression",
+        type="bool",
+        default=False,
+        help="run the regression check as if --regression were given",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_LINES] = {}
+    config.stash[_COMPARISONS] = []
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -72,6 +97,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         check_methods(config.getoption("method"), list(suites.values()))
     except UsageError as error:
         raise pytest.UsageError(str(error)) from None
+    if suites and regression_enabled(config):
+        from bench.regression import Baseline
+        from bench.results import ResultFileError
+
+        # Read now, before any item runs: the items append their fresh lines to results_dir.
+        try:
+            config.stash[_BASELINE] = Baseline.snapshot(baseline_dir(config))
+        except ResultFileError as error:
+            raise pytest.UsageError(str(error)) from None
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -81,6 +115,32 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
         terminalreporter.section("pftbench results")
         terminalreporter.write_line(print_table(list(lines.values())))
+    comparisons = config.stash.get(_COMPARISONS, [])
+    if comparisons:
+        from bench.regression import Status, summary
+
+        terminalreporter.section("pftbench regression check")
+        for comparison in comparisons:
+            if comparison.status is not Status.HELD:
+                terminalreporter.write_line(f"{comparison.status.value}: {comparison.sentence}")
+        terminalreporter.write_line(summary(comparisons, config.stash[_BASELINE]))
+
+
+def regression_enabled(config: pytest.Config) -> bool:
+    """--regression, else the ini option pftbench_regression."""
+    flag = config.getoption("regression")
+    return bool(flag) if flag is not None else bool(config.getini("pftbench_regression"))
+
+
+def results_dir_for(config: pytest.Config) -> Path:
+    results = config.getoption("results_dir")
+    return Path(results) if results else config.rootpath / "leaderboard" / "results"
+
+
+def baseline_dir(config: pytest.Config) -> Path:
+    """The committed leaderboard, wherever --results-dir sends this run's lines."""
+    baseline = config.getoption("regression_baseline")
+    return Path(baseline) if baseline else config.rootpath / "leaderboard" / "results"
 
 
 def runner_for(config: pytest.Config) -> Any:
@@ -89,10 +149,10 @@ def runner_for(config: pytest.Config) -> Any:
         from bench.runner import Runner
 
         cache_dir = config.getoption("pftbench_cache_dir")
-        results = config.getoption("results_dir")
-        results_dir = Path(results) if results else config.rootpath / "leaderboard" / "results"
         cache = Cache(Path(cache_dir)) if cache_dir else Cache.default()
-        config.stash[_RUNNER] = Runner(cache, results_dir, progress=False, log=lambda _: None)
+        config.stash[_RUNNER] = Runner(
+            cache, results_dir_for(config), progress=False, log=lambda _: None
+        )
     return config.stash[_RUNNER]
 
 
@@ -146,10 +206,17 @@ class CellItem(pytest.Item):
         self.user_properties.append(
             ("winrate", f"{line.winrate:.4f} [{line.ci_low:.4f}, {line.ci_high:.4f}]")
         )
-        if len(self.suite.seeds) == 1:
-            failures = runner.check(self.cell, line)
-            if failures:
-                raise ExpectationFailed("\n".join(failures))
+        failures = runner.check(self.cell, line) if len(self.suite.seeds) == 1 else []
+        if _BASELINE in self.config.stash:
+            from bench.regression import Status
+
+            comparison = self.config.stash[_BASELINE].compare(line)
+            self.config.stash[_COMPARISONS].append(comparison)
+            self.user_properties.append(("regression", comparison.status.value))
+            if comparison.status is Status.SHIFTED:
+                failures.append(comparison.sentence)
+        if failures:
+            raise ExpectationFailed("\n".join(failures))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, ExpectationFailed):

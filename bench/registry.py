@@ -62,6 +62,8 @@ class Entry:
     name: str
     config: type
     fn: Callable[..., Any]
+    generate: Callable[..., Any] | None = None
+    """Methods only: replaces plain generation from the saved policy (e.g. best-of-N reranking)."""
 
 
 METHODS: Registry[Entry] = Registry("method")
@@ -70,17 +72,24 @@ JUDGES: Registry[Entry] = Registry("judge")
 BACKENDS: Registry[Entry] = Registry("generation backend")
 
 
-def _decorator(registry: Registry[Entry], name: str, config: type) -> Callable[[T], T]:
+def _decorator(
+    registry: Registry[Entry], name: str, config: type, generate: Callable[..., Any] | None = None
+) -> Callable[[T], T]:
     def register(fn: T) -> T:
-        registry.add(name, Entry(name=name, config=config, fn=fn))  # type: ignore[arg-type]
+        registry.add(name, Entry(name=name, config=config, fn=fn, generate=generate))  # type: ignore[arg-type]
         return fn
 
     return register
 
 
-def register_method(name: str, config: type) -> Callable[[T], T]:
-    """Register `fn(ctx: MethodContext, cfg: config) -> dict` as method `name`."""
-    return _decorator(METHODS, name, config)
+def register_method(
+    name: str, config: type, generate: Callable[..., Any] | None = None
+) -> Callable[[T], T]:
+    """Register `fn(ctx: MethodContext, cfg: config) -> dict` as method `name`.
+
+    `generate(gen: GenerationContext, cfg) -> {"main": samples, ...}` replaces plain generation
+    from the saved policy when given; extra keys are variants judged too (e.g. BoN@N)."""
+    return _decorator(METHODS, name, config, generate)
 
 
 def register_task(name: str, config: type) -> Callable[[T], T]:

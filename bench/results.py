@@ -40,6 +40,13 @@ PROVENANCE_PACKAGES = (
 
 _VERDICT_LETTERS = frozenset(verdict.value for verdict in Verdict)
 
+SCHEMA_VERSION = 1
+"""The result-line layout this code writes and reads. Fields added since version 1
+(output_lengths, reference_lengths, data_hash) are optional, so older lines still load."""
+
+PER_PROMPT_EXTRAS = ("output_lengths", "reference_lengths", "data_hash")
+"""Optional fields a newer run of the same cell may add to an older line (see append_result)."""
+
 
 class ResultFileError(ValueError):
     """A line of a results file that is not a valid result line; names the file and line."""
@@ -101,6 +108,12 @@ class ResultLine(BaseModel):
     """One verdict letter (W/L/T/I) per eval prompt, in prompt order: the raw data to pool."""
     rewards: list[float | None] | None
     """Per-prompt reward of the policy's output (None where invalid), in prompt order."""
+    output_lengths: list[int] | None = None
+    """Per-prompt length of the policy's output in words, for length-controlled winrates."""
+    reference_lengths: list[int] | None = None
+    """Per-prompt length of the reference in words."""
+    data_hash: str | None = None
+    """Content hash of the data the cell saw: its budget's pairs and the eval prompts/references."""
 
     judge: dict[str, Any]
     """The judge's identity: at least kind, id and version."""
@@ -127,6 +140,16 @@ class ResultLine(BaseModel):
         if unknown:
             raise ValueError(f"outcomes may hold only W, L, T, I; found {unknown}")
         return outcomes
+
+    @field_validator("schema_version")
+    @classmethod
+    def _schema_is_known(cls, schema_version: int) -> int:
+        if schema_version != SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {schema_version} is not known; this pftbench reads version "
+                f"{SCHEMA_VERSION}"
+            )
+        return schema_version
 
     @field_validator("judge")
     @classmethod
@@ -158,6 +181,12 @@ class ResultLine(BaseModel):
             raise ValueError(
                 f"rewards has {len(self.rewards)} entries for {len(self.outcomes)} outcomes"
             )
+        for name in ("output_lengths", "reference_lengths"):
+            lengths = getattr(self, name)
+            if lengths is not None and len(lengths) != len(self.outcomes):
+                raise ValueError(
+                    f"{name} has {len(lengths)} entries for {len(self.outcomes)} outcomes"
+                )
         return self
 
 
@@ -246,8 +275,11 @@ def append_result(results_dir: Path, line: ResultLine) -> bool:
 
     Nothing is written (False) if the file already holds a line with the same config_hash,
     outcomes and winrate: rerunning a cached cell reproduces that line and must not count twice
-    when seeds are pooled. The check and the append happen under an flock of the file, and the
-    line goes out in one write, flushed and fsynced.
+    when seeds are pooled. The one exception is a reproduced line that carries an optional
+    per-prompt field (PER_PROMPT_EXTRAS, e.g. output lengths) the old one lacks: it is appended
+    and, being the last line of its config_hash, supersedes the old one. The check and the
+    append happen under an flock of the file, and the line goes out in one write, flushed and
+    fsynced.
     """
     path = result_path(results_dir, line.suite)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,6 +292,7 @@ def append_result(results_dir: Path, line: ResultLine) -> bool:
                 existing.config_hash == line.config_hash
                 and existing.outcomes == line.outcomes
                 and _same_number(existing.winrate, line.winrate)
+                and not _adds_extras(existing, line)
             ):
                 return False
         separator = "" if not existing_text or existing_text.endswith("\n") else "\n"
@@ -267,6 +300,14 @@ def append_result(results_dir: Path, line: ResultLine) -> bool:
         handle.flush()
         os.fsync(handle.fileno())
     return True
+
+
+def _adds_extras(existing: ResultLine, line: ResultLine) -> bool:
+    """Whether `line` holds an optional per-prompt field that `existing` lacks."""
+    return any(
+        getattr(line, name) is not None and getattr(existing, name) is None
+        for name in PER_PROMPT_EXTRAS
+    )
 
 
 def _same_number(a: float, b: float) -> bool:
@@ -286,6 +327,12 @@ def load_results(results_dir: Path) -> list[ResultLine]:
     for path in sorted(results_dir.glob("*.jsonl")):
         lines.extend(_parse_lines(path, path.read_text(encoding="utf-8")))
     return lines
+
+
+def load_result_file(path: Path) -> list[ResultLine]:
+    """The result lines of one results file; ResultFileError names `file:line` of a bad one."""
+    path = Path(path)
+    return _parse_lines(path, path.read_text(encoding="utf-8"))
 
 
 def _parse_lines(path: Path, text: str) -> list[ResultLine]:

@@ -32,13 +32,24 @@ from bench.stats import (
     pooled_bootstrap_mean,
     verdict_scores,
 )
-from bench.tasks.base import Sample, Task
+from bench.tasks.base import PreferencePair, Sample, Task
 from bench.verdicts import outcomes_from_string, outcomes_to_string
 
 CACHE_VERSION = 1
-"""Part of every cache key: bump when a stage's code changes what it produces."""
+"""Part of every stage's cache key: bump when a stage's code changes what it produces."""
 
-STAGES = ("base", "pool", "train", "generate", "judge")
+RECORD_VERSION = 3
+"""Part of a cell record's key: bump when the result line gains or changes a field."""
+
+DIAGNOSTICS_VERSION = 2
+"""Part of the diagnostics stage's key: bump when an estimator changes (2: KL on sampled tokens)."""
+
+STAGES = ("base", "pool", "train", "generate", "judge", "diagnostics")
+
+HELDOUT_PAIRS = 500
+"""Held-out labelled pairs (on the `valid` prompts) every verifier is evaluated on."""
+KL_PROMPTS = 200
+"""Eval prompts whose sampled outputs estimate KL(policy || reference)."""
 
 
 @dataclass(frozen=True)
@@ -67,19 +78,40 @@ class Runner:
         self.progress = progress
         self.log = log
         self._tasks: dict[str, Task] = {}
+        self._backends: dict[str, Any] = {}
+        self._judges: dict[str, Any] = {}
 
     # -- keys -------------------------------------------------------------------------------
     def keys(self, cell: Cell) -> StageKeys:
         config = cell.resolved_config()
+        # Local data files enter the keys by content, not by path (tasks without local files,
+        # and Hub data pinned by revision, add nothing).
+        fingerprint = self.task(cell.suite).data_fingerprint()
+        data = {"data": fingerprint} if fingerprint is not None else {}
         base = content_hash(
             {
                 "v": CACHE_VERSION,
                 "stage": "base",
                 "task": config["task"],
                 "base_model": config["base_model"],
+                **data,
             }
         )
-        pool = content_hash({"v": CACHE_VERSION, "stage": "pool", "base": base, "seed": cell.seed})
+        generation = config["generation"]
+        pool = content_hash(
+            {
+                "v": CACHE_VERSION,
+                "stage": "pool",
+                "base": base,
+                "seed": cell.seed,
+                # the pool is sampled with the suite's backend and length limit
+                "sampling": [
+                    generation["backend"],
+                    generation["backend_params"],
+                    generation["max_new_tokens"],
+                ],
+            }
+        )
         policy = content_hash(
             {
                 "v": CACHE_VERSION,
@@ -109,7 +141,15 @@ class Runner:
                 "judge": config["judge"],
             }
         )
-        cell_key = content_hash({"v": CACHE_VERSION, "stage": "cell", "config": config})
+        cell_key = content_hash(
+            {
+                "v": CACHE_VERSION,
+                "record": RECORD_VERSION,
+                "stage": "cell",
+                "config": config,
+                **data,
+            }
+        )
         return StageKeys(base, pool, policy, generations, judgments, cell_key)
 
     # -- the cell ---------------------------------------------------------------------------
@@ -144,12 +184,15 @@ class Runner:
         timings["generate"] = generations["wall_s"]
         judged = self._judgments(cell, task, keys, generations)
         timings["judge"] = judged["wall_s"]
+        diagnostics = self._diagnostics(cell, task, keys)
+        timings["diagnostics"] = diagnostics.pop("wall_s")
 
         outcomes = outcomes_from_string(judged["outcomes"])
-        winrate = bootstrap_mean(verdict_scores(outcomes))
+        winrate = _winrate_estimate(verdict_scores(outcomes))
         rewards = judged["output_scores"]
         reward = _reward_estimate(rewards)
         samples = [Sample(**s) for s in generations["samples"]]
+        eval_examples = task.examples("eval", suite.generation.n_eval_prompts)
         metrics = {
             "mean_length_tokens": sum(s.n_tokens for s in samples) / len(samples),
             "finished_rate": sum(s.finished for s in samples) / len(samples),
@@ -159,10 +202,13 @@ class Runner:
             "train": policy_meta["metrics"],
             "counters": policy_meta["counters"],
             "generate_tokens_per_s": generations["tokens_per_s"],
+            **diagnostics,
+            "variants": {
+                name: _variant_summary(v) for name, v in judged.get("variants", {}).items()
+            },
         }
         config = cell.resolved_config()
-        judge = JUDGES.get(suite.judge.kind)
-        judge_obj = judge.fn(judge.config(**suite.judge.params), task)
+        judge = self._judge(suite, task)
         return ResultLine(
             suite=suite.name,
             suite_version=suite.version,
@@ -186,10 +232,18 @@ class Runner:
             reward_ci_high=reward.high if reward else None,
             outcomes=judged["outcomes"],
             rewards=rewards,
+            output_lengths=[len(s.text.split()) for s in samples],
+            reference_lengths=[len(e.reference.split()) for e in eval_examples],
+            data_hash=content_hash(
+                {
+                    "pairs": [[p.prompt, p.chosen, p.rejected] for p in self.pairs(cell)],
+                    "eval": [[e.prompt, e.reference] for e in eval_examples],
+                }
+            ),
             judge={
                 "kind": suite.judge.kind,
-                "id": judge_obj.id,
-                "version": judge_obj.version,
+                "id": judge.id,
+                "version": judge.version,
                 "params": dict(suite.judge.params),
             },
             config_hash=content_hash(config),
@@ -201,10 +255,16 @@ class Runner:
 
     # -- stages -----------------------------------------------------------------------------
     def task(self, suite: Suite) -> Task:
-        key = content_hash(suite.task.model_dump(mode="json"))
+        key = content_hash(
+            {"task": suite.task.model_dump(mode="json"), "base": suite.base_model.model_dump()}
+        )
         if key not in self._tasks:
             entry = TASKS.get(suite.task.name)
-            self._tasks[key] = entry.fn(entry.config(**suite.task.params))
+            task = entry.fn(entry.config(**suite.task.params))
+            if suite.base_model.kind == "pretrained":
+                # A task that counts tokens (TL;DR's 512/53) counts them with the base model's.
+                task = task.with_base_model(suite.base_model.path, suite.base_model.revision)
+            self._tasks[key] = task
         return self._tasks[key]
 
     def base_model_dir(self, cell: Cell) -> Path:
@@ -227,28 +287,28 @@ class Runner:
 
         return self._stage_dir("models", keys.base, build, "base policy (micro build)")
 
+    def _sampler(self, suite: Suite, task: Task, model_dir: Path) -> Any:
+        """sample(prompts, n, temperature, seed) from the policy in `model_dir`: a SampleFn."""
+        from bench.generation import Decoding
+
+        def sample(prompts: list[str], n: int, temperature: float, seed: int) -> list[list[Sample]]:
+            decoding = Decoding(
+                max_new_tokens=suite.generation.max_new_tokens,
+                n=n,
+                temperature=temperature,
+                min_new_tokens=task.min_new_tokens(),
+                seed=seed,
+            )
+            return self._backend(suite).generate(model_dir, prompts, decoding)
+
+        return sample
+
     def _pool(self, cell: Cell, task: Task, keys: StageKeys) -> dict[str, Any]:
         """The labelled pair pool of this seed; its prefixes are the budgets."""
         suite = cell.suite
 
         def build() -> dict[str, Any]:
-            from bench.generation import Decoding
-
-            backend = self._backend(suite)
-            model_dir = self.cache.path("models", keys.base)
-
-            def sample(
-                prompts: list[str], n: int, temperature: float, seed: int
-            ) -> list[list[Sample]]:
-                decoding = Decoding(
-                    max_new_tokens=suite.generation.max_new_tokens,
-                    n=n,
-                    temperature=temperature,
-                    min_new_tokens=task.min_new_tokens(),
-                    seed=seed,
-                )
-                return backend.generate(model_dir, prompts, decoding)
-
+            sample = self._sampler(suite, task, self.cache.path("models", keys.base))
             pairs = task.preference_pool(task.pool_size(), cell.seed, sample)
             return {
                 "pairs": [[p.prompt, p.chosen, p.rejected] for p in pairs],
@@ -263,6 +323,20 @@ class Runner:
         meta["n_pairs_by_budget"] = {b.label: b.n_pairs(pool_size) for b in suite.budgets}
         return meta
 
+    def heldout_pairs(self, cell: Cell, size: int = HELDOUT_PAIRS) -> list[PreferencePair]:
+        """Labelled pairs on the `valid` prompts, for evaluating verifiers; no method sees them."""
+        suite, task, keys = cell.suite, self.task(cell.suite), self.keys(cell)
+        key = content_hash({"pool": keys.pool, "split": "valid", "size": size})
+
+        def build() -> dict[str, Any]:
+            sample = self._sampler(suite, task, self.cache.path("models", keys.base))
+            n = min(size, task.heldout_size())
+            pairs = task.preference_pool(n, cell.seed, sample, split="valid")
+            return {"pairs": [[p.prompt, p.chosen, p.rejected] for p in pairs]}
+
+        meta = self._stage_json("pools", key, build, f"held-out pairs (seed {cell.seed})")
+        return [PreferencePair(*row) for row in meta["pairs"]]
+
     def pairs(self, cell: Cell) -> list:
         from bench.tasks.base import PreferencePair
 
@@ -276,6 +350,7 @@ class Runner:
 
         entry = METHODS.get(cell.method.method)
         pairs = self.pairs(cell)
+        suite = cell.suite
 
         def train(out: Path) -> dict[str, Any]:
             ctx = MethodContext(
@@ -286,6 +361,7 @@ class Runner:
                 seed=cell.seed,
                 cache=self.cache,
                 base_key=keys.base,
+                max_new_tokens=suite.generation.max_new_tokens,
                 scratch_dir=self.cache.scratch_dir("models", keys.policy),
                 progress=self.progress,
             )
@@ -294,31 +370,51 @@ class Runner:
 
         return self._stage_dir("models", keys.policy, train, f"train {cell.id}")
 
+    def _eval_decoding(self, cell: Cell, task: Task) -> Any:
+        from bench.generation import Decoding
+
+        spec = cell.suite.generation
+        return Decoding(
+            max_new_tokens=spec.max_new_tokens,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            min_new_tokens=task.min_new_tokens(),
+            seed=cell.seed,
+        )
+
     def _generations(self, cell: Cell, task: Task, keys: StageKeys) -> dict[str, Any]:
+        """Outputs on the eval prompts: plain generation from the saved policy, or the method's
+        own `generate` hook, whose extra variants (e.g. BoN@N) are stored and judged too."""
         suite = cell.suite
+        entry = METHODS.get(cell.method.method)
 
         def build() -> dict[str, Any]:
-            from bench.generation import Decoding
+            from bench.method_api import GenerationContext
 
-            spec = suite.generation
-            prompts = [e.prompt for e in task.examples("eval", spec.n_eval_prompts)]
-            decoding = Decoding(
-                max_new_tokens=spec.max_new_tokens,
-                temperature=spec.temperature,
-                top_p=spec.top_p,
-                min_new_tokens=task.min_new_tokens(),
-                seed=cell.seed,
-            )
+            prompts = [e.prompt for e in task.examples("eval", suite.generation.n_eval_prompts)]
+            decoding = self._eval_decoding(cell, task)
+            policy_dir = self.cache.path("models", keys.policy)
             start = time.perf_counter()
-            samples = [
-                s[0]
-                for s in self._backend(suite).generate(
-                    self.cache.path("models", keys.policy), prompts, decoding
+            if entry.generate is not None:
+                gen = GenerationContext(
+                    policy_dir=policy_dir,
+                    task=task,
+                    prompts=prompts,
+                    decoding=decoding,
+                    backend=self._backend(suite),
                 )
-            ]
+                variants = entry.generate(gen, entry.config(**cell.method.config))
+            else:
+                variants = {
+                    "main": [
+                        s[0] for s in self._backend(suite).generate(policy_dir, prompts, decoding)
+                    ]
+                }
             elapsed = time.perf_counter() - start
+            samples = variants.pop("main")
             return {
                 "samples": [s.__dict__ for s in samples],
+                "variants": {name: [s.__dict__ for s in v] for name, v in variants.items()},
                 "tokens_per_s": sum(s.n_tokens for s in samples) / max(elapsed, 1e-9),
             }
 
@@ -330,31 +426,83 @@ class Runner:
         suite = cell.suite
 
         def build() -> dict[str, Any]:
-            entry = JUDGES.get(suite.judge.kind)
-            judge = entry.fn(entry.config(**suite.judge.params), task)
+            judge = self._judge(suite, task)
             examples = task.examples("eval", suite.generation.n_eval_prompts)
-            samples = [Sample(**s) for s in generations["samples"]]
-            judgments = judge.judge(
-                [e.prompt for e in examples], samples, [e.reference for e in examples]
-            )
-            return {
-                "outcomes": outcomes_to_string([j.verdict for j in judgments]),
-                "output_scores": [j.output_score for j in judgments],
-                "reference_scores": [j.reference_score for j in judgments],
+            prompts, references = [e.prompt for e in examples], [e.reference for e in examples]
+
+            def judged(samples: list[dict]) -> dict[str, Any]:
+                judgments = judge.judge(prompts, [Sample(**s) for s in samples], references)
+                return {
+                    "outcomes": outcomes_to_string([j.verdict for j in judgments]),
+                    "output_scores": [j.output_score for j in judgments],
+                    "reference_scores": [j.reference_score for j in judgments],
+                }
+
+            main = judged(generations["samples"])
+            main["variants"] = {
+                name: judged(v) for name, v in generations.get("variants", {}).items()
             }
+            return main
 
         return self._stage_json("judgments", keys.judgments, build, f"judge {cell.id}")
 
-    def _backend(self, suite: Suite) -> Any:
-        key = (
-            "backend",
-            suite.generation.backend,
-            json.dumps(suite.generation.backend_params, sort_keys=True),
+    def _diagnostics(self, cell: Cell, task: Task, keys: StageKeys) -> dict[str, Any]:
+        """What the numbers alone do not show: KL(policy || reference) on eval prompts and the
+        held-out accuracy of the verifier the method trained (if any)."""
+
+        def build() -> dict[str, Any]:
+            policy_dir = self.cache.path("models", keys.policy)
+            out: dict[str, Any] = {}
+            if (policy_dir / "reward_model").is_dir():
+                from bench.reward_models import load_reward_model, pair_metrics
+
+                verifier = load_reward_model(policy_dir / "reward_model", task)
+                out["reward_model"] = pair_metrics(verifier, self.heldout_pairs(cell))
+            if METHODS.get(cell.method.method).generate is None:
+                prompts = [
+                    e.prompt
+                    for e in task.examples(
+                        "eval", min(KL_PROMPTS, cell.suite.generation.n_eval_prompts)
+                    )
+                ]
+                out["kl"] = estimate_kl(
+                    policy_dir,
+                    self.cache.path("models", keys.base),
+                    prompts,
+                    self._eval_decoding(cell, task),
+                    seed=cell.seed,
+                )
+            return out
+
+        key = content_hash(
+            {
+                "v": CACHE_VERSION,
+                "diagnostics": DIAGNOSTICS_VERSION,
+                "stage": "diagnostics",
+                "policy": keys.policy,
+                "seed": cell.seed,
+                "kl_prompts": KL_PROMPTS,
+                "heldout": HELDOUT_PAIRS,
+            }
         )
-        if key not in self._tasks:
+        return self._stage_json("diagnostics", key, build, f"diagnostics {cell.id}")
+
+    def _backend(self, suite: Suite) -> Any:
+        """The suite's generation backend, built once per backend config (it holds a model)."""
+        key = content_hash([suite.generation.backend, suite.generation.backend_params])
+        if key not in self._backends:
             entry = BACKENDS.get(suite.generation.backend)
-            self._tasks[key] = entry.fn(entry.config(**suite.generation.backend_params))  # type: ignore[index]
-        return self._tasks[key]  # type: ignore[index]
+            self._backends[key] = entry.fn(entry.config(**suite.generation.backend_params))
+        return self._backends[key]
+
+    def _judge(self, suite: Suite, task: Task) -> Any:
+        key = content_hash(
+            [suite.judge.model_dump(mode="json"), suite.task.model_dump(mode="json")]
+        )
+        if key not in self._judges:
+            entry = JUDGES.get(suite.judge.kind)
+            self._judges[key] = entry.fn(entry.config(**suite.judge.params), task)
+        return self._judges[key]
 
     # -- cache plumbing ---------------------------------------------------------------------
     def _stage_json(
@@ -444,6 +592,61 @@ class Runner:
                     f"whose 95% CI lies above 0."
                 )
         return failures
+
+
+def estimate_kl(
+    policy_dir: Path, reference_dir: Path, prompts: list[str], decoding: Any, seed: int
+) -> dict[str, float]:
+    """KL(pi || pi_ref) ~ mean over prompts of log pi(y|x) - log pi_ref(y|x), y ~ pi at T = 1.
+
+    One sample per prompt, scored on exactly the sampled tokens (an unfinished sample has no
+    EOS to score): an unbiased estimate of the sequence-level KL, reported with its standard
+    error. Decoding limits (max/min new tokens) are the evaluation's.
+    """
+    import statistics
+    from dataclasses import replace
+
+    import torch
+
+    from bench.backends.hf import generate_with
+    from bench.modeling import batch_from_token_ids, load_causal_lm, load_tokenizer, sequence_logps
+
+    tokenizer = load_tokenizer(policy_dir)
+    policy, reference = load_causal_lm(policy_dir).eval(), load_causal_lm(reference_dir).eval()
+    sampling = replace(decoding, temperature=1.0, top_p=1.0, n=1, seed=seed + 7919)
+    samples = [s[0] for s in generate_with(policy, tokenizer, prompts, sampling, batch_size=256)]
+    prompt_ids = tokenizer(prompts, add_special_tokens=False).input_ids
+    ratios: list[float] = []
+    with torch.inference_mode():
+        for start in range(0, len(prompts), 256):
+            chunk = slice(start, start + 256)
+            batch = batch_from_token_ids(
+                prompt_ids[chunk], [s.token_ids for s in samples[chunk]], tokenizer.pad_token_id
+            )
+            batch = {k: v.to(policy.device) for k, v in batch.items()}
+            ratios += (sequence_logps(policy, batch) - sequence_logps(reference, batch)).tolist()
+    stderr = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else float("nan")
+    return {"kl": statistics.mean(ratios), "kl_stderr": stderr, "n": len(ratios)}
+
+
+def _winrate_estimate(scores: Any) -> Estimate:
+    """The winrate with its CI; NaN with n = 0 when no verdict is valid (a policy that never
+    finishes an output), which the result line records rather than crashing the cell."""
+    import numpy as np
+
+    if not np.isfinite(scores).any():
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    return bootstrap_mean(scores)
+
+
+def _variant_summary(judged: dict[str, Any]) -> dict[str, Any]:
+    winrate = _winrate_estimate(verdict_scores(outcomes_from_string(judged["outcomes"])))
+    reward = _reward_estimate(judged["output_scores"])
+    return {
+        "winrate": winrate.to_dict(),
+        "mean_reward": reward.value if reward else None,
+        "outcomes": judged["outcomes"],
+    }
 
 
 def _seed_words(seeds: list[int]) -> str:

@@ -13,12 +13,14 @@ through the policy together in one forward pass.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.method_api import MethodContext
 from bench.registry import register_method
+from bench.tasks.base import PreferencePair
 
 if TYPE_CHECKING:
     import torch
@@ -69,17 +71,41 @@ def dpo_loss(
 
 @register_method("dpo", config=DPOConfig)
 def train(ctx: MethodContext, cfg: DPOConfig) -> dict[str, float]:
+    from bench.modeling import load_tokenizer
+
+    report = train_policy(ctx, cfg, ctx.pairs, ctx.output_dir)
+    load_tokenizer(ctx.base_model_dir).save_pretrained(ctx.output_dir)
+    save_implicit_reward_spec(ctx, cfg.beta)
+    ctx.counters["pairs_used"] = len(ctx.pairs)
+    return report
+
+
+def train_policy(
+    ctx: MethodContext,
+    cfg: DPOConfig,
+    pairs: list[PreferencePair],
+    out_dir: Path | None,
+    model: Any = None,
+    *,
+    cache_reference: bool = True,
+    desc: str = "dpo",
+) -> dict[str, float]:
+    """DPO on `pairs`, starting from `model` (default: the base policy, loaded here) with the
+    base policy as the reference; saves to `out_dir` when given. The online methods call this
+    on the pairs they build each round (reference log-probs not cached then: they are new)."""
     from bench import training
     from bench.modeling import disable_dropout, load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(ctx.base_model_dir)
-    model = load_causal_lm(ctx.base_model_dir)
+    reference_model = load_causal_lm(ctx.base_model_dir).eval()
+    reference = reference_logps(ctx, reference_model, tokenizer, pairs, cached=cache_reference)
+    del reference_model
+    if model is None:
+        model = load_causal_lm(ctx.base_model_dir)
     disable_dropout(model)
-    reference = reference_logps(ctx, model, tokenizer)
     examples = [
-        (pair, reference["chosen"][i], reference["rejected"][i]) for i, pair in enumerate(ctx.pairs)
+        (pair, reference["chosen"][i], reference["rejected"][i]) for i, pair in enumerate(pairs)
     ]
-
     loop = training.LoopConfig(
         lr=cfg.lr,
         batch_size=cfg.batch_size,
@@ -93,14 +119,25 @@ def train(ctx: MethodContext, cfg: DPOConfig) -> dict[str, float]:
         lambda rows: collate_pairs(tokenizer, rows),
         batch_loss(cfg.beta, cfg.loss),
         loop,
-        scratch_dir=ctx.scratch_dir,
-        desc="dpo",
+        scratch_dir=ctx.scratch_dir if out_dir == ctx.output_dir else None,
+        desc=desc,
         progress=ctx.progress,
     )
-    ctx.counters["pairs_used"] = len(ctx.pairs)
-    model.save_pretrained(ctx.output_dir)
-    tokenizer.save_pretrained(ctx.output_dir)
+    if out_dir is not None:
+        model.save_pretrained(out_dir)
     return report.summary()
+
+
+def save_implicit_reward_spec(ctx: MethodContext, beta: float) -> None:
+    """Declare the policy's DPO-implicit reward, so the runner reports its held-out accuracy."""
+    from bench.reward_models import save_implicit_reward
+
+    save_implicit_reward(
+        ctx.output_dir / "reward_model",
+        policy=ctx.output_dir,
+        reference=ctx.base_model_dir,
+        beta=beta,
+    )
 
 
 def batch_loss(
@@ -144,9 +181,16 @@ def collate_pairs(tokenizer: object, rows: list) -> dict:
 
 
 def reference_logps(
-    ctx: MethodContext, model: object, tokenizer: object, batch_size: int = 256
+    ctx: MethodContext,
+    model: Any,
+    tokenizer: Any,
+    pairs: list[PreferencePair],
+    batch_size: int = 256,
+    *,
+    cached: bool = True,
 ) -> dict:
-    """log pi_ref of each pair's chosen and rejected completion under the base policy, cached."""
+    """log pi_ref of each pair's chosen and rejected completion under the base policy; cached
+    per (base model, pairs) unless `cached` is False."""
 
     def compute() -> dict:
         import torch
@@ -155,13 +199,15 @@ def reference_logps(
 
         chosen, rejected = [], []
         with torch.inference_mode():
-            for start in range(0, len(ctx.pairs), batch_size):
-                rows = [(p, 0.0, 0.0) for p in ctx.pairs[start : start + batch_size]]
+            for start in range(0, len(pairs), batch_size):
+                rows = [(p, 0.0, 0.0) for p in pairs[start : start + batch_size]]
                 batch = {k: v.to(model.device) for k, v in collate_pairs(tokenizer, rows).items()}
                 logps = sequence_logps(model, batch).tolist()
                 chosen += logps[: len(rows)]
                 rejected += logps[len(rows) :]
         return {"chosen": chosen, "rejected": rejected}
 
-    pairs = [(p.prompt, p.chosen, p.rejected) for p in ctx.pairs]
-    return ctx.cached_json("reference_logps", {"base": ctx.base_key, "pairs": pairs}, compute)
+    if not cached:
+        return compute()
+    key = {"base": ctx.base_key, "pairs": [(p.prompt, p.chosen, p.rejected) for p in pairs]}
+    return ctx.cached_json("reference_logps", key, compute)

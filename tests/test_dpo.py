@@ -374,7 +374,7 @@ def test_dpo_training_run(tmp_path: Path, tokenizer: Any, monkeypatch: pytest.Mo
         raise AssertionError("reference log-probs recomputed despite the cache")
 
     monkeypatch.setattr("bench.modeling.sequence_logps", no_forward)
-    assert dpo.reference_logps(ctx, None, None) == cached
+    assert dpo.reference_logps(ctx, None, None, PAIRS) == cached
     monkeypatch.undo()
 
     # Training raised the implicit reward margin beta * [(pi_c - ref_c) - (pi_r - ref_r)] on its

@@ -46,7 +46,7 @@ def test_cli_runs_the_suite_and_a_rerun_reuses_every_cell(
         assert line["n"] + line["n_invalid"] == 60
         assert line["ci_low"] <= line["winrate"] <= line["ci_high"]
         assert len(line["outcomes"]) == 60
-        assert set(line["timings"]) == {"base", "pool", "train", "generate", "judge"}
+        assert set(line["timings"]) == {"base", "pool", "train", "generate", "judge", "diagnostics"}
         assert line["config"]["method"]["name"] == line["method"]
         assert line["packages"]["torch"] and line["hardware"]["cpu_count"] >= 1
     assert lines[2]["n_pairs"] == 40 and lines[3]["n_pairs"] == 120

@@ -76,6 +76,13 @@ def generate_with(
         eos_token_id=tokenizer.eos_token_id,
     )
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False).input_ids]
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and max(lengths, default=0) + decoding.max_new_tokens > limit:
+        raise ValueError(
+            f"the longest prompt ({max(lengths)} tokens) plus max_new_tokens "
+            f"({decoding.max_new_tokens}) exceeds the model's {limit} positions: lower "
+            f"generation.max_new_tokens or use a model with a longer context"
+        )
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     per_call = max(1, batch_size // decoding.n)
     results: list[list[Sample]] = [[] for _ in prompts]
@@ -110,11 +117,14 @@ def _to_sample(
     kept = token_ids[: token_ids.index(eos)] if finished else token_ids
     if not finished and tokenizer.pad_token_id != eos:
         kept = [t for t in kept if t != tokenizer.pad_token_id]
+    # The text is kept exactly as decoded (no strip): a BPE completion such as " I" re-encodes
+    # to the tokens the policy generated only with its leading space, and methods train on it.
     text = tokenizer.decode(kept, skip_special_tokens=True)
     for marker in stop:
         if marker in text:
             text, finished = text[: text.index(marker)], True
-    return Sample(text=text.strip(), n_tokens=len(kept) + int(finished), finished=finished)
+    generated = kept + [eos] if finished else kept
+    return Sample(text=text, n_tokens=len(generated), finished=finished, token_ids=generated)
 
 
 @register_backend("hf", config=HFParams)

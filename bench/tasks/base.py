@@ -40,6 +40,9 @@ class Sample:
     text: str
     n_tokens: int
     finished: bool
+    token_ids: list[int] | None = None
+    """The generated tokens (EOS included when finished), when the backend reports them: exact
+    log-probs of what was sampled need these, not a re-encoding of the text."""
 
 
 SampleFn = Callable[[list[str], int, float, int], list[list[Sample]]]
@@ -62,9 +65,12 @@ class Task(ABC):
         """Pairs in the labelled pool; budgets are counts up to it or fractions of it."""
 
     @abstractmethod
-    def preference_pool(self, size: int, seed: int, sample: SampleFn) -> list[PreferencePair]:
+    def preference_pool(
+        self, size: int, seed: int, sample: SampleFn, split: str = "train"
+    ) -> list[PreferencePair]:
         """The labelled pair pool of `size` pairs for `seed`. Budgets are prefixes of it, so every
-        method at a budget sees the same pairs. `sample` draws from the base (SFT) policy."""
+        method at a budget sees the same pairs. `sample` draws from the base (SFT) policy.
+        `split="valid"` gives held-out pairs for evaluating verifiers, never for training."""
 
     def gold_reward(self, prompt: str, output: str) -> float | None:
         """The exact reward of `output`, or None when the output is invalid."""
@@ -81,6 +87,22 @@ class Task(ABC):
     def write_tokenizer(self, out_dir: Path) -> None:
         """Save a tokenizer for models built from scratch on this task (micro tier only)."""
         raise NotImplementedError(f"task {self.name!r} does not build its own tokenizer")
+
+    def heldout_size(self) -> int:
+        """Held-out pairs available to `preference_pool(..., split="valid")`. The default, one per
+        `valid` example, fits tasks that label pairs on their own prompts."""
+        return len(self.examples("valid"))
+
+    def with_base_model(self, path: str, revision: str | None) -> Task:
+        """This task for a pretrained base model at `path` (a local directory or a Hub id, at
+        `revision`): a task that counts tokens (TL;DR's 512/53) uses that model's tokenizer
+        unless its params name one. The default ignores the base model."""
+        return self
+
+    def data_fingerprint(self) -> str | None:
+        """A content hash of the local data files the task reads, for the cache keys (their paths
+        alone would let an edited file reuse stale artifacts); None when the params pin the data."""
+        return None
 
     def validity(self, outputs: Sequence[Sample]) -> list[bool]:
         """Whether each output can be judged at all (finished, well formed)."""

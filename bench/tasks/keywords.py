@@ -10,9 +10,12 @@ is a few words, then EOS. The exact gold reward of a summary y of document x is
             - length_penalty * |y|
 
 so the optimum names each salient word once: n_salient * (salient_bonus - length_penalty), 2.7
-with the defaults. Summaries shorter than `min_words` or unfinished at `max_words` are invalid
-(an empty summary would otherwise score 0 and beat most real ones, and preference training
-collapses onto it).
+with the defaults. The `hidden` control (`reward: hidden`) counts instead the document words a
+hash of (prompt, word) selects: verifying is then as hard as generating, since no feature of
+the summary a simple verifier could read explains the reward.
+
+Summaries shorter than `min_words` or unfinished at `max_words` are invalid (an empty summary
+would otherwise score 0 and beat most real ones, and preference training collapses onto it).
 
 The reference summary is deliberately mediocre: `reference_words` words drawn uniformly from the
 document's positions, so mostly filler, a few replaced by words absent from the document. A
@@ -28,10 +31,12 @@ fixed per seed and every budget is a prefix of the same pool.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -84,6 +89,9 @@ class KeywordsParams(BaseModel):
     """Sampling temperature of the SFT policy when drawing the two outputs of a pair."""
     label_temperature: float = Field(1.0, ge=0)
     """Bradley-Terry label noise; 0 labels by the larger gold reward (ties by a coin)."""
+    reward: Literal["salient", "hidden"] = "salient"
+    """What the gold reward counts: the salient (repeated) words, or the hidden control: the
+    document words a hash of (prompt, word) selects, which no simple feature explains."""
 
 
 def word(i: int) -> str:
@@ -195,17 +203,48 @@ class KeywordsTask(Task):
         repeats = len(words) - len(set(words))
         return [float(distinct_salient), float(absent), float(repeats), float(len(words))]
 
+    def rewarded_words(self, prompt: str) -> set[str]:
+        """The document words whose presence the gold reward counts."""
+        counts = Counter(parse_prompt(prompt))
+        if self.params.reward == "salient":
+            return {w for w, c in counts.items() if c >= self.params.salient_repeats}
+        return {w for w in counts if hidden_selects(prompt, w)}
+
     def gold_reward(self, prompt: str, output: str) -> float | None:
         f = self.features(prompt, output)
         if f is None:
             return None
+        words = output.split()
+        distinct_rewarded = len(self.rewarded_words(prompt) & set(words))
+        _, absent, repeats, length = f
         p = self.params
-        weights = (p.salient_bonus, -p.absent_penalty, -p.repeat_penalty, -p.length_penalty)
-        return sum(w * x for w, x in zip(weights, f, strict=True))
+        return (
+            p.salient_bonus * distinct_rewarded
+            - p.absent_penalty * absent
+            - p.repeat_penalty * repeats
+            - p.length_penalty * length
+        )
 
-    def optimal_reward(self) -> float:
+    def optimal_reward(self, prompt: str | None = None) -> float:
+        """The best gold reward for `prompt` (default: the first eval document).
+
+        Name k = min(|rewarded words|, max_words) rewarded words once each (each is worth
+        salient_bonus - length_penalty > 0), then pad to min_words: with other document words
+        while there are any (length_penalty each), then with the cheaper of a repeat or an
+        absent word.
+        """
         p = self.params
-        return p.n_salient * (p.salient_bonus - p.length_penalty)
+        prompt = prompt if prompt is not None else self.examples("eval", 1)[0].prompt
+        rewarded = self.rewarded_words(prompt)
+        others = set(parse_prompt(prompt)) - rewarded
+        k = min(len(rewarded), p.max_words)
+        length = max(p.min_words, k)
+        extra = max(0, length - k - len(others))
+        return (
+            k * p.salient_bonus
+            - length * p.length_penalty
+            - extra * min(p.repeat_penalty, p.absent_penalty)
+        )
 
     def validity(self, outputs: list[Sample]) -> list[bool]:
         return [s.finished and self.summary_words(s.text) is not None for s in outputs]
@@ -220,17 +259,20 @@ class KeywordsTask(Task):
     def pool_size(self) -> int:
         return self.params.pool_size
 
-    def preference_pool(self, size: int, seed: int, sample: SampleFn) -> list[PreferencePair]:
-        if size > self.params.pool_size:
+    def preference_pool(
+        self, size: int, seed: int, sample: SampleFn, split: str = "train"
+    ) -> list[PreferencePair]:
+        if split == "train" and size > self.params.pool_size:
             raise ValueError(
                 f"pool of {size} pairs asked; the task's pool_size is {self.params.pool_size}"
             )
-        prompts = [ex.prompt for ex in self.examples("train", size)]
+        prompts = [ex.prompt for ex in self.examples(split, size)]
         samples = sample(prompts, 2, self.params.pool_temperature, seed)
+        label_seed = seed if split == "train" else f"{split}/{seed}"
         pairs = []
         for i, (prompt, (a, b)) in enumerate(zip(prompts, samples, strict=True)):
             prefer_a = self.bradley_terry_label(
-                self._score(prompt, a), self._score(prompt, b), seed, i
+                self._score(prompt, a), self._score(prompt, b), label_seed, i
             )
             chosen, rejected = (a, b) if prefer_a else (b, a)
             pairs.append(PreferencePair(prompt=prompt, chosen=chosen.text, rejected=rejected.text))
@@ -240,7 +282,7 @@ class KeywordsTask(Task):
         return self.gold_reward(prompt, sample.text) if sample.finished else None
 
     def bradley_terry_label(
-        self, reward_a: float | None, reward_b: float | None, seed: int, index: int
+        self, reward_a: float | None, reward_b: float | None, seed: int | str, index: int
     ) -> bool:
         """True when output a is preferred. An invalid output (None) loses to any valid one."""
         rng = self._rng(f"label/{seed}", index)
@@ -267,6 +309,12 @@ def bradley_terry_probability(reward_a: float, reward_b: float, temperature: flo
     if z >= 0:  # the two branches keep exp() from overflowing at low temperatures
         return 1.0 / (1.0 + math.exp(-z))
     return math.exp(z) / (1.0 + math.exp(z))
+
+
+def hidden_selects(prompt: str, word: str) -> bool:
+    """The hidden control's rule: a word counts when a hash of (prompt, word) is even, about half
+    of a document's words, chosen anew for every prompt."""
+    return hashlib.sha256(f"{prompt}|{word}".encode()).digest()[0] % 2 == 0
 
 
 def format_prompt(doc: list[str]) -> str:

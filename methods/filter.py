@@ -1,0 +1,84 @@
+"""Filter (rejection-sampling fine-tuning): sample N outputs per training prompt from the SFT
+policy, keep the verifier's best, and fine-tune on those with the SFT loss.
+
+It learns from the same verifier as online DPO but with maximum likelihood on the winners only.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.method_api import MethodContext
+from bench.registry import register_method
+from bench.reward_models import INVALID_SCORE, RewardModelSpec
+from methods._verifiers import fit_reward_model, score_samples, unique_prompts
+
+
+class FilterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    n: int = Field(8, ge=1)
+    """Samples per prompt; the verifier keeps one."""
+    temperature: float = Field(0.7, gt=0)
+    reward_model: RewardModelSpec = RewardModelSpec(kind="global", capacity="linear")
+    """The verifier, trained on the budget's pairs."""
+    epochs: float = Field(2.0, gt=0)
+    """Passes of SFT over the kept outputs."""
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+
+
+@register_method("filter", config=FilterConfig)
+def train(ctx: MethodContext, cfg: FilterConfig) -> dict:
+    from bench import training
+    from bench.backends.hf import generate_with
+    from bench.generation import Decoding
+    from bench.modeling import encode_completions, load_causal_lm, load_tokenizer, sft_loss
+
+    verifier, rm_metrics = fit_reward_model(ctx, cfg.reward_model, ctx.output_dir / "reward_model")
+    tokenizer = load_tokenizer(ctx.base_model_dir)
+    model = load_causal_lm(ctx.base_model_dir)
+    prompts = unique_prompts(ctx)
+    decoding = Decoding(
+        max_new_tokens=ctx.max_new_tokens,
+        n=cfg.n,
+        temperature=cfg.temperature,
+        min_new_tokens=ctx.task.min_new_tokens(),
+        seed=ctx.seed,
+    )
+    samples = generate_with(model, tokenizer, prompts, decoding, batch_size=256)
+    scores = score_samples(verifier, prompts, samples)
+    kept = []
+    for prompt, group, group_scores in zip(prompts, samples, scores, strict=True):
+        best = max(range(len(group)), key=lambda i: group_scores[i])
+        if group_scores[best] > INVALID_SCORE:
+            kept.append((prompt, group[best].text))
+
+    def collate(rows: list) -> dict:
+        return encode_completions(tokenizer, [r[0] for r in rows], [r[1] for r in rows])
+
+    loop = training.LoopConfig(
+        lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, warmup_ratio=0.1, seed=ctx.seed
+    )
+    report = training.run(
+        model,
+        kept,
+        collate,
+        sft_loss,
+        loop,
+        scratch_dir=ctx.scratch_dir,
+        desc="filter sft",
+        progress=ctx.progress,
+    )
+    n_samples = sum(len(group) for group in samples)
+    ctx.counters.update(
+        pairs_used=len(ctx.pairs), samples_generated=n_samples, rm_queries=n_samples
+    )
+    model.save_pretrained(ctx.output_dir)
+    tokenizer.save_pretrained(ctx.output_dir)
+    return {
+        "reward_model": cfg.reward_model.label,
+        "rm_train": rm_metrics,
+        "kept": len(kept),
+        **report.summary(),
+    }

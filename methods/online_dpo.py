@@ -1,0 +1,124 @@
+"""Online DPO: fit a verifier on the pairs, then improve the policy against it (Guo et al. 2024;
+the paper's two-stage "online" route).
+
+Each of R rounds samples K completions per training prompt from the current policy at
+temperature T, ranks them by the verifier, and makes the best and the worst a new pair; the
+same DPO loss as offline DPO (reference: the SFT policy) trains on those pairs. The paper's
+variant is R = 1, K = 25, T = 0.1, starting from the SFT policy (`init: sft`) or from offline
+DPO (`init: dpo`). The verifier's class is the dial of the generation-verification gap:
+`reward_model.kind/capacity` (see bench.reward_models).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.method_api import MethodContext
+from bench.registry import register_method
+from bench.reward_models import RewardModelSpec
+from bench.tasks.base import PreferencePair
+from methods._verifiers import fit_reward_model, score_samples, unique_prompts
+from methods.dpo import DPOConfig
+
+
+class OnlineDPOConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    init: Literal["sft", "dpo"] = "sft"
+    """Start from the SFT policy, or from offline DPO on the same pairs (`init_dpo`)."""
+    init_dpo: DPOConfig = DPOConfig()
+    """Offline DPO used when init is dpo."""
+    reward_model: RewardModelSpec = RewardModelSpec(kind="global", capacity="linear")
+    """The verifier, trained on the budget's pairs."""
+    rounds: int = Field(1, ge=1)
+    """R: sample-rank-train rounds."""
+    samples: int = Field(8, ge=2)
+    """K: completions per prompt each round; the verifier's best and worst become a pair."""
+    temperature: float = Field(0.7, gt=0)
+    """T: sampling temperature of the rounds."""
+    beta: float = Field(0.5, gt=0)
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    lr: float = Field(3e-4, gt=0)
+    epochs: float = Field(4.0, gt=0)
+    """Passes over each round's new pairs."""
+    batch_size: int = Field(32, ge=1)
+
+
+@register_method("online_dpo", config=OnlineDPOConfig)
+def train(ctx: MethodContext, cfg: OnlineDPOConfig) -> dict:
+    from bench.backends.hf import generate_with
+    from bench.generation import Decoding
+    from bench.modeling import load_causal_lm, load_tokenizer
+    from methods.dpo import train_policy
+
+    start = time.perf_counter()
+    verifier, rm_metrics = fit_reward_model(ctx, cfg.reward_model, ctx.output_dir / "reward_model")
+    metrics: dict = {
+        "reward_model": cfg.reward_model.label,
+        "rm_train": rm_metrics,
+        "rm_fit_s": round(time.perf_counter() - start, 3),
+    }
+    tokenizer = load_tokenizer(ctx.base_model_dir)
+    model = load_causal_lm(ctx.base_model_dir)
+    if cfg.init == "dpo":
+        metrics["init_dpo"] = train_policy(
+            ctx, cfg.init_dpo, ctx.pairs, None, model=model, desc="dpo init"
+        )
+    prompts = unique_prompts(ctx)
+    round_cfg = DPOConfig(
+        beta=cfg.beta, loss=cfg.loss, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size
+    )
+    rounds = []
+    for round_index in range(cfg.rounds):
+        t0 = time.perf_counter()
+        decoding = Decoding(
+            max_new_tokens=ctx.max_new_tokens,
+            n=cfg.samples,
+            temperature=cfg.temperature,
+            min_new_tokens=ctx.task.min_new_tokens(),
+            seed=ctx.seed * 1000 + round_index,
+        )
+        samples = generate_with(model, tokenizer, prompts, decoding, batch_size=256)
+        t1 = time.perf_counter()
+        scores = score_samples(verifier, prompts, samples)
+        t2 = time.perf_counter()
+        new_pairs = []
+        for prompt, group, group_scores in zip(prompts, samples, scores, strict=True):
+            best = max(range(len(group)), key=lambda i: group_scores[i])
+            worst = min(range(len(group)), key=lambda i: group_scores[i])
+            if group_scores[best] > group_scores[worst] and group[best].text != group[worst].text:
+                new_pairs.append(PreferencePair(prompt, group[best].text, group[worst].text))
+        train_report = (
+            train_policy(
+                ctx,
+                round_cfg,
+                new_pairs,
+                None,
+                model=model,
+                cache_reference=False,
+                desc=f"online round {round_index}",
+            )
+            if new_pairs
+            else {}
+        )
+        t3 = time.perf_counter()
+        n_samples = sum(len(group) for group in samples)
+        ctx.counters["samples_generated"] = ctx.counters.get("samples_generated", 0) + n_samples
+        ctx.counters["rm_queries"] = ctx.counters.get("rm_queries", 0) + n_samples
+        rounds.append(
+            {
+                "pairs_built": len(new_pairs),
+                "sample_s": round(t1 - t0, 3),
+                "score_s": round(t2 - t1, 3),
+                "train_s": round(t3 - t2, 3),
+                "final_loss": train_report.get("final_loss"),
+            }
+        )
+    metrics["rounds"] = rounds
+    ctx.counters["pairs_used"] = len(ctx.pairs)
+    model.save_pretrained(ctx.output_dir)
+    tokenizer.save_pretrained(ctx.output_dir)
+    return metrics

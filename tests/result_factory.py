@@ -1,0 +1,158 @@
+"""Result lines for tests, made the way the runner makes them, without running anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.config import Cell
+from bench.hashing import content_hash
+from bench.results import ResultLine
+from bench.stats import bootstrap_mean, verdict_scores
+from bench.verdicts import outcomes_from_string
+
+OUTCOMES = "WWLTWLWWLI" * 6
+"""60 verdicts, one per evaluation prompt of the tiny suite."""
+
+
+def cell_line(cell: Cell, outcomes: str = OUTCOMES) -> dict:
+    """A consistent result line of `cell`, as JSON: what an honest run would submit."""
+    config = cell.resolved_config()
+    winrate = bootstrap_mean(verdict_scores(outcomes_from_string(outcomes)))
+    rewards = [{"W": 2.0, "T": 1.0, "L": 0.0}.get(letter) for letter in outcomes]
+    reward = bootstrap_mean([float("nan") if r is None else r for r in rewards])
+    line = ResultLine(
+        suite=cell.suite.name,
+        suite_version=cell.suite.version,
+        suite_file=cell.suite.source,
+        tier=cell.suite.tier,
+        method=cell.method.name,
+        method_id=cell.method.method,
+        budget=cell.budget.label,
+        n_pairs=40,
+        seed=cell.seed,
+        winrate=winrate.value,
+        ci_low=winrate.low,
+        ci_high=winrate.high,
+        n=winrate.n,
+        n_invalid=outcomes.count("I"),
+        wins=outcomes.count("W"),
+        losses=outcomes.count("L"),
+        ties=outcomes.count("T"),
+        mean_reward=reward.value,
+        reward_ci_low=reward.low,
+        reward_ci_high=reward.high,
+        outcomes=outcomes,
+        rewards=rewards,
+        output_lengths=[3] * len(outcomes),
+        reference_lengths=[2] * len(outcomes),
+        data_hash="d" * 64,
+        judge={"kind": "gold", "id": "gold", "version": 1, "params": {}},
+        config_hash=content_hash(config),
+        config=config,
+        git_commit="a" * 40,
+        git_dirty=False,
+        packages={"python": "3.11"},
+        hardware={"cpu_count": 2},
+        timings={"train": 1.0},
+    )
+    return json.loads(line.model_dump_json())
+
+
+def write_bundle(path: Path, lines: list) -> Path:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def with_outcomes(line: dict, outcomes: str) -> dict:
+    """A copy of a result line (as JSON) with other outcomes and the numbers they give."""
+    winrate = bootstrap_mean(verdict_scores(outcomes_from_string(outcomes)))
+    return {
+        **line,
+        "outcomes": outcomes,
+        "winrate": winrate.value,
+        "ci_low": winrate.low,
+        "ci_high": winrate.high,
+        "n": winrate.n,
+        "wins": outcomes.count("W"),
+        "losses": outcomes.count("L"),
+        "ties": outcomes.count("T"),
+        "n_invalid": outcomes.count("I"),
+    }
+
+
+def shared_cache_dir(tmp_path_factory) -> Path:
+    """One pftbench cache for the whole test session: the tiny base model is built once."""
+    path = tmp_path_factory.getbasetemp() / "pftbench-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def synthetic_line(
+    method: str,
+    method_id: str,
+    n_pairs: int,
+    seed: int,
+    p_win: float,
+    *,
+    suite: str = "demo-keywords",
+    n_prompts: int = 120,
+) -> ResultLine:
+    """A consistent line with random verdicts (wins with probability `p_win`, longer outputs
+    winning more often) and per-prompt lengths, for pages that need many methods and seeds."""
+    import numpy as np
+
+    rng = np.random.default_rng([n_pairs, seed, len(method), int(p_win * 1000)])
+    reference_lengths = rng.integers(2, 5, size=n_prompts)
+    output_lengths = reference_lengths + rng.integers(-1, 3, size=n_prompts)
+    win = rng.random(n_prompts) < p_win + 0.05 * (output_lengths - reference_lengths)
+    letters = np.where(win, "W", "L")
+    letters[rng.random(n_prompts) < 0.04] = "T"
+    letters[rng.random(n_prompts) < 0.02] = "I"
+    outcomes = "".join(letters)
+    config = {
+        "suite": suite,
+        "suite_version": 1,
+        "tier": "micro",
+        "task": {"name": "keywords", "params": {"seed": 0}},
+        "method": {"name": method, "method": method_id, "config": {"lr": 0.001}},
+        "budget": f"n={n_pairs}",
+        "seed": seed,
+        "judge": {"kind": "gold", "params": {}},
+    }
+    winrate = bootstrap_mean(verdict_scores(outcomes_from_string(outcomes)))
+    return ResultLine(
+        suite=suite,
+        suite_version=1,
+        suite_file=f"suites/micro/{suite}.yaml",
+        tier="micro",
+        method=method,
+        method_id=method_id,
+        budget=f"n={n_pairs}",
+        n_pairs=n_pairs,
+        seed=seed,
+        winrate=winrate.value,
+        ci_low=winrate.low,
+        ci_high=winrate.high,
+        n=winrate.n,
+        n_invalid=outcomes.count("I"),
+        wins=outcomes.count("W"),
+        losses=outcomes.count("L"),
+        ties=outcomes.count("T"),
+        mean_reward=None,
+        reward_ci_low=None,
+        reward_ci_high=None,
+        outcomes=outcomes,
+        rewards=None,
+        output_lengths=[int(x) for x in output_lengths],
+        reference_lengths=[int(x) for x in reference_lengths],
+        data_hash="d" * 64,
+        judge={"kind": "gold", "id": "gold", "version": 1, "params": {}},
+        config_hash=content_hash(config),
+        config=config,
+        git_commit="c" * 40,
+        git_dirty=True,
+        packages={"pftbench": "0.1.0", "python": "3.11"},
+        hardware={"cpu_count": 2, "machine": "x86_64"},
+        timings={"train": 1.5, "judge": 0.1},
+    )

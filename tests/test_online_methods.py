@@ -1,0 +1,361 @@
+"""The online methods (online DPO, best-of-N, filter) end to end through the CLI on a seconds-long
+micro suite, what their result lines report (verifier accuracy, KL, budget counters, per-round
+timings, BoN@N variants), best-of-N's nesting through its `generate` hook, determinism, and the
+one-line config error for a bad verifier key.
+
+The suite is tests/conftest.py's tiny suite made smaller (width 16, 200 training documents, 40
+pairs, 40 held-out pairs, 30 evaluation prompts), so the base policy is weak: these tests check
+the plumbing and the accounting, not which method wins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bench.backends.hf import HFBackend, HFParams
+from bench.cache import Cache
+from bench.cli import main
+from bench.config import Cell, load_suite
+from bench.generation import Decoding
+from bench.method_api import GenerationContext
+from bench.registry import METHODS
+from bench.reward_models import load_reward_model, pair_metrics
+from bench.runner import Runner, estimate_kl
+from bench.tasks.keywords import KeywordsParams, KeywordsTask
+from methods._verifiers import score_samples
+
+ONLINE_SUITE = """\
+name: tiny-online
+version: 1
+tier: micro
+description: A seconds-long micro suite for the online methods.
+task:
+  name: keywords
+  params: {seed: 0, n_train: 200, n_valid: 40, n_eval: 30, pool_size: 40}
+base_model:
+  kind: micro
+  n_embd: 16
+  n_layer: 1
+  n_head: 2
+  initializer_range: 0.1
+  pretrain_steps: 10
+  sft_epochs: 1
+  lr: 0.003
+  batch_size: 32
+  seed: 0
+budgets: [40]
+methods:
+  - sft
+  - method: dpo
+    epochs: 1
+  - method: online_dpo
+    name: online_dpo_linear
+    reward_model: {kind: global, capacity: linear}
+    rounds: 2
+    samples: 4
+    epochs: 1
+  - method: online_dpo
+    name: online_dpo_implicit
+    init: dpo
+    init_dpo: {epochs: 1}
+    reward_model: {kind: dpo, epochs: 1}
+    samples: 4
+    epochs: 1
+  - method: best_of_n
+    n: [1, 2, 4]
+  - method: filter
+    n: 4
+    epochs: 1
+generation:
+  backend: hf
+  n_eval_prompts: 30
+  max_new_tokens: 7
+judge:
+  kind: gold
+seeds: [0]
+"""
+N_PAIRS, N_VALID, N_EVAL = 40, 40, 30
+TRAINED = ["sft", "dpo", "online_dpo_linear", "online_dpo_implicit", "filter"]
+WITH_VERIFIER = ["dpo", "online_dpo_linear", "online_dpo_implicit", "best_of_n", "filter"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models: a second thread only adds contention on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_cli(*args: str | Path) -> int:
+    return main([str(a) for a in args])
+
+
+def result_lines(results_dir: Path) -> dict[str, dict]:
+    lines = [
+        json.loads(line)
+        for f in sorted(results_dir.glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+    return {line["method"]: line for line in lines}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The whole suite run once through the CLI; its suite file, cache and result lines."""
+    root = tmp_path_factory.mktemp("online")
+    suite = root / "suites" / "online.yaml"
+    suite.parent.mkdir()
+    suite.write_text(ONLINE_SUITE)
+    cache, results = root / "cache", root / "results"
+    rc = run_cli("run", suite, "--cache-dir", cache, "--results-dir", results, "--no-progress")
+    assert rc == 0
+    return {"suite": suite, "cache": cache, "lines": result_lines(results), "root": root}
+
+
+def cell_of(suite_path: Path, method: str) -> Cell:
+    (cell,) = load_suite(suite_path).cells([method])
+    return cell
+
+
+def test_every_method_has_a_result_line(lab: dict[str, Any]) -> None:
+    lines = lab["lines"]
+    assert sorted(lines) == sorted([*TRAINED, "best_of_n"])
+    for line in lines.values():
+        assert line["n_pairs"] == N_PAIRS
+        assert line["n"] + line["n_invalid"] == N_EVAL
+        assert len(line["outcomes"]) == N_EVAL
+        assert line["metrics"]["counters"]["pairs_used"] == N_PAIRS
+        assert "diagnostics" in line["timings"]
+
+
+def test_verifier_metrics_on_held_out_pairs(lab: dict[str, Any]) -> None:
+    lines = lab["lines"]
+    assert "reward_model" not in lines["sft"]["metrics"]  # sft trains no verifier
+    runner = Runner(Cache(lab["cache"]), None, progress=False, log=lambda _: None)
+    valid_prompts = {e.prompt for e in runner.task(load_suite(lab["suite"])).examples("valid")}
+    for method in WITH_VERIFIER:
+        reported = lines[method]["metrics"]["reward_model"]
+        assert set(reported) == {"accuracy", "bt_likelihood", "n"}
+        # HELDOUT_PAIRS is 500, but the task has only 40 valid prompts: one pair each.
+        assert reported["n"] == N_VALID
+        assert 0 <= reported["accuracy"] <= 1 and 0 < reported["bt_likelihood"] < 1
+
+        # Recomputed here: the verifier the method saved, on the held-out pairs of the valid
+        # split (never the training pool's prompts).
+        cell = cell_of(lab["suite"], method)
+        heldout = runner.heldout_pairs(cell)
+        assert {p.prompt for p in heldout} <= valid_prompts
+        policy_dir = Cache(lab["cache"]).path("models", runner.keys(cell).policy)
+        verifier = load_reward_model(policy_dir / "reward_model", runner.task(cell.suite))
+        assert pair_metrics(verifier, heldout) == pytest.approx(reported)
+
+    # The linear verifier is the one online_dpo_linear, best_of_n and filter share (same spec,
+    # same pairs, deterministic Newton fit): the same figures.
+    linear = lines["online_dpo_linear"]["metrics"]
+    assert linear["train"]["reward_model"] == "global-linear"
+    assert len(linear["train"]["rm_train"]["weights"]) == 4
+    for method in ("best_of_n", "filter"):
+        assert lines[method]["metrics"]["reward_model"] == linear["reward_model"]
+    assert lines["online_dpo_implicit"]["metrics"]["train"]["reward_model"] == "dpo"
+
+
+def test_kl_is_reported_for_trained_policies_only(lab: dict[str, Any]) -> None:
+    lines = lab["lines"]
+    for method in TRAINED:
+        kl = lines[method]["metrics"]["kl"]
+        assert set(kl) == {"kl", "kl_stderr", "n"}
+        assert kl["n"] == N_EVAL  # min(KL_PROMPTS = 200, 30 evaluation prompts)
+        assert math.isfinite(kl["kl"]) and kl["kl_stderr"] >= 0
+    # best-of-N's policy is the SFT policy plus a reranker: KL of a policy does not describe it.
+    assert "kl" not in lines["best_of_n"]["metrics"]
+    # SFT with epochs 0 *is* the reference: log pi - log pi_ref is 0 on every sample.
+    assert lines["sft"]["metrics"]["kl"] == {"kl": 0.0, "kl_stderr": 0.0, "n": N_EVAL}
+    # A trained policy moved away from it (its per-sample log-ratios are not all 0).
+    for method in ("dpo", "online_dpo_linear", "online_dpo_implicit", "filter"):
+        assert lines[method]["metrics"]["kl"]["kl_stderr"] > 0
+
+
+def test_kl_estimate_is_not_below_zero(lab: dict[str, Any]) -> None:
+    """KL >= 0, so an unbiased estimate is not many standard errors below 0. 20 samples on each
+    of the 30 evaluation prompts of the trained online policy: sd about 0.002."""
+    cell = cell_of(lab["suite"], "online_dpo_linear")
+    runner = Runner(Cache(lab["cache"]), None, progress=False, log=lambda _: None)
+    keys = runner.keys(cell)
+    prompts = [e.prompt for e in runner.task(cell.suite).examples("eval", N_EVAL)] * 20
+    kl = estimate_kl(
+        Cache(lab["cache"]).path("models", keys.policy),
+        Cache(lab["cache"]).path("models", keys.base),
+        prompts,
+        Decoding(max_new_tokens=7, min_new_tokens=2, seed=0),
+        seed=0,
+    )
+    assert kl["n"] == 600
+    assert kl["kl"] > -3 * kl["kl_stderr"], kl
+
+
+def test_online_counters_and_round_timings(lab: dict[str, Any]) -> None:
+    # The 40 pool pairs are on the first 40 training documents, all distinct: 40 prompts.
+    task = KeywordsTask(KeywordsParams(n_train=200, n_valid=40, n_eval=30, pool_size=40))
+    assert len({e.prompt for e in task.examples("train", N_PAIRS)}) == N_PAIRS
+    lines = lab["lines"]
+
+    # online_dpo_linear: R = 2 rounds x K = 4 samples x 40 prompts = 320 samples, each scored once.
+    linear = lines["online_dpo_linear"]
+    assert linear["metrics"]["counters"] == {
+        "pairs_used": 40,
+        "samples_generated": 320,
+        "rm_queries": 320,
+    }
+    rounds = linear["metrics"]["train"]["rounds"]
+    assert len(rounds) == 2
+    for r in rounds:
+        assert {"sample_s", "score_s", "train_s", "pairs_built", "final_loss"} <= set(r)
+        assert min(r["sample_s"], r["score_s"], r["train_s"]) >= 0
+        assert 0 < r["pairs_built"] <= 40  # at most one (best, worst) pair per prompt
+    # The rounds are part of the training stage's wall time.
+    assert (
+        sum(r["sample_s"] + r["score_s"] + r["train_s"] for r in rounds)
+        <= linear["timings"]["train"]
+    )
+
+    # online_dpo_implicit: 1 round x 4 samples x 40 prompts; init from offline DPO, whose
+    # ceil(40 / 32) = 2 steps of one epoch are reported.
+    implicit = lines["online_dpo_implicit"]["metrics"]
+    assert implicit["counters"] == {"pairs_used": 40, "samples_generated": 160, "rm_queries": 160}
+    assert len(implicit["train"]["rounds"]) == 1
+    assert implicit["train"]["init_dpo"]["train_steps"] == 2
+
+    # filter: N = 4 samples x 40 prompts, once; it keeps at most one per prompt.
+    filtered = lines["filter"]["metrics"]
+    assert filtered["counters"] == {"pairs_used": 40, "samples_generated": 160, "rm_queries": 160}
+    assert 0 < filtered["train"]["kept"] <= 40
+
+    # Offline methods sample nothing and query no verifier.
+    assert lines["dpo"]["metrics"]["counters"] == {"pairs_used": 40}
+
+
+def test_best_of_n_variants_are_judged(lab: dict[str, Any]) -> None:
+    lines = lab["lines"]
+    variants = lines["best_of_n"]["metrics"]["variants"]
+    assert sorted(variants) == ["n=1", "n=2", "n=4"]
+    for variant in variants.values():
+        assert len(variant["outcomes"]) == N_EVAL
+        winrate = variant["winrate"]
+        assert winrate["n"] + variant["outcomes"].count("I") == N_EVAL
+        assert winrate["low"] <= winrate["value"] <= winrate["high"]
+    # The headline is the largest N.
+    assert lines["best_of_n"]["outcomes"] == variants["n=4"]["outcomes"]
+    for method in TRAINED:
+        assert lines[method]["metrics"]["variants"] == {}
+
+
+def test_best_of_n_is_nested(lab: dict[str, Any]) -> None:
+    """Through the `generate` hook: BoN@1 is the first of the N samples, BoN@n picks among the
+    first n, so the verifier's score of the pick never falls as n grows; and the runner judged
+    exactly these outputs."""
+    cell = cell_of(lab["suite"], "best_of_n")
+    runner = Runner(Cache(lab["cache"]), None, progress=False, log=lambda _: None)
+    task = runner.task(cell.suite)
+    policy_dir = Cache(lab["cache"]).path("models", runner.keys(cell).policy)
+    prompts = [e.prompt for e in task.examples("eval", N_EVAL)]
+    # The suite's evaluation decoding (greedy; the hook samples at its own temperature).
+    decoding = Decoding(max_new_tokens=7, min_new_tokens=2, seed=0)
+    entry = METHODS.get("best_of_n")
+    cfg = entry.config(**cell.method.config)
+    gen = GenerationContext(policy_dir, task, prompts, decoding, HFBackend(HFParams()))
+    variants = entry.generate(gen, cfg)
+    assert sorted(variants) == ["main", "n=1", "n=2", "n=4"]
+    assert variants["main"] == variants["n=4"]
+
+    # The same N = 4 samples drawn here: T = 0.7 (the config's), the eval seed and length limits.
+    samples = HFBackend(HFParams()).generate(
+        policy_dir,
+        prompts,
+        Decoding(max_new_tokens=7, n=4, temperature=0.7, min_new_tokens=2, seed=0),
+    )
+    verifier = load_reward_model(policy_dir / "reward_model", task)
+    scores = score_samples(verifier, prompts, samples)
+    assert variants["n=1"] == [group[0] for group in samples]
+    for i, group in enumerate(samples):
+        picks = {n: variants[f"n={n}"][i] for n in (1, 2, 4)}
+        assert picks[2] in group[:2]
+        pick_score = {n: scores[i][group.index(picks[n])] for n in (1, 2, 4)}
+        assert pick_score[2] == max(scores[i][:2])
+        assert pick_score[4] == max(scores[i])
+        assert pick_score[1] <= pick_score[2] <= pick_score[4]
+    # Not vacuous: on some prompt the verifier preferred a later sample to the first.
+    assert any(variants["n=4"][i] != samples[i][0] for i in range(N_EVAL))
+
+    # The runner judged these very outputs: each variant's mean gold reward, recomputed.
+    judged = lab["lines"]["best_of_n"]["metrics"]["variants"]
+    for n in (1, 2, 4):
+        rewards = [
+            task.gold_reward(p, s.text) if s.finished else None
+            for p, s in zip(prompts, variants[f"n={n}"], strict=True)
+        ]
+        valid = [r for r in rewards if r is not None]
+        assert judged[f"n={n}"]["mean_reward"] == pytest.approx(sum(valid) / len(valid))
+
+
+def test_the_same_online_cell_twice_in_fresh_caches_is_identical(lab: dict[str, Any]) -> None:
+    root = lab["root"]
+    args = ("run", lab["suite"], "--method", "online_dpo_linear", "--no-progress")
+    assert run_cli(*args, "--cache-dir", root / "cache2", "--results-dir", root / "results2") == 0
+    first = lab["lines"]["online_dpo_linear"]
+    (second,) = result_lines(root / "results2").values()
+    assert second["outcomes"] == first["outcomes"]
+    assert second["rewards"] == first["rewards"]
+    for key in ("kl", "reward_model", "counters"):
+        assert second["metrics"][key] == first["metrics"][key]
+    strip = ("sample_s", "score_s", "train_s")
+    assert [
+        {k: v for k, v in r.items() if k not in strip} for r in second["metrics"]["train"]["rounds"]
+    ] == [
+        {k: v for k, v in r.items() if k not in strip} for r in first["metrics"]["train"]["rounds"]
+    ]
+    # The trained policies themselves are bit-identical.
+    cell = cell_of(lab["suite"], "online_dpo_linear")
+    key = Runner(Cache(lab["cache"]), None).keys(cell).policy
+    weights = [
+        (cache / "models" / key / "model.safetensors").read_bytes()
+        for cache in (lab["cache"], root / "cache2")
+    ]
+    assert weights[0] == weights[1]
+
+
+def test_validate_names_a_bad_verifier_key_in_one_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        ONLINE_SUITE.replace(
+            "reward_model: {kind: dpo, epochs: 1}", "reward_model: {kind: dpo, epochz: 1}"
+        )
+    )
+    assert run_cli("validate", bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert str(bad) in err
+    assert "methods[3].reward_model.epochz" in err
+    assert "epochs" in err  # the allowed keys are listed
+    assert "Traceback" not in err
+
+
+def test_validate_names_a_bad_verifier_value(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad_value.yaml"
+    bad.write_text(
+        ONLINE_SUITE.replace(
+            "    n: [1, 2, 4]\n", "    n: [1, 2, 4]\n    reward_model: {capacity: probe}\n"
+        )
+    )
+    assert run_cli("validate", bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "methods[4].reward_model.capacity" in err and "'linear'" in err

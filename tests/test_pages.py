@@ -1,0 +1,273 @@
+"""The static leaderboard page: its content, then the page itself in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from result_factory import synthetic_line
+
+from bench.cli import main
+from bench.leaderboard import ONLINE_METHOD_IDS, cell_table, gap_table
+from bench.pages import render_html, write_html
+from bench.results import append_result, load_results
+from bench.stats import paired_difference, verdict_scores
+from bench.verdicts import outcomes_from_string
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+METHODS = [("sft", "sft", 0.62), ("dpo", "dpo", 0.6), ("online_dpo", "online_dpo", 0.7)]
+METHODS += [("best_of_n", "best_of_n", 0.66)]
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """Two budgets x two seeds of an offline, two online methods and SFT; one more suite."""
+    folder = tmp_path / "results"
+    for n_pairs in (250, 1000):
+        for seed in (0, 1):
+            for method, method_id, p_win in METHODS:
+                line = synthetic_line(method, method_id, n_pairs, seed, p_win + n_pairs / 20000)
+                append_result(folder, line)
+    append_result(folder, synthetic_line("sft", "sft", 100, 0, 0.5, suite="other-suite"))
+    return folder
+
+
+class Page(HTMLParser):
+    """The parts of the page the tests read: table rows, gap rows, ids, SVGs, scripts."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.rows: list[dict[str, str]] = []
+        self.gap_rows: list[dict[str, str]] = []
+        self.texts: dict[str, str] = {}
+        self.attributes: dict[str, dict[str, str]] = {}
+        self.counts: dict[str, int] = {}
+        self._row: dict | None = None
+        self._text_of: str | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attributes = {name: value or "" for name, value in attrs}
+        self.counts[tag] = self.counts.get(tag, 0) + 1
+        if "id" in attributes:
+            self.attributes[attributes["id"]] = attributes
+            self._text_of = attributes["id"]
+            self.texts[self._text_of] = ""
+        if tag == "html":
+            self.attributes["html"] = attributes
+        if tag == "tr" and attributes.get("class") in ("cell-row", "gap-row"):
+            self._row = {**attributes, "cells": []}
+            (self.rows if attributes["class"] == "cell-row" else self.gap_rows).append(self._row)
+        elif tag == "td" and self._row is not None:
+            self._row["cells"].append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tr":
+            self._row = None
+        if tag in ("pre", "p") and self._text_of is not None:
+            self._text_of = None
+
+    def handle_data(self, data: str) -> None:
+        if self._row is not None and self._row["cells"]:
+            self._row["cells"][-1] += data
+        if self._text_of is not None:
+            self.texts[self._text_of] += data
+
+
+def expected_rows(results: Path) -> list[dict]:
+    return cell_table(load_results(results), length_controlled=True).to_dict("records")
+
+
+def assert_rows_equal_results(page: Page, results: Path) -> None:
+    """The table rows are the leaderboard's cells (in any order), each showing exactly the
+    numbers the leaderboard computes."""
+    records = {(r["suite"], r["method"], r["budget"]): r for r in expected_rows(results)}
+    rows = {(r["data-suite"], r["data-method"], r["data-budget"]): r for r in page.rows}
+    assert len(rows) == len(page.rows) and rows.keys() == records.keys()
+    for key, row in rows.items():
+        record = records[key]
+        cells = [cell.strip() for cell in row["cells"]]
+        assert cells[1].split()[0] == record["method"] and cells[2] == record["budget"]
+        assert int(row["data-n-pairs"]) == record["n_pairs"] == int(cells[3])
+        assert row["data-seeds"] == ",".join(map(str, record["seeds"])) == cells[4]
+        assert float(row["data-winrate"]) == record["winrate"]
+        assert cells[5] == f"{record['winrate']:.3f}"
+        assert cells[6] == f"[{record['ci_low']:.3f}, {record['ci_high']:.3f}]"
+        if math.isnan(record["lc_winrate"]):
+            assert cells[7] == cells[8] == "-"
+        else:
+            assert cells[7] == f"{record['lc_winrate']:.3f}"
+            assert cells[8] == f"[{record['lc_ci_low']:.3f}, {record['lc_ci_high']:.3f}]"
+        assert int(cells[9]) == record["n"] and int(cells[10]) == record["n_invalid"]
+        if math.isnan(record["mean_reward"] or math.nan):
+            assert cells[11] == "-"
+        else:
+            assert cells[11].startswith(f"{record['mean_reward']:.3f} [")
+
+
+# -- the page's content -----------------------------------------------------------------------
+
+
+def test_table_rows_equal_the_results(results):
+    page = Page(render_html(load_results(results)))
+    assert_rows_equal_results(page, results)
+    assert page.rows[0]["data-seeds"] == "0,1"
+    assert all(row["cells"][7].strip() != "-" for row in page.rows)  # lengths were recorded
+
+
+def test_the_gap_is_the_paired_difference_against_dpo_pooled_over_seeds(results):
+    lines = load_results(results)
+    gaps = gap_table(lines)
+    assert sorted(set(gaps["method"])) == ["best_of_n", "online_dpo"]
+    assert set(gaps["baseline"]) == {"dpo"} and set(gaps["task"]) == {"keywords"}
+    row = gaps[(gaps.method == "online_dpo") & (gaps.budget == "n=1000")].iloc[0]
+
+    def scores(method: str) -> list[np.ndarray]:
+        return [
+            verdict_scores(outcomes_from_string(line.outcomes))
+            for line in lines
+            if line.method == method and line.budget == "n=1000" and line.suite != "other-suite"
+        ]
+
+    expected = paired_difference(scores("online_dpo"), scores("dpo"))
+    assert (row.gap, row.ci_low, row.ci_high, row.n) == (
+        expected.value,
+        expected.low,
+        expected.high,
+        expected.n,
+    )
+    page = Page(render_html(lines))
+    assert [(r["data-method"], r["data-budget"]) for r in page.gap_rows] == list(
+        zip(gaps.method, gaps.budget, strict=True)
+    )
+    assert "online_dpo" in ONLINE_METHOD_IDS and "dpo" not in ONLINE_METHOD_IDS
+
+
+def test_plots_are_inline_svg_with_ci_bands(results):
+    text = render_html(load_results(results))
+    page = Page(text)
+    assert page.counts["svg"] == 3  # one per suite, one for the gap of task keywords
+    assert text.count('class="band"') == len(METHODS) + 2  # a band per multi-budget series
+    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "https://" not in text and '<link rel="stylesheet"' not in text
+
+
+def test_provenance_of_every_seed_is_in_the_row(results):
+    text = render_html(load_results(results))
+    line = load_results(results)[0]
+    for shown in (line.config_hash, line.git_commit, line.created_at, "cpu_count=2"):
+        assert shown in text
+    assert text.count('<dl class="prov"') == len(load_results(results))
+
+
+def test_text_from_result_lines_is_escaped(tmp_path):
+    line = synthetic_line("<script>alert(1)</script>", "sft", 100, 0, 0.5)
+    text = render_html([line])
+    assert "<script>alert(1)</script>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_an_empty_leaderboard_renders(tmp_path):
+    (tmp_path / "results").mkdir()
+    page = Page(write_html(tmp_path / "results", tmp_path / "index.html"))
+    assert "empty" in page.attributes and page.rows == []
+
+
+def test_the_leaderboard_command_writes_both_pages(results, tmp_path, capsys):
+    out = tmp_path / "board" / "README.md"
+    out.parent.mkdir()
+    assert main(["leaderboard", "--results-dir", str(results), "--out", str(out)]) == 0
+    assert (tmp_path / "board" / "index.html").is_file()
+    readme = out.read_text()
+    assert "Length-controlled winrate [95% CI]" in readme
+    assert "## Online minus offline" in readme and "| online_dpo - dpo" in readme
+
+
+# -- in a browser -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("headless Chromium is not installed (Debian: apt-get install -y chromium)")
+
+
+def browse(chromium: str, page: Path, profile: Path, *args: str, query: str = "") -> str:
+    """Run headless Chromium on the page from disk; return its stdout (e.g. the DOM)."""
+    completed = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=5000",
+            "--run-all-compositor-stages-before-draw",  # else a screenshot may be half painted
+            *args,
+            page.resolve().as_uri() + query,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout
+
+
+@pytest.mark.parametrize("source", ["synthetic", "repository"])
+def test_the_page_loads_without_errors_in_chromium(source, chromium, results, tmp_path):
+    if source == "repository":
+        results = REPO_ROOT / "leaderboard" / "results"
+    page_path = tmp_path / "index.html"
+    write_html(results, page_path)
+    screenshot = tmp_path / f"leaderboard-{source}.png"
+
+    # ?selftest: the page sorts its first table by winrate and opens the first row's
+    # provenance, then records what it shows; the screenshot is taken in that state.
+    dom = browse(
+        chromium,
+        page_path,
+        tmp_path / "profile",
+        "--dump-dom",
+        f"--screenshot={screenshot}",
+        "--window-size=1280,2200",
+        "--hide-scrollbars",
+        query="?selftest",
+    )
+    page = Page(dom)
+    assert page.attributes["html"].get("data-ready") == "1", "the page's script did not finish"
+    assert page.attributes["console-errors"]["data-count"] == "0", page.texts["console-errors"]
+    assert_rows_equal_results(page, results)
+
+    report = json.loads(page.texts["selftest"])
+    first_suite = expected_rows(results)[0]["suite"]
+    in_table = [r for r in expected_rows(results) if r["suite"] == first_suite]
+    by_winrate = sorted(in_table, key=lambda r: -r["winrate"])
+    assert report["sorted"] == [f"{r['method']} {r['budget']}" for r in by_winrate]
+    assert report["expanded"] is True
+
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert screenshot.stat().st_size > 20_000
+    print(f"screenshot of the {source} leaderboard page: {screenshot}")
+
+
+def test_the_browser_check_sees_a_script_error(chromium, results, tmp_path):
+    page_path = tmp_path / "index.html"
+    text = write_html(results, page_path)
+    page_path.write_text(text.replace("</body>", "<script>notDefined();</script></body>"))
+    page = Page(browse(chromium, page_path, tmp_path / "profile", "--dump-dom"))
+    assert int(page.attributes["console-errors"]["data-count"]) >= 1
+    assert "notDefined" in page.texts["console-errors"]

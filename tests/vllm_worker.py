@@ -1,0 +1,84 @@
+"""The vLLM side of tests/test_vllm_backend.py, run with the vLLM venv's python.
+
+    python tests/vllm_worker.py REQUEST.json RESULT.json
+
+REQUEST.json: {"model_a": dir, "model_b": dir, "prompts": [...], "max_new_tokens": int}; model
+b is model a with perturbed weights, saved with its tokenizer. The worker runs every check of
+the test through one `VLLMBackend` (`weight_update: in_place`, engine in this process), in this
+order, and writes the samples of each to RESULT.json as {name: [[sample dict, ...], ...]}:
+
+- greedy, n=2, sampled (seed 1 twice, seed 2), min_tokens, stop string on model a;
+- in_place: model b's weights (loaded here with transformers) copied into the running engine;
+- reload: `generate` on model b's directory (a new engine);
+- back_to_a: `generate` on model a's directory again (a new engine: the in-place update must
+  not be mistaken for model a's checkpoint).
+
+Three engine starts in all. Run from the repository root or with it on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main(request_path: Path, result_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from bench.backends.vllm import VLLMBackend, VLLMParams
+    from bench.generation import Decoding
+
+    request = json.loads(request_path.read_text())
+    prompts, model_a, model_b = request["prompts"], request["model_a"], request["model_b"]
+    greedy = Decoding(max_new_tokens=request["max_new_tokens"])
+    sampled = dataclasses.replace(greedy, n=4, temperature=1.0, top_p=0.9, seed=1)
+    backend = VLLMBackend(
+        VLLMParams(
+            dtype="float32",
+            enforce_eager=True,
+            gpu_memory_utilization=0.05,
+            kv_cache_gib=1,
+            max_model_len=64,
+            weight_update="in_place",
+        )
+    )
+    results, timings = {}, {}
+    try:
+        start = time.perf_counter()
+        results["greedy"] = backend.generate(model_a, prompts, greedy)
+        timings["engine_start_and_greedy_s"] = time.perf_counter() - start
+        results["greedy_n2"] = backend.generate(model_a, prompts, dataclasses.replace(greedy, n=2))
+        results["sampled_seed1"] = backend.generate(model_a, prompts, sampled)
+        results["sampled_seed1_again"] = backend.generate(model_a, prompts, sampled)
+        results["sampled_seed2"] = backend.generate(
+            model_a, prompts, dataclasses.replace(sampled, seed=2)
+        )
+        results["min_tokens"] = backend.generate(
+            model_a, prompts, dataclasses.replace(greedy, min_new_tokens=greedy.max_new_tokens)
+        )
+        results["stop"] = backend.generate(
+            model_a, prompts, dataclasses.replace(greedy, stop=tuple(request["stop"]))
+        )
+        start = time.perf_counter()
+        backend.update_weights(AutoModelForCausalLM.from_pretrained(model_b).eval())
+        timings["update_weights_s"] = time.perf_counter() - start
+        results["in_place"] = backend.sample(prompts, greedy)
+        results["reload"] = backend.generate(model_b, prompts, greedy)
+        results["back_to_a"] = backend.generate(model_a, prompts, greedy)
+    finally:
+        backend.close()
+    payload = {
+        "samples": {
+            name: [[dataclasses.asdict(s) for s in group] for group in groups]
+            for name, groups in results.items()
+        },
+        "timings": timings,
+    }
+    result_path.write_text(json.dumps(payload))
+
+
+if __name__ == "__main__":  # vLLM may spawn processes that re-import this module
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
