@@ -26,6 +26,7 @@ DEFAULT_SUITES_DIR = Path("suites")
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from bench.judging import JudgeError
     from bench.results import ResultFileError
     from bench.selection import UsageError
 
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ResultFileError) as error:
         print(error, file=sys.stderr)
         return 2
+    except JudgeError as error:
+        print(f"pftbench: the judge could not finish: {error}", file=sys.stderr)
+        return 1
     except UsageError as error:
         print(f"pftbench: {error}", file=sys.stderr)
         return 2
@@ -189,12 +193,15 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _leaderboard(args: argparse.Namespace) -> int:
     from bench.leaderboard import render
-    from bench.pages import write_html
+    from bench.pages import write_html, write_plots
 
     html_out = args.html or args.out.parent / "index.html"
     print(render(args.results_dir, args.out))
     write_html(args.results_dir, html_out)
-    print(f"written to {args.out} and {html_out}")
+    plots = write_plots(args.results_dir, args.out.parent / "plots")
+    print(
+        f"written to {args.out}, {html_out} and {len(plots)} plots in {args.out.parent / 'plots'}/"
+    )
     return 0
 
 

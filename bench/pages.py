@@ -64,8 +64,22 @@ def write_html(results_dir: Path, out: Path) -> str:
     return text
 
 
-def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
-    """The whole page for `lines` as one HTML string (see the module docstring)."""
+def write_plots(results_dir: Path, out_dir: Path) -> list[Path]:
+    """One standalone SVG per suite section, `<out_dir>/<suite>-v<version>.svg`: the page's
+    winrate-against-budget plot with its CI bands, styled for use outside the page."""
+    written = []
+    for key, rows in _sections(load_results(Path(results_dir))).items():
+        svg = _suite_plot(key, rows).replace("</title>", f"</title><style>{_SVG_STYLE}</style>", 1)
+        path = Path(out_dir) / f"{key[0]}-v{key[1]}.svg"
+        atomic_write_text(path, svg + "\n")
+        written.append(path)
+    return written
+
+
+def _sections(
+    lines: Sequence[ResultLine],
+) -> dict[tuple, list[tuple[dict[str, Any], list[ResultLine]]]]:
+    """Table records grouped by (suite, version, tier, judge), each with its per-seed lines."""
     table = cell_table(lines, length_controlled=True)
     records = table.to_dict("records")
     cells = list(cell_lines(lines).values())
@@ -73,6 +87,12 @@ def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
     for record, by_seed in zip(records, cells, strict=True):
         key = (record["suite"], record["suite_version"], record["tier"], record["judge"])
         sections.setdefault(key, []).append((record, [by_seed[s] for s in sorted(by_seed)]))
+    return sections
+
+
+def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
+    """The whole page for `lines` as one HTML string (see the module docstring)."""
+    sections = _sections(lines)
 
     body = [
         "<header><h1>pftbench leaderboard</h1>",
@@ -97,15 +117,16 @@ def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
         "generated: edit the results, not this file.</p></footer>"
         '<pre id="console-errors" data-count="0"></pre>'
     )
-    return _PAGE.format(style=_STYLE, capture=_CAPTURE_SCRIPT, body="\n".join(body), script=_SCRIPT)
+    return _PAGE.format(
+        style=_STYLE + _SVG_STYLE, capture=_CAPTURE_SCRIPT, body="\n".join(body), script=_SCRIPT
+    )
 
 
 # -- sections ---------------------------------------------------------------------------------
 
 
-def _suite_section(key: tuple, rows: list[tuple[dict[str, Any], list[ResultLine]]]) -> str:
-    suite, version, tier, judge = key
-    task = task_of(rows[0][1][0])
+def _suite_plot(key: tuple, rows: list[tuple[dict[str, Any], list[ResultLine]]]) -> str:
+    suite = key[0]
     series: dict[str, list[Point]] = {}
     for record, _ in rows:
         if record["n"] > 0:
@@ -118,13 +139,19 @@ def _suite_section(key: tuple, rows: list[tuple[dict[str, Any], list[ResultLine]
                     f"{record['method']} at {record['budget']}: {_estimate_text(record)}",
                 )
             )
-    plot = line_plot(
+    return line_plot(
         series,
         title=f"{suite}: winrate against budget",
         y_label="winrate against the references",
         reference_y=0.5,
         y_bounds=(0.0, 1.0),
     )
+
+
+def _suite_section(key: tuple, rows: list[tuple[dict[str, Any], list[ResultLine]]]) -> str:
+    suite, version, tier, judge = key
+    task = task_of(rows[0][1][0])
+    plot = _suite_plot(key, rows)
     header = "".join(
         f'<th scope="col" class="{"num" if numeric else "text"}"'
         f"{' aria-sort=none' if label else ''}>"
@@ -599,6 +626,14 @@ _SCRIPT = """
 })();
 """
 
+_SVG_STYLE = """
+svg .grid { stroke: #eaeef2; } svg .ref { stroke: #8c959f; stroke-dasharray: 4 3; }
+svg text { font: 11px system-ui, sans-serif; fill: var(--fg, #1f2328); }
+svg .tick { fill: var(--muted, #57606a); } svg .axis { fill: var(--muted, #57606a); }
+svg .plot-title { font-weight: 600; font-size: 12px; }
+"""
+"""The plots' styles: part of the page's CSS, and embedded in each standalone SVG file."""
+
 _STYLE = """
 :root { color-scheme: light; --fg: #1b1f24; --muted: #57606a; --line: #d0d7de; --bg2: #f6f8fa; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg);
@@ -625,9 +660,6 @@ dl.prov { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; 
   word-break: break-all; font-family: ui-monospace, monospace; }
 dl.prov + dl.prov { border-top: 1px dashed var(--line); padding-top: 6px; }
 figure.plot { margin: 8px 0; }
-svg .grid { stroke: #eaeef2; } svg .ref { stroke: #8c959f; stroke-dasharray: 4 3; }
-svg text { font: 11px system-ui, sans-serif; fill: var(--fg); } svg .tick { fill: var(--muted); }
-svg .plot-title { font-weight: 600; font-size: 12px; } svg .axis { fill: var(--muted); }
 #console-errors[data-count="0"] { display: none; }
 #console-errors { color: #b00020; white-space: pre-wrap; }
 #selftest { display: none; }

@@ -22,6 +22,7 @@ from typing import Any
 from bench.cache import Cache, atomic_write_text
 from bench.config import Cell, Expectation, Suite
 from bench.hashing import content_hash
+from bench.judging import build_judge, judge_stats
 from bench.method_api import METADATA_FILE
 from bench.registry import BACKENDS, JUDGES, METHODS, TASKS
 from bench.results import ResultLine, append_result, provenance
@@ -38,7 +39,7 @@ from bench.verdicts import outcomes_from_string, outcomes_to_string
 CACHE_VERSION = 1
 """Part of every stage's cache key: bump when a stage's code changes what it produces."""
 
-RECORD_VERSION = 3
+RECORD_VERSION = 4
 """Part of a cell record's key: bump when the result line gains or changes a field."""
 
 DIAGNOSTICS_VERSION = 2
@@ -202,6 +203,7 @@ class Runner:
             "train": policy_meta["metrics"],
             "counters": policy_meta["counters"],
             "generate_tokens_per_s": generations["tokens_per_s"],
+            "judge": judged.get("judge_stats", {}),
             **diagnostics,
             "variants": {
                 name: _variant_summary(v) for name, v in judged.get("variants", {}).items()
@@ -439,6 +441,7 @@ class Runner:
                 }
 
             main = judged(generations["samples"])
+            main["judge_stats"] = judge_stats(judge)
             main["variants"] = {
                 name: judged(v) for name, v in generations.get("variants", {}).items()
             }
@@ -501,7 +504,8 @@ class Runner:
         )
         if key not in self._judges:
             entry = JUDGES.get(suite.judge.kind)
-            self._judges[key] = entry.fn(entry.config(**suite.judge.params), task)
+            params = entry.config(**suite.judge.params)
+            self._judges[key] = build_judge(entry, params, task, cache_root=self.cache.root)
         return self._judges[key]
 
     # -- cache plumbing ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import Cell, Suite, is_suite_file, load_suite
-from bench.registry import METHODS
+from bench.registry import JUDGES, METHODS
 
 
 class UsageError(ValueError):
@@ -57,7 +57,8 @@ def missing_resources(suite: Suite, run_slow: bool = False) -> list[str]:
         if not torch.cuda.is_available():
             reasons.append("needs a CUDA GPU and none is available")
     if "api" in suite.requires:
-        key_env = suite.judge.params.get("api_key_env")
+        entry = JUDGES.get(suite.judge.kind)
+        key_env = getattr(entry.config(**suite.judge.params), "api_key_env", None)
         if key_env and not os.environ.get(key_env):
             reasons.append(f"needs an API key in ${key_env}, which is not set")
     if "slow" in suite.requires and not run_slow:

@@ -2,27 +2,68 @@
 
     python tests/vllm_worker.py REQUEST.json RESULT.json
 
-REQUEST.json: {"model_a": dir, "model_b": dir, "prompts": [...], "max_new_tokens": int}; model
-b is model a with perturbed weights, saved with its tokenizer. The worker runs every check of
-the test through one `VLLMBackend` (`weight_update: in_place`, engine in this process), in this
+REQUEST.json: {"model_a": dir, "model_b": dir, "prompts": [...], "max_new_tokens": int,
+"stop": [...]}; model b is model a with perturbed weights, saved with its tokenizer. The worker
+runs every check of the test through one `VLLMBackend` (`weight_update: in_place`), in this
 order, and writes the samples of each to RESULT.json as {name: [[sample dict, ...], ...]}:
 
 - greedy, n=2, sampled (seed 1 twice, seed 2), min_tokens, stop string on model a;
-- in_place: model b's weights (loaded here with transformers) copied into the running engine;
+- in_place: model b's weights (loaded here with transformers) sent into the running engine;
 - reload: `generate` on model b's directory (a new engine);
 - back_to_a: `generate` on model a's directory again (a new engine: the in-place update must
   not be mistaken for model a's checkpoint).
 
-Three engine starts in all. Run from the repository root or with it on PYTHONPATH.
+Three engine starts in all. `run_in_vllm_venv` (also used by benchmarks/vllm_bench.py) starts a
+script like this one from the main venv.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_in_vllm_venv(
+    python: Path, args: list[str], cwd: Path, log_path: Path, timeout_s: float
+) -> None:
+    """Run `python args...` with the repository importable, output to `log_path`, in a process
+    group of its own: on a timeout or an interrupt the whole group goes (vLLM's engine and
+    workers are its children). A failure raises with the end of the log."""
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        HF_HUB_OFFLINE="1",
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+    )
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(python), *args],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            returncode = process.wait(timeout=timeout_s)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    if returncode != 0:
+        tail = log_path.read_text(errors="replace")[-4000:]
+        raise RuntimeError(f"{args[0]} exited with {returncode}; its log ends:\n{tail}")
 
 
 def main(request_path: Path, result_path: Path) -> None:

@@ -24,8 +24,8 @@ token_ids ending with EOS when finished.
 Online methods change the policy every round; two ways bring the new weights to the engine
 (`weight_update` picks which one `set_policy` uses; both are public):
 - `load_policy(model_dir)`: a new engine on the checkpoint the round saved (reload);
-- `update_weights(model)`: the in-memory model's state_dict is copied into the running engine's
-  weights (the workers' `reload_weights`), with no restart.
+- `update_weights(model)`: the in-memory model's state_dict is sent to the running engine, whose
+  workers load it in place (their `reload_weights`), with no restart.
 
 vLLM and torch are imported inside functions only: validating a suite stays fast, and the module
 imports where vLLM is not installed (the `vllm` package pins its own torch and transformers, so it
@@ -52,31 +52,28 @@ if TYPE_CHECKING:
 SEED_STRIDE = 1_000_003
 """Request seeds of different `Decoding.seed`s lie this far apart (as the HF backend's batches)."""
 
-IN_PROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-"""What `weight_update: in_place` sets while the engine starts: the engine core runs in this
-process, so `update_weights` hands it the trainer's tensors by reference instead of pickling
-them to another process."""
-
-MULTI_WORKER_IN_PLACE_ENV = {"VLLM_ALLOW_INSECURE_SERIALIZATION": "1"}
-"""Also set with in_place and tensor_parallel_size > 1: the tensor-parallel workers are separate
-processes, and `apply_model` pickles the update function (and the state_dict it holds) to them."""
+INSECURE_SERIALIZATION_ENV = {"VLLM_ALLOW_INSECURE_SERIALIZATION": "1"}
+"""Set in this process for the life of a `weight_update: in_place` engine (its processes inherit
+it; every side of their messages must agree on it): vLLM's messages between its processes carry
+tensors only where their type is declared, so `update_weights` sends the state_dict pickled, as
+one `StateDictWeights`. The processes are the engine's own, on this machine."""
 
 
 class VLLMParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     tensor_parallel_size: int = Field(1, ge=1)
-    """GPUs the model is split over (vLLM tensor parallelism); 1 on the CPU build."""
+    """GPUs the model is split over (vLLM tensor parallelism, one worker process per GPU)."""
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     """Share of the accelerator's memory vLLM takes for weights, activations and KV cache (on
-    the CPU build: of the CPU memory). Leave room for training when an online method trains in
-    the same process (`weight_update: in_place`)."""
+    the CPU build: of the CPU memory). Leave room for training when an online method trains on
+    the same GPU."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weights' and activations' dtype; auto: the checkpoint's (float16 checkpoints: bfloat16
-    on the CPU)."""
+    """Weights' and activations' dtype; auto: vLLM's choice from the checkpoint's."""
     enforce_eager: bool = False
-    """No CUDA graphs or torch.compile: a faster start (seconds instead of a minute), slower
-    decoding. Worth it for small models and short runs."""
+    """No CUDA graphs or torch.compile: a faster engine start, slower decoding on a GPU. On the
+    CPU build compiling made the start 2.5 minutes and decoding no faster (the benchmark's
+    model): use true there."""
     max_model_len: int | None = Field(None, ge=1)
     """Longest prompt + completion in tokens; None: the model's own limit (n_positions)."""
     max_num_seqs: int = Field(256, ge=1)
@@ -95,8 +92,8 @@ class VLLMParams(BaseModel):
     """Reuse the KV cache of shared prompt prefixes; None: vLLM's default for the model."""
     weight_update: Literal["reload", "in_place"] = "reload"
     """How an online method's new weights reach the engine each round (`set_policy`): reload
-    (save the checkpoint, start a new engine on it) or in_place (copy the in-memory weights into
-    the running engine; starts the engine core in this process, see IN_PROCESS_ENV)."""
+    (save the checkpoint, start a new engine on it) or in_place (send the in-memory weights to
+    the running engine; see INSECURE_SERIALIZATION_ENV)."""
 
 
 class VLLMBackend:
@@ -105,6 +102,8 @@ class VLLMBackend:
     def __init__(self, params: VLLMParams) -> None:
         self.params = params
         self._llm: Any = None
+        self._environment = contextlib.ExitStack()
+        """Restores the environment variables the engine was started with, on close."""
         self._tokenizer: Any = None
         self._model_dir: str | None = None
         """The checkpoint the engine holds; None once `update_weights` has replaced it."""
@@ -121,9 +120,10 @@ class VLLMBackend:
     def close(self) -> None:
         """Shut the engine down (its worker processes, its memory); the next call starts anew."""
         if self._llm is not None:
-            # Stops the engine core (in this process or another) and tears down vLLM's
-            # distributed state, so that a new engine can start in this process.
+            # Stops the engine's processes and tears down vLLM's distributed state, so that a
+            # new engine can start in this process.
             self._llm.llm_engine.engine_core.shutdown()
+        self._environment.close()
         self._llm, self._tokenizer, self._model_dir = None, None, None
 
     # -- online methods: the policy changes every round -------------------------------------
@@ -133,53 +133,55 @@ class VLLMBackend:
 
         self.close()
         p = self.params
-        env = dict(IN_PROCESS_ENV) if p.weight_update == "in_place" else {}
-        if p.weight_update == "in_place" and p.tensor_parallel_size > 1:
-            env |= MULTI_WORKER_IN_PLACE_ENV
-        with _environment(env):
-            from vllm import LLM
-            from vllm.platforms import current_platform
+        if p.weight_update == "in_place":
+            self._environment.enter_context(_environment(INSECURE_SERIALIZATION_ENV))
+        from vllm import LLM
+        from vllm.platforms import current_platform
 
-            chunked_prefill = p.enable_chunked_prefill
-            if chunked_prefill is None and current_platform.is_cpu():
-                chunked_prefill = False
+        chunked_prefill = p.enable_chunked_prefill
+        if chunked_prefill is None and current_platform.is_cpu():
+            chunked_prefill = False
 
-            self._llm = LLM(
-                model=str(model_dir),
-                tokenizer=str(model_dir),
-                dtype=p.dtype,
-                tensor_parallel_size=p.tensor_parallel_size,
-                gpu_memory_utilization=p.gpu_memory_utilization,
-                enforce_eager=p.enforce_eager,
-                max_model_len=p.max_model_len,
-                max_num_seqs=p.max_num_seqs,
-                kv_cache_memory_bytes=int(p.kv_cache_gib * 2**30) if p.kv_cache_gib else None,
-                cpu_offload_gb=p.cpu_offload_gib,
-                enable_chunked_prefill=chunked_prefill,
-                enable_prefix_caching=p.enable_prefix_caching,
-                seed=0,
-            )
+        self._llm = LLM(
+            model=str(model_dir),
+            tokenizer=str(model_dir),
+            dtype=p.dtype,
+            tensor_parallel_size=p.tensor_parallel_size,
+            gpu_memory_utilization=p.gpu_memory_utilization,
+            enforce_eager=p.enforce_eager,
+            max_model_len=p.max_model_len,
+            max_num_seqs=p.max_num_seqs,
+            kv_cache_memory_bytes=int(p.kv_cache_gib * 2**30) if p.kv_cache_gib else None,
+            cpu_offload_gb=p.cpu_offload_gib,
+            enable_chunked_prefill=chunked_prefill,
+            enable_prefix_caching=p.enable_prefix_caching,
+            seed=0,
+        )
         self._tokenizer = load_tokenizer(model_dir)
         self._model_dir = _key(model_dir)
 
     def update_weights(self, model: nn.Module) -> int:
-        """Copy `model`'s weights (a transformers model of the engine's architecture, e.g. the
+        """Send `model`'s weights (a transformers model of the engine's architecture, e.g. the
         policy an online method trains) into the running engine; return how many tensors.
 
-        Goes through the workers' `reload_weights` (vLLM's in-place reload for RL): each worker
-        loads the checkpoint-format tensors with the model's own `load_weights` (splitting,
-        fusing, sharding, dtype casts) and redoes its post-load processing, so the kernels see
-        the new values. The prefix cache is emptied: its KV entries came from the old weights."""
-        if self._llm is None:
-            raise RuntimeError("update_weights needs a running engine: call load_policy first")
-        # With in_place the engine core runs in this process: the tensors go by reference.
-        weights = [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
+        Needs `weight_update: in_place` and an engine started on a checkpoint of the same
+        architecture (`load_policy`). Each vLLM worker receives the whole state_dict and loads it
+        with its `reload_weights` (vLLM's in-place reload for RL): the model's own
+        `load_weights` maps the checkpoint names, fuses and shards the tensors, casts the dtype,
+        then the post-load processing is redone so that the kernels see the new values. The
+        prefix cache is emptied: its KV entries came from the old weights."""
+        if self._llm is None or self.params.weight_update != "in_place":
+            raise RuntimeError(
+                "update_weights needs an engine started with weight_update: in_place "
+                "(call load_policy first)"
+            )
+        weights = StateDictWeights({k: v.detach() for k, v in model.state_dict().items()})
         self._llm.collective_rpc(
             "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
         )
         self._llm.reset_prefix_cache()
         self._model_dir = None
-        return len(weights)
+        return len(weights.state_dict)
 
     def set_policy(self, model: nn.Module, tokenizer: Any, checkpoint_dir: Path) -> None:
         """Make the engine sample from `model`'s current weights, as `weight_update` says:
@@ -192,6 +194,19 @@ class VLLMBackend:
         model.save_pretrained(checkpoint_dir)
         tokenizer.save_pretrained(checkpoint_dir)
         self.load_policy(checkpoint_dir)
+
+    def generate_from(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        prompts: list[str],
+        decoding: Decoding,
+        checkpoint_dir: Path,
+    ) -> list[list[Sample]]:
+        """`decoding.n` samples per prompt from an in-memory policy (an online method's round):
+        `set_policy`, then `sample`. `checkpoint_dir` is where reload saves the weights."""
+        self.set_policy(model, tokenizer, checkpoint_dir)
+        return self.sample(prompts, decoding)
 
     def sample(self, prompts: list[str], decoding: Decoding) -> list[list[Sample]]:
         """`decoding.n` samples per prompt from the weights the engine holds now."""
@@ -215,6 +230,17 @@ class VLLMBackend:
             * copies
             for o in outputs
         ]
+
+
+class StateDictWeights:
+    """A state_dict as the (name, tensor) pairs vLLM's loaders iterate over; pickled whole to
+    the engine's processes (a class importable there: this module)."""
+
+    def __init__(self, state_dict: dict[str, Any]) -> None:
+        self.state_dict = state_dict
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return iter(self.state_dict.items())
 
 
 def sampling_kwargs(decoding: Decoding, seed: int) -> dict[str, Any]:

@@ -59,7 +59,7 @@ from pydantic import (
 )
 
 from bench.registry import register_task
-from bench.tasks.base import Example, PreferencePair, SampleFn, Task
+from bench.tasks.base import Example, PreferencePair, Sample, SampleFn, Task
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -188,6 +188,10 @@ class TldrTask(Task):
         return TldrTask(self.params.model_copy(update=update))
 
     # -- prompts and references -------------------------------------------------------------
+    def validity(self, outputs: Sequence[Sample]) -> list[bool]:
+        """Any non-empty summary can be judged: the paper judges summaries cut at 53 tokens too."""
+        return [bool(sample.text.strip()) for sample in outputs]
+
     def examples(self, split: str, n: int | None = None) -> list[Example]:
         if split not in SFT_SPLITS:
             raise ValueError(f"unknown split {split!r}; known: {', '.join(SFT_SPLITS)}")
