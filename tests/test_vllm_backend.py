@@ -4,7 +4,7 @@ the HF backend.
 vLLM pins its own torch and transformers, so it lives in its own venv (.ci/run makes it at
 .vllm-venv; $PFTBENCH_VLLM_PYTHON points elsewhere). This module runs in the main venv: it builds
 two tiny checkpoints (model b is model a with perturbed weights), runs every vLLM check in one
-subprocess of the vLLM venv (tests/vllm_worker.py: three engine starts, about a minute), and
+subprocess of the vLLM venv (tests/vllm_worker.py: three engine starts, 1.5 to 2 minutes), and
 compares with the HF backend here, in-process, on the same checkpoints and prompts.
 """
 

@@ -186,8 +186,8 @@ class VLLMBackend:
     def set_policy(self, model: nn.Module, tokenizer: Any, checkpoint_dir: Path) -> None:
         """Make the engine sample from `model`'s current weights, as `weight_update` says:
         reload saves model and tokenizer to `checkpoint_dir` and starts a new engine on it;
-        in_place copies the weights into the running engine (the first call, with no engine
-        yet, starts one as reload does)."""
+        in_place sends the weights to the running engine (`update_weights`; the first call, with
+        no engine yet, starts one as reload does)."""
         if self.params.weight_update == "in_place" and self._llm is not None:
             self.update_weights(model)
             return
