@@ -141,6 +141,18 @@ class Cache:
                 _fsync_dir(final.parent)
         self._remove_scratch(kind, key)
 
+    @contextmanager
+    def discarded_dir(self) -> Iterator[Path]:
+        """A fresh folder for output nobody keeps (what the other processes of a multi-process
+        training build save), removed after the block."""
+        parent = self.root / "tmp"
+        parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}discarded-{os.getpid()}-", dir=parent))
+        try:
+            yield temp
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+
     def scratch_dir(self, kind: str, key: str) -> Path:
         """A persistent folder for the resumable state of an entry being built (created if absent).
 

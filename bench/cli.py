@@ -6,6 +6,9 @@
     pftbench submit FILE... [--suites-dir D] [--results-dir D]
     pftbench check SUITE... [--method M] [--budget B] [--seed S] [--baseline-dir D] [--cache-dir D]
 
+`pftbench run` and `pftbench check` also run under `accelerate launch` (`-m bench.cli`): every
+process takes part in training, the main one does the rest and prints the report.
+
 Exit codes: 0 success, 1 an expectation failed or a winrate shifted, 2 bad input (config or
 usage errors, a rejected submission).
 """
@@ -13,10 +16,13 @@ usage errors, a rejected submission).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
 
+from bench import distributed
 from bench.errors import ConfigError
 
 DEFAULT_RESULTS_DIR = Path("leaderboard/results")
@@ -31,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     from bench.selection import UsageError
 
     try:
-        return args.func(args)
+        if distributed.is_main():
+            return args.func(args)
+        # Under accelerate launch the other processes train alongside the main one: one report.
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return args.func(args)
     except (ConfigError, ResultFileError) as error:
         print(error, file=sys.stderr)
         return 2
@@ -152,8 +162,11 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     start = time.perf_counter()
     lines = {}
-    for cell in tqdm(cells, desc="cells", disable=args.no_progress):
-        lines[cell] = runner.run_cell(cell)
+    try:
+        for cell in tqdm(cells, desc="cells", disable=args.no_progress):
+            lines[cell] = runner.run_cell(cell)
+    finally:
+        runner.close_backends()
     print(print_table(list(lines.values())))
     failures = []
     for group in check_groups(cells):
@@ -252,10 +265,13 @@ def _check(args: argparse.Namespace) -> int:
             print(f"skipped {suite.source}: {'; '.join(reasons)}")
             continue
         cells += suite.cells(args.method, args.budget, args.seed)
-    comparisons = [
-        baseline.compare(runner.run_cell(cell))
-        for cell in tqdm(cells, desc="cells", disable=args.no_progress)
-    ]
+    try:
+        comparisons = [
+            baseline.compare(runner.run_cell(cell))
+            for cell in tqdm(cells, desc="cells", disable=args.no_progress)
+        ]
+    finally:
+        runner.close_backends()
     for comparison in comparisons:
         prefix = (
             "FAILED " if comparison.status is Status.SHIFTED else f"{comparison.status.value}: "

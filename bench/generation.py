@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bench.tasks.base import Sample
 
@@ -38,6 +38,19 @@ class GenerationBackend(Protocol):
         self, model_dir: Path, prompts: list[str], decoding: Decoding
     ) -> list[list[Sample]]:
         """`decoding.n` samples for each prompt, in prompt order."""
+        ...
+
+    def generate_from(
+        self,
+        model: Any,
+        tokenizer: Any,
+        prompts: list[str],
+        decoding: Decoding,
+        checkpoint_dir: Path,
+    ) -> list[list[Sample]]:
+        """`decoding.n` samples per prompt from an in-memory policy that is still training (an
+        online method's round). A backend that cannot sample from the model object itself saves
+        it to `checkpoint_dir` (or sends it its weights) first."""
         ...
 
     def close(self) -> None:

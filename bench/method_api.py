@@ -6,7 +6,9 @@ A method is one function registered with `@register_method(name, config=ConfigMo
 
 It learns from `ctx.pairs` (the pairs at the cell's budget, the same for every method) and from
 models it trains itself, saves its policy with `save_pretrained` into `ctx.output_dir`, and
-returns its metrics. It never sees the gold reward or the judge.
+returns its metrics. It never sees the gold reward or the judge. A method that samples from the
+policy it trains (online DPO, filtering) does so with `ctx.sample`, through the suite's
+generation backend, so that the paper tier's rounds sample with vLLM.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.cache import Cache
-from bench.generation import Decoding
+from bench.generation import Decoding, GenerationBackend
 from bench.hashing import content_hash
-from bench.tasks.base import PreferencePair, Task
+from bench.tasks.base import PreferencePair, Sample, Task
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class GenerationContext:
     prompts: list[str]
     decoding: Decoding
     """The suite's evaluation decoding (length limits, top_p, seed)."""
-    backend: Any
+    backend: GenerationBackend
     """The suite's generation backend (`generate(model_dir, prompts, decoding)`)."""
 
 
@@ -61,6 +63,36 @@ class MethodContext:
     progress: bool = True
     counters: dict[str, float] = field(default_factory=dict)
     """Budget accounting every result row records: pairs_used, rm_queries, samples_generated."""
+    backend: GenerationBackend | None = None
+    """The suite's generation backend, which `sample` uses; None: the HF backend's defaults."""
+
+    def sample(
+        self, model: Any, tokenizer: Any, prompts: list[str], decoding: Decoding
+    ) -> list[list[Sample]]:
+        """`decoding.n` samples per prompt from the policy being trained (in memory), through
+        the suite's backend: the HF backend samples from the model object, vLLM from a
+        checkpoint saved in the scratch folder or from weights sent to its running engine."""
+        import dataclasses
+
+        from bench import distributed
+
+        backend = self.backend
+        if backend is None:
+            from bench.backends.hf import HFBackend, HFParams
+
+            backend = HFBackend(HFParams())
+        rank, n_processes = distributed.rank(), distributed.world_size()
+        checkpoint_dir = (self.scratch_dir or self.output_dir) / f"sampler_checkpoint_{rank}"
+        if n_processes == 1:
+            return backend.generate_from(model, tokenizer, prompts, decoding, checkpoint_dir)
+        # Under accelerate launch each process samples every N-th prompt with its own seed; all
+        # processes then hold all the samples, in prompt order.
+        share = dataclasses.replace(decoding, seed=decoding.seed * n_processes + rank)
+        mine = backend.generate_from(
+            model, tokenizer, prompts[rank::n_processes], share, checkpoint_dir
+        )
+        everyone = distributed.gather_objects([mine])
+        return [everyone[i % n_processes][i // n_processes] for i in range(len(prompts))]
 
     def cached_json(self, kind: str, key_parts: Any, compute: Callable[[], Any]) -> Any:
         """`compute()` once per distinct `key_parts`, then from the cache (e.g. reference logps)."""

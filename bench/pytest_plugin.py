@@ -81,6 +81,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_COMPARISONS] = []
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _RUNNER in config.stash:
+        config.stash[_RUNNER].close_backends()
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if "suites" in file_path.parts and is_suite_file(file_path):
         return SuiteFile.from_parent(parent, path=file_path)

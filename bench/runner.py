@@ -7,6 +7,11 @@ Each stage's cache key is the hash of the config that produces it plus the key o
 reads, so keys are known before anything runs: a cell whose record is cached is answered without
 importing torch, and an interrupted run redoes only the stages (and training steps) it lost.
 The CLI and the pytest plugin both call `Runner.run_cell` and `Runner.check`.
+
+Under `accelerate launch` every process runs the same cells (`bench.distributed`). A stage that
+trains (the micro base build, the method's training) is built by all of them together; every
+other stage by the main process alone. Only the main process writes the cache and the result
+lines; the others wait at a barrier after each stage and read what it wrote.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import distributed
 from bench.cache import Cache, atomic_write_text
 from bench.config import Cell, Expectation, Suite
 from bench.hashing import content_hash
@@ -81,6 +87,11 @@ class Runner:
         self._tasks: dict[str, Task] = {}
         self._backends: dict[str, Any] = {}
         self._judges: dict[str, Any] = {}
+        self._building = 0
+        """Depth of stage builds in progress: a stage reached from inside another's build is
+        built there and then, by whichever processes build the outer one."""
+        if not distributed.is_main():
+            self.results_dir, self.progress, self.log = None, False, lambda _: None
 
     # -- keys -------------------------------------------------------------------------------
     def keys(self, cell: Cell) -> StageKeys:
@@ -157,7 +168,16 @@ class Runner:
     def run_cell(self, cell: Cell) -> ResultLine:
         """The cell's result line: from the cache when its record is there, else computed."""
         keys = self.keys(cell)
-        if self.cache.has("cells", keys.cell):
+        if self._together():
+            # Every process computes the line (the stages synchronise them); the main writes it.
+            distributed.barrier()
+            if self.cache.has("cells", keys.cell):
+                line = ResultLine.model_validate(self.cache.read_json("cells", keys.cell))
+            else:
+                line = self._compute_cell(cell, keys)
+                if distributed.is_main():
+                    self.cache.write_json("cells", keys.cell, line.model_dump(mode="json"))
+        elif self.cache.has("cells", keys.cell):
             line = ResultLine.model_validate(self.cache.read_json("cells", keys.cell))
         else:
             with self.cache.lock("cells", keys.cell):
@@ -287,7 +307,7 @@ class Runner:
 
             return {"metrics": build_base_policy(task, spec, out, progress=self.progress)}
 
-        return self._stage_dir("models", keys.base, build, "base policy (micro build)")
+        return self._stage_dir("models", keys.base, build, "base policy (micro build)", trains=True)
 
     def _sampler(self, suite: Suite, task: Task, model_dir: Path) -> Any:
         """sample(prompts, n, temperature, seed) from the policy in `model_dir`: a SampleFn."""
@@ -317,6 +337,7 @@ class Runner:
                 "metrics": {
                     "pool_size": len(pairs),
                     "identical_rate": sum(p.chosen == p.rejected for p in pairs) / len(pairs),
+                    **task.pool_metrics(),
                 },
             }
 
@@ -366,11 +387,14 @@ class Runner:
                 max_new_tokens=suite.generation.max_new_tokens,
                 scratch_dir=self.cache.scratch_dir("models", keys.policy),
                 progress=self.progress,
+                backend=self._backend(suite),
             )
+            # Models the backends hold (a vLLM engine takes most of a GPU) make room for training.
+            self.close_backends()
             metrics = entry.fn(ctx, entry.config(**cell.method.config)) or {}
             return {"metrics": metrics, "counters": {"pairs_used": len(pairs), **ctx.counters}}
 
-        return self._stage_dir("models", keys.policy, train, f"train {cell.id}")
+        return self._stage_dir("models", keys.policy, train, f"train {cell.id}", trains=True)
 
     def _eval_decoding(self, cell: Cell, task: Task) -> Any:
         from bench.generation import Decoding
@@ -490,6 +514,12 @@ class Runner:
         )
         return self._stage_json("diagnostics", key, build, f"diagnostics {cell.id}")
 
+    def close_backends(self) -> None:
+        """Release what the generation backends hold (models, vLLM engines and their processes);
+        a backend used again loads anew."""
+        for backend in self._backends.values():
+            backend.close()
+
     def _backend(self, suite: Suite) -> Any:
         """The suite's generation backend, built once per backend config (it holds a model)."""
         key = content_hash([suite.generation.backend, suite.generation.backend_params])
@@ -509,34 +539,88 @@ class Runner:
         return self._judges[key]
 
     # -- cache plumbing ---------------------------------------------------------------------
+    def _together(self) -> bool:
+        """Several processes, outside any stage build: stages synchronise them."""
+        return distributed.is_distributed() and self._building == 0
+
     def _stage_json(
         self, kind: str, key: str, build: Callable[[], dict[str, Any]], what: str
     ) -> dict[str, Any]:
+        if self._together():
+            distributed.barrier()
+            if distributed.is_main() and not self.cache.has(kind, key):
+                self._build_json(kind, key, build, what)
+            distributed.barrier()
+            return self.cache.read_json(kind, key)
         with self.cache.lock(kind, key):
             if self.cache.has(kind, key):
                 return self.cache.read_json(kind, key)
-            self.log(f"  {what} ...")
-            start = time.perf_counter()
+            return self._build_json(kind, key, build, what)
+
+    def _build_json(
+        self, kind: str, key: str, build: Callable[[], dict[str, Any]], what: str
+    ) -> dict[str, Any]:
+        self.log(f"  {what} ...")
+        start = time.perf_counter()
+        self._building += 1
+        try:
             meta = build()
-            meta["wall_s"] = round(time.perf_counter() - start, 3)
-            self.cache.write_json(kind, key, meta)
-            return meta
+        finally:
+            self._building -= 1
+        meta["wall_s"] = round(time.perf_counter() - start, 3)
+        self.cache.write_json(kind, key, meta)
+        return meta
 
     def _stage_dir(
-        self, kind: str, key: str, build: Callable[[Path], dict[str, Any]], what: str
+        self,
+        kind: str,
+        key: str,
+        build: Callable[[Path], dict[str, Any]],
+        what: str,
+        *,
+        trains: bool = False,
     ) -> dict[str, Any]:
-        """A directory artifact (a model) with its metadata in `pftbench.json` inside it."""
+        """A directory artifact (a model) with its metadata in `pftbench.json` inside it.
+
+        `trains`: the build runs the training loop, so under `accelerate launch` every process
+        builds it; the main process commits its output, the others' outputs are thrown away."""
+        if self._together():
+            distributed.barrier()
+            # A build that trains cannot commit before every process has joined it, so all of
+            # them see the same answer here; any other build is the main process's alone.
+            if not self.cache.has(kind, key):
+                if distributed.is_main():
+                    with self.cache.lock(kind, key):
+                        self._build_dir(kind, key, build, what)
+                elif trains:
+                    with self.cache.discarded_dir() as out:
+                        self._building += 1
+                        try:
+                            build(out)
+                        finally:
+                            self._building -= 1
+            distributed.barrier()
+            return json.loads((self.cache.path(kind, key) / METADATA_FILE).read_text())
         with self.cache.lock(kind, key):
             if self.cache.has(kind, key):
                 return json.loads((self.cache.path(kind, key) / METADATA_FILE).read_text())
-            self.log(f"  {what} ...")
-            start = time.perf_counter()
+            return self._build_dir(kind, key, build, what)
+
+    def _build_dir(
+        self, kind: str, key: str, build: Callable[[Path], dict[str, Any]], what: str
+    ) -> dict[str, Any]:
+        self.log(f"  {what} ...")
+        start = time.perf_counter()
+        self._building += 1
+        try:
             with self.cache.writing_dir(kind, key) as out:
                 meta = build(out)
                 meta["wall_s"] = round(time.perf_counter() - start, 3)
                 # Replace, never write in place: a method may have hard-linked files into `out`.
                 atomic_write_text(out / METADATA_FILE, json.dumps(meta, indent=1, default=str))
-            return meta
+        finally:
+            self._building -= 1
+        return meta
 
     # -- expectations -----------------------------------------------------------------------
     def check(self, cell: Cell, line: ResultLine, seeds: list[int] | None = None) -> list[str]:

@@ -10,6 +10,7 @@ skips the batches already seen, so a killed run redoes only the unfinished steps
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +30,9 @@ class LoopConfig:
     lr: float
     """Peak learning rate of AdamW."""
     batch_size: int
-    """Examples per optimiser step (per process)."""
+    """Examples per optimiser step, over all processes: under `accelerate launch` each process
+    takes batch_size / N of every batch (a multiple of N is required), so the steps, the
+    learning-rate schedule and the data a step sees do not depend on how many processes train."""
     epochs: float = 1.0
     """Passes over the examples; a fraction trains on a prefix of the last pass."""
     max_steps: int | None = None
@@ -95,17 +98,43 @@ def run(
     desc: str = "train",
     progress: bool = True,
 ) -> LoopReport:
-    """Train `model` in place on `examples` and return what happened."""
+    """Train `model` in place on `examples` and return what happened.
+
+    Under `accelerate launch` every process calls this with the same arguments. Data parallel
+    training updates `model` itself; sharded training (FSDP, DeepSpeed) trains a copy, whose
+    full weights are then gathered and loaded into `model` in every process, so that afterwards
+    `model` is the trained policy everywhere, as with one process."""
     import torch
     from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, DistributedType
     from tqdm.auto import tqdm
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
+    n_processes = accelerator.num_processes
+    if cfg.batch_size % n_processes:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} does not split over {n_processes} processes: use a "
+            f"multiple of {n_processes} (the batch is the same whatever the process count)"
+        )
     torch.manual_seed(cfg.seed)  # dropout; a resumed run restores the saved RNG states instead
     n_steps = total_steps(len(examples), cfg)
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     if n_steps == 0:
         return LoopReport()
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    policy = model
+    if sharded:
+        # The wrapper takes over the parameters it shards: train a copy, keep `policy` whole.
+        policy.to("cpu")
+        model = copy.deepcopy(policy)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # DeepSpeed sizes its batches at prepare time, before any data loader exists here.
+        ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds_config["train_micro_batch_size_per_gpu"] = cfg.batch_size // n_processes
+        ds_config["train_batch_size"] = cfg.batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = int(cfg.warmup_ratio * n_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -142,6 +171,8 @@ def run(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            if n_processes > 1:  # each process saw its share of the batch
+                loss = accelerator.reduce(loss.detach(), "mean")
             report.losses.append(loss.item())
             report.examples += batch["input_ids"].shape[0]
             report.tokens += int(batch["attention_mask"].sum())
@@ -149,9 +180,8 @@ def run(
                 epoch_metrics.setdefault(key, []).append(value)
             bar.update(1)
             bar.set_postfix(loss=f"{report.losses[-1]:.4f}", refresh=False)
-            if (
-                scratch_dir is not None
-                and time.perf_counter() - last_checkpoint >= cfg.checkpoint_interval_s
+            if scratch_dir is not None and _checkpoint_due(
+                accelerator, time.perf_counter() - last_checkpoint >= cfg.checkpoint_interval_s
             ):
                 _checkpoint(accelerator, scratch_dir, step)
                 last_checkpoint = time.perf_counter()
@@ -161,8 +191,19 @@ def run(
     report.steps = step
     report.wall_s = time.perf_counter() - start
     report.metrics = {k: sum(v) / len(v) for k, v in epoch_metrics.items()}
+    if n_processes > 1:
+        counts = torch.tensor([report.examples, report.tokens], device=accelerator.device)
+        report.examples, report.tokens = accelerator.reduce(counts, "sum").tolist()
     model.eval()
     accelerator.wait_for_everyone()
+    if sharded:
+        from bench.distributed import broadcast_weights
+
+        state_dict = accelerator.get_state_dict(model)
+        broadcast_weights(policy, state_dict if accelerator.is_main_process else None)
+        del model, optimizer, scheduler, state_dict
+        accelerator.free_memory()
+        policy.to(accelerator.device).eval()
     return report
 
 
@@ -183,6 +224,18 @@ def _epoch_loader(examples: Sequence[Any], collate: Callable, cfg: LoopConfig, e
     return torch.utils.data.DataLoader(
         [examples[i] for i in order], batch_size=cfg.batch_size, shuffle=False, collate_fn=collate
     )
+
+
+def _checkpoint_due(accelerator: Any, due: bool) -> bool:
+    """The main process's clock decides for all: saving the state is collective, so every
+    process must take the same decision at the same step."""
+    if accelerator.num_processes == 1:
+        return due
+    import torch
+    from accelerate.utils import broadcast
+
+    flag = torch.tensor([int(due)], device=accelerator.device)
+    return bool(broadcast(flag, from_process=0).item())
 
 
 def _checkpoint(accelerator: Any, scratch_dir: Path, step: int) -> None:

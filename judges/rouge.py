@@ -1,10 +1,8 @@
 """The ROUGE-L judge: the paper's hidden-reference variant, where the reward is ROUGE-L F1 of the
 output against the reference summary (Swamy et al. 2025, the ROUGE-L rows; Lin 2004).
 
-The score follows the `rouge-score` package's English defaults (what the paper's numbers use):
-text lowercased, every run of characters other than [a-z0-9] replaced by a space, split on
-whitespace, no stemming; then LCS-based precision P = LCS / |output|, recall R = LCS / |reference|
-and F1 = 2PR / (P + R), 0 when either side has no token.
+The score is `bench.rouge.rouge_l`: the `rouge-score` package's English defaults (what the paper's
+numbers use), no stemming. The TL;DR task's `labels: rouge` labels its pairs with the same function.
 
 `output_score` is that F1, so a result line's `mean_reward` (with its CI) is the paper's mean
 ROUGE-L. A verdict still has to be a win, loss or tie: the output WINS when its ROUGE-L reaches
@@ -15,48 +13,13 @@ reference's own score (1 by definition) is not reported.
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.judging import Judgment
 from bench.registry import register_judge
+from bench.rouge import rouge_l
 from bench.tasks.base import Sample, Task
 from bench.verdicts import Verdict
-
-_NON_ALPHANUMERIC = re.compile(r"[^a-z0-9]+")
-
-
-def rouge_tokens(text: str) -> list[str]:
-    """`rouge-score`'s tokenizer without stemming: lowercase, [^a-z0-9]+ -> space, split."""
-    return _NON_ALPHANUMERIC.sub(" ", text.lower()).split()
-
-
-def lcs_length(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence of two token lists, by dynamic programming
-    (O(|a| |b|) time, O(|b|) memory)."""
-    previous = [0] * (len(b) + 1)
-    for token_a in a:
-        current = [0]
-        for j, token_b in enumerate(b):
-            current.append(
-                previous[j] + 1 if token_a == token_b else max(previous[j + 1], current[j])
-            )
-        previous = current
-    return previous[-1]
-
-
-def rouge_l(output: str, reference: str) -> float:
-    """ROUGE-L F1 of `output` against `reference`, in [0, 1]."""
-    output_tokens, reference_tokens = rouge_tokens(output), rouge_tokens(reference)
-    if not output_tokens or not reference_tokens:
-        return 0.0
-    lcs = lcs_length(output_tokens, reference_tokens)
-    if lcs == 0:
-        return 0.0
-    precision = lcs / len(output_tokens)
-    recall = lcs / len(reference_tokens)
-    return 2 * precision * recall / (precision + recall)
 
 
 class RougeParams(BaseModel):

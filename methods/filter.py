@@ -31,7 +31,6 @@ class FilterConfig(BaseModel):
 @register_method("filter", config=FilterConfig)
 def train(ctx: MethodContext, cfg: FilterConfig) -> dict:
     from bench import training
-    from bench.backends.hf import generate_with
     from bench.generation import Decoding
     from bench.modeling import encode_completions, load_causal_lm, load_tokenizer, sft_loss
 
@@ -46,7 +45,7 @@ def train(ctx: MethodContext, cfg: FilterConfig) -> dict:
         min_new_tokens=ctx.task.min_new_tokens(),
         seed=ctx.seed,
     )
-    samples = generate_with(model, tokenizer, prompts, decoding, batch_size=256)
+    samples = ctx.sample(model, tokenizer, prompts, decoding)
     scores = score_samples(verifier, prompts, samples)
     kept = []
     for prompt, group, group_scores in zip(prompts, samples, scores, strict=True):

@@ -49,7 +49,6 @@ class OnlineDPOConfig(BaseModel):
 
 @register_method("online_dpo", config=OnlineDPOConfig)
 def train(ctx: MethodContext, cfg: OnlineDPOConfig) -> dict:
-    from bench.backends.hf import generate_with
     from bench.generation import Decoding
     from bench.modeling import load_causal_lm, load_tokenizer
     from methods.dpo import train_policy
@@ -81,7 +80,7 @@ def train(ctx: MethodContext, cfg: OnlineDPOConfig) -> dict:
             min_new_tokens=ctx.task.min_new_tokens(),
             seed=ctx.seed * 1000 + round_index,
         )
-        samples = generate_with(model, tokenizer, prompts, decoding, batch_size=256)
+        samples = ctx.sample(model, tokenizer, prompts, decoding)
         t1 = time.perf_counter()
         scores = score_samples(verifier, prompts, samples)
         t2 = time.perf_counter()

@@ -35,6 +35,13 @@ SUITE_FILES = sorted(p for p in (REPO / "suites").rglob("*") if is_suite_file(p)
 
 def test_the_repository_has_suites() -> None:
     assert REPO / "suites" / "micro" / "keywords.yaml" in SUITE_FILES
+    paper = {p.name for p in SUITE_FILES if p.parent == REPO / "suites" / "paper"}
+    assert paper == {
+        "tldr_pythia1.4b.yaml",
+        "tldr_pythia2.8b.yaml",
+        "tldr_two_word.yaml",
+        "tldr_rouge.yaml",
+    }
     assert not any(p.name.startswith("_") for p in SUITE_FILES)  # bases are not suites
 
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from bench.judge_cache import CachedAnswer, JudgeCache, answer_key, default_path
 from bench.judging import JudgeError, build_judge, judge_stats
 from bench.registry import JUDGES
+from bench.rouge import lcs_length, rouge_l, rouge_tokens
 from bench.tasks.base import Sample, Task
 from bench.verdicts import Verdict
 from judges.llm_pairwise import (
@@ -38,7 +39,7 @@ from judges.llm_pairwise import (
     single_order,
 )
 from judges.reward_model import RewardModelJudge, RewardModelParams, rm_verdict
-from judges.rouge import RougeJudge, RougeParams, lcs_length, rouge_l, rouge_tokens
+from judges.rouge import RougeJudge, RougeParams
 
 W, L, T, INV = Verdict.WIN, Verdict.LOSS, Verdict.TIE, Verdict.INVALID
 

@@ -9,20 +9,26 @@ whitespace-separated word).
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from bench.config import load_suite
+from bench.errors import ConfigError
 from bench.judging import Judgment
 from bench.registry import register_judge
+from bench.rouge import rouge_l
 from bench.tasks.base import Sample, Task
 from bench.tasks.keywords import SPECIAL_TOKENS, write_word_tokenizer
 from bench.tasks.tldr import (
     PAIRS_HUB_ID,
     SFT_HUB_ID,
+    LabelCounts,
     Post,
     TldrParams,
     TldrTask,
@@ -284,6 +290,226 @@ def test_the_two_word_variant_cuts_summaries_and_drops_pairs_left_identical(
     ]
     with pytest.raises(ValidationError, match="applies only with two_word: true"):
         TldrParams(two_word_eval_reference="two_word")
+
+
+# --- the ROUGE-L reward variant --------------------------------------------------------------
+
+ROUGE_SUITE = REPO / "suites" / "paper" / "tldr_rouge.yaml"
+
+
+def sft_row(post: Post, summary: str) -> dict:
+    return {"subreddit": post.subreddit, "title": post.title, "post": post.post, "summary": summary}
+
+
+def pair_row(post: Post, texts: tuple[str, str], choice: int) -> dict:
+    info = {"id": "t3_x", "subreddit": post.subreddit, "title": post.title, "post": post.post}
+    return {"info": info, "summaries": [{"text": " " + t} for t in texts], "choice": choice}
+
+
+def fixture_post(n: int) -> Post:
+    return Post("relationships", f"my sister number {n}", f"my sister plays loud music {n}")
+
+
+def write_rouge_fixtures(root: Path) -> tuple[str, str]:
+    """SFT and pairs files (sources) whose pairs exercise every case of the ROUGE-L labels."""
+    a, b, c, d, e, f = (fixture_post(n) for n in range(6))
+    sft = {
+        "train": [sft_row(a, "my sister plays loud music every night"), sft_row(b, "plays music")],
+        "validation": [sft_row(c, "my sister plays"), sft_row(d, "loud music every night")],
+        "test": [sft_row(e, "my sister plays loud music")],
+    }
+    better, worse = "my sister plays loud music every night and", "I have a problem with someone."
+    pairs = {
+        "train": [
+            pair_row(a, (better, worse), choice=1),  # the human chose the worse: flipped
+            pair_row(a, (worse, better), choice=1),  # the human agrees with ROUGE-L: kept
+            pair_row(b, ("plays", "music"), choice=0),  # ROUGE-L 2/3 each: a tie
+            pair_row(a, (better, better), choice=0),  # identical: a tie
+            pair_row(c, (better, worse), choice=0),  # only SFT validation has c: no reference
+        ],
+        "validation": [
+            pair_row(d, ("my sister plays", "loud music every night"), choice=0),  # flipped
+            pair_row(e, ("my sister plays", "night"), choice=0),  # kept (reference in SFT test)
+            pair_row(f, (better, worse), choice=0),  # no reference anywhere
+        ],
+    }
+    for split, rows in sft.items():
+        write_jsonl(root / "sft" / f"{split}.jsonl", rows)
+    for split, rows in pairs.items():
+        write_jsonl(root / "pairs" / f"{split}.jsonl", rows)
+    return str(root / "sft"), str(root / "pairs")
+
+
+def test_rouge_labels_prefer_the_summary_closer_to_the_reference(
+    tokenizer_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sft, pairs = write_rouge_fixtures(tmp_path)
+    task = make_task(tokenizer_dir, sft_source=sft, pairs_source=pairs, labels="rouge")
+    with caplog.at_level(logging.INFO, logger="bench.tasks.tldr"):
+        pool = task.preference_pool(task.pool_size(), seed=0, sample=no_sampling)
+    better, worse = " my sister plays loud music every night and", " I have a problem with someone."
+    # Both pairs on post a keep the higher-ROUGE summary chosen, whatever the human chose.
+    assert [(p.chosen, p.rejected) for p in pool] == [(better, worse)] * 2
+    reference = " my sister plays loud music every night"
+    assert rouge_l(better, reference) > rouge_l(worse, reference)
+    # The two ties and the pair whose post only SFT validation holds are dropped, and counted.
+    counts = task.label_counts("train")
+    assert counts == LabelCounts(n_comparisons=5, n_no_reference=1, n_ties=2, n_flipped=1)
+    assert counts.n_kept == task.pool_size() == 2
+    assert task.pool_metrics() == {
+        "rouge_labels": {
+            "n_comparisons": 5,
+            "n_no_reference": 1,
+            "n_ties": 2,
+            "n_flipped": 1,
+            "n_kept": 2,
+        }
+    }
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING  # a post without a reference is worth a look
+    assert record.getMessage().endswith(
+        "train.jsonl: 2 of 5 comparisons kept with ROUGE-L labels, 1 (50.0%) against the human "
+        f"choice; dropped 1 without a reference and 2 ties (references from {sft}/train.jsonl)"
+    )
+
+
+def test_rouge_labels_relabel_the_held_out_pairs_from_the_other_sft_splits(
+    tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    sft, pairs = write_rouge_fixtures(tmp_path)
+    task = make_task(tokenizer_dir, sft_source=sft, pairs_source=pairs, labels="rouge")
+    held_out = task.preference_pool(task.heldout_size(), seed=0, sample=no_sampling, split="valid")
+    # d's reference is in SFT validation, e's in SFT test; f has none.
+    assert {(p.chosen, p.rejected) for p in held_out} == {
+        (" loud music every night", " my sister plays"),
+        (" my sister plays", " night"),
+    }
+    counts = task.label_counts("valid")
+    assert counts == LabelCounts(n_comparisons=3, n_no_reference=1, n_ties=0, n_flipped=1)
+
+    human = make_task(tokenizer_dir, sft_source=sft, pairs_source=pairs)
+    assert human.heldout_size() == 3 and human.label_counts("valid") is None
+
+
+def test_rouge_labels_use_the_reference_as_the_judge_sees_it(
+    tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    post = fixture_post(0)
+    write_jsonl(tmp_path / "sft" / "train.jsonl", [sft_row(post, "my sister plays loud music")])
+    head, tail = "my sister plays", "sister plays loud music"
+    write_jsonl(tmp_path / "pairs" / "train.jsonl", [pair_row(post, (head, tail), choice=1)])
+    sources = {"sft_source": str(tmp_path / "sft"), "pairs_source": str(tmp_path / "pairs")}
+    # Against the whole reference the tail is closer (F1 8/9 against 3/4) ...
+    assert rouge_l(tail, "my sister plays loud music") > rouge_l(head, "my sister plays loud music")
+    # ... but the judge sees the reference cut to max_response_tokens - 1 = 3 tokens, where the
+    # head is (1 against 4/7): the label follows the judge, against the human's choice.
+    task = make_task(tokenizer_dir, labels="rouge", max_response_tokens=4, **sources)
+    (reference,) = (e.reference for e in task.examples("train"))
+    assert reference == " my sister plays"
+    (pair,) = task.preference_pool(1, seed=0, sample=no_sampling)
+    assert (pair.chosen, pair.rejected) == (" my sister plays", " sister plays loud music")
+
+
+def test_labels_human_keeps_the_human_choices(tokenizer_dir: Path, tmp_path: Path) -> None:
+    default, human = make_task(tokenizer_dir), make_task(tokenizer_dir, labels="human")
+    pool = default.preference_pool(48, seed=0, sample=no_sampling)
+    assert human.preference_pool(48, seed=0, sample=no_sampling) == pool
+    assert human.label_counts() is None
+
+    sft, pairs = write_rouge_fixtures(tmp_path)
+    human = make_task(tokenizer_dir, sft_source=sft, pairs_source=pairs)
+    texts = [(p.chosen, p.rejected) for p in human.preference_pool(5, 0, no_sampling)]
+    assert len(texts) == human.pool_size() == 5  # nothing dropped, nothing flipped
+    better, worse = " my sister plays loud music every night and", " I have a problem with someone."
+    assert texts.count((worse, better)) == 1 and texts.count((better, worse)) == 2
+
+
+def test_rouge_labels_without_any_reference_are_an_error(
+    tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    sft, _ = write_rouge_fixtures(tmp_path)
+    task = make_task(tokenizer_dir, sft_source=sft, pairs_source=str(PAIRS_DIR), labels="rouge")
+    with pytest.raises(
+        ValueError, match=r"train.jsonl: no comparison keeps a ROUGE-L label \(0 of 48"
+    ):
+        task.pool_size()
+
+
+def test_rouge_labels_load_from_the_hub_and_count_the_pool_for_real(
+    tokenizer_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datasets
+
+    sft, pairs = write_rouge_fixtures(tmp_path)
+    calls = []
+
+    def load_dataset(dataset_id: str, split: str, revision: str | None) -> datasets.Dataset:
+        calls.append((dataset_id, split))
+        directory = Path(sft if dataset_id == SFT_HUB_ID else pairs)
+        return datasets.Dataset.from_list(read_jsonl(directory / f"{split}.jsonl"))
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    task = TldrTask(TldrParams(tokenizer=str(tokenizer_dir), labels="rouge"))
+    # Not the published 92,858: relabelling drops pairs, so the pool is counted from the data.
+    assert task.pool_size() == 2
+    assert calls == [(PAIRS_HUB_ID, "train"), (SFT_HUB_ID, "train")]
+    assert task.heldout_size() == 2
+    assert calls[2:] == [
+        (PAIRS_HUB_ID, "validation"),
+        (SFT_HUB_ID, "validation"),
+        (SFT_HUB_ID, "test"),
+    ]
+    local = make_task(tokenizer_dir, sft_source=sft, pairs_source=pairs, labels="rouge")
+    assert task.preference_pool(2, 0, no_sampling) == local.preference_pool(2, 0, no_sampling)
+
+
+def test_the_labels_enter_every_cache_key(tmp_path: Path) -> None:
+    from bench.cache import Cache
+    from bench.runner import Runner
+
+    human = tmp_path / "human.yaml"
+    human.write_text(f"include: {ROUGE_SUITE}\ntask:\n  params:\n    labels: human\n")
+    runner = Runner(Cache(tmp_path / "cache"), None, progress=False, log=lambda _: None)
+    rouge_cells, human_cells = load_suite(ROUGE_SUITE).cells(), load_suite(human).cells()
+    for rouge_cell, human_cell in zip(rouge_cells, human_cells, strict=True):
+        rouge_keys, human_keys = runner.keys(rouge_cell), runner.keys(human_cell)
+        assert rouge_cell.resolved_config()["task"]["params"]["labels"] == "rouge"
+        # Every stage's key differs, the base model's too: the task's params enter it whole.
+        pairs_of_keys = zip(astuple(rouge_keys), astuple(human_keys), strict=True)
+        assert all(rouge_key != human_key for rouge_key, human_key in pairs_of_keys)
+
+
+def test_a_bad_labels_value_is_a_one_line_config_error(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"include: {ROUGE_SUITE}\ntask:\n  params:\n    labels: gold\n")
+    with pytest.raises(ConfigError) as caught:
+        load_suite(suite)
+    assert str(caught.value) == (
+        f"{suite}: task.params.labels: got 'gold' (str); expected one of 'human' or 'rouge'"
+    )
+    with pytest.raises(ValidationError, match="labels: rouge labels whole summaries"):
+        TldrParams(labels="rouge", two_word=True)
+
+
+def test_the_rouge_suite_validates_and_needs_only_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from bench.selection import missing_resources
+
+    suite = load_suite(ROUGE_SUITE)
+    assert suite.task.params["labels"] == "rouge" and suite.judge.kind == "rouge"
+    assert {"dpo", "dpo_2x", "online_dpo_dpo"} <= {m.name for m in suite.methods}
+    assert {e.method: e.min_mean_reward for e in suite.expectations} == {
+        "dpo": 0.304,  # the paper's 0.354, 0.05 below
+        "dpo_2x": 0.308,
+        "online_dpo_dpo": 0.302,
+    }
+    assert suite.requires == ["gpu"]
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert missing_resources(suite) == ["needs a CUDA GPU and none is available"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert missing_resources(suite) == []  # the rouge judge needs no API key
 
 
 # --- errors ----------------------------------------------------------------------------------

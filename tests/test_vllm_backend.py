@@ -24,6 +24,7 @@ from vllm_worker import run_in_vllm_venv
 from bench.backends.vllm import (
     SEED_STRIDE,
     VLLMParams,
+    engine_devices,
     request_seed,
     sampling_kwargs,
     to_sample,
@@ -111,6 +112,20 @@ def test_completion_to_sample(tmp_path: Path) -> None:
     assert to_sample([w["w01"], w["w12"]], "stop", tokenizer, ("w1",)) == Sample(
         "w01 ", 3, True, [w["w01"], w["w12"], eos]
     )
+
+
+def test_engines_of_several_processes_get_one_gpu_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under accelerate launch each process's engine is pinned to the process's GPU."""
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    assert engine_devices(4) is None  # one process: the engine may take several GPUs
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert engine_devices(1) == "2"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert engine_devices(1) == "6"
+    with pytest.raises(ValueError, match="tensor_parallel_size 2 under accelerate launch"):
+        engine_devices(2)
 
 
 def test_module_imports_neither_vllm_nor_torch() -> None:
@@ -317,3 +332,92 @@ def test_generate_after_an_update_reloads_the_checkpoint(engine_run: dict) -> No
     """After update_weights the engine no longer holds model a: asking for a reloads it."""
     samples = engine_run["samples"]
     assert texts(samples["back_to_a"]) == texts(samples["greedy"])
+
+
+# -- online methods sample their rounds with vLLM, through the runner ------------------------
+ONLINE_SUITE = """\
+include: {base}
+name: vllm-online
+version: 1
+description: online DPO whose rounds sample with vLLM (reload), through the runner
+task:
+  params: {{n_train: 2000, n_eval: 64, pool_size: 500}}
+base_model: {{pretrain_steps: 100, sft_epochs: 1}}
+generation:
+  backend: vllm
+  backend_params:
+    {{dtype: float32, enforce_eager: true, gpu_memory_utilization: 0.05, kv_cache_gib: 1}}
+  n_eval_prompts: 64
+budgets: [250]
+methods:
+  - sft
+  - method: online_dpo
+    rounds: {rounds}
+    samples: {samples}
+"""
+ROUNDS, SAMPLES = 2, 4
+
+
+@pytest.fixture(scope="module")
+def online_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A small micro suite (sft, online DPO with 2 rounds) run on the vLLM backend by the runner
+    in the vLLM venv: pool, rounds, evaluation and held-out pairs all sample with vLLM (five
+    engine starts, about 3 minutes)."""
+    python = vllm_python()
+    if python is None:
+        pytest.skip(f"no vLLM venv (.ci/run makes .vllm-venv; or set {VLLM_PYTHON_ENV})")
+    check = [str(python), "-c", "import accelerate, datasets, pandas"]
+    if subprocess.run(check, capture_output=True).returncode != 0:
+        pytest.skip(f"the vLLM venv at {python} lacks pftbench's dependencies: pip install -e .")
+    root = tmp_path_factory.mktemp("vllm_online")
+    suite = root / "suite.yaml"
+    suite.write_text(
+        ONLINE_SUITE.format(
+            base=REPO / "suites" / "micro" / "_micro_base.yaml", rounds=ROUNDS, samples=SAMPLES
+        )
+    )
+    try:
+        run_in_vllm_venv(
+            python,
+            [str(REPO / "tests" / "vllm_worker.py"), "suite", str(suite), "cache", "result.json"],
+            cwd=root,
+            log_path=root / "worker.log",
+            timeout_s=900,
+        )
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        pytest.fail(f"the vLLM worker failed: {error}")
+    result = json.loads((root / "result.json").read_text())
+    return {**result, "lines": {line["method"]: line for line in result["lines"]}}
+
+
+@pytest.mark.vllm
+def test_online_rounds_sample_with_vllm(online_run: dict) -> None:
+    """Each round of online DPO sampled its K completions per training prompt through
+    `VLLMBackend.generate_from`, with the round's seed, and released the engine (reload)."""
+    calls = online_run["generate_from"]
+    line = online_run["lines"]["online_dpo"]
+    rounds = line["metrics"]["train"]["rounds"]
+    assert len(calls) == len(rounds) == ROUNDS
+    assert len({c["seed"] for c in calls}) == ROUNDS, "each round samples with its own seed"
+    for call, round_report in zip(calls, rounds, strict=True):
+        assert (call["n"], call["temperature"]) == (SAMPLES, 0.7)
+        assert call["samples"] == call["prompts"] * SAMPLES
+        assert not call["engine_left_running"], "a reload engine makes room for training"
+        assert 0 < round_report["pairs_built"] <= call["prompts"]
+    assert line["metrics"]["counters"]["samples_generated"] == sum(c["samples"] for c in calls)
+    print(
+        "\nonline DPO rounds on vLLM: "
+        + ", ".join(f"{c['samples']} samples in {c['wall_s']:.1f} s" for c in calls)
+    )
+
+
+@pytest.mark.vllm
+def test_online_dpo_trained_on_vllm_samples_improves_the_gold_reward(online_run: dict) -> None:
+    sft, online = online_run["lines"]["sft"], online_run["lines"]["online_dpo"]
+    for line in (sft, online):
+        assert line["n"] == 64 and line["n_invalid"] == 0
+        assert line["config"]["generation"]["backend"] == "vllm"
+    print(
+        f"\nmean gold reward: sft {sft['mean_reward']:.3f}, online DPO {online['mean_reward']:.3f}"
+    )
+    assert online["mean_reward"] > sft["mean_reward"]

@@ -13,8 +13,12 @@ order, and writes the samples of each to RESULT.json as {name: [[sample dict, ..
 - back_to_a: `generate` on model a's directory again (a new engine: the in-place update must
   not be mistaken for model a's checkpoint).
 
-Three engine starts in all. `run_in_vllm_venv` (also used by benchmarks/vllm_bench.py) starts a
-script like this one from the main venv.
+Three engine starts in all.
+
+    python tests/vllm_worker.py suite SUITE.yaml CACHE_DIR RESULT.json
+
+runs a whole suite on the vLLM backend through the runner (`run_suite`). `run_in_vllm_venv`
+(also used by benchmarks/vllm_bench.py) starts a script like this one from the main venv.
 """
 
 from __future__ import annotations
@@ -121,5 +125,47 @@ def main(request_path: Path, result_path: Path) -> None:
     result_path.write_text(json.dumps(payload))
 
 
+def run_suite(suite_path: Path, cache_dir: Path, result_path: Path) -> None:
+    """Run every cell of a suite whose backend is vLLM, as `pftbench run` does, and write the
+    result lines and the calls online methods made to `VLLMBackend.generate_from` (recorded on
+    their way to the real method) to RESULT.json as {"lines": [...], "generate_from": [...]}."""
+    from bench.backends.vllm import VLLMBackend
+    from bench.cache import Cache
+    from bench.config import load_suite
+    from bench.runner import Runner
+
+    calls = []
+    generate_from = VLLMBackend.generate_from
+
+    def recorded(self, model, tokenizer, prompts, decoding, checkpoint_dir):  # noqa: ANN001, ANN202
+        start = time.perf_counter()
+        samples = generate_from(self, model, tokenizer, prompts, decoding, checkpoint_dir)
+        calls.append(
+            {
+                "prompts": len(prompts),
+                "n": decoding.n,
+                "temperature": decoding.temperature,
+                "seed": decoding.seed,
+                "samples": sum(len(group) for group in samples),
+                "engine_left_running": self._llm is not None,
+                "wall_s": time.perf_counter() - start,
+            }
+        )
+        return samples
+
+    VLLMBackend.generate_from = recorded
+    runner = Runner(Cache(cache_dir), None, progress=False, log=print)
+    try:
+        lines = [
+            runner.run_cell(cell).model_dump(mode="json") for cell in load_suite(suite_path).cells()
+        ]
+    finally:
+        runner.close_backends()
+    result_path.write_text(json.dumps({"lines": lines, "generate_from": calls}))
+
+
 if __name__ == "__main__":  # vLLM may spawn processes that re-import this module
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    if sys.argv[1] == "suite":
+        run_suite(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+    else:
+        main(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -40,6 +40,18 @@ class HFBackend:
         model, tokenizer = self._load(model_dir)
         return generate_with(model, tokenizer, prompts, decoding, self.params.batch_size)
 
+    def generate_from(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompts: list[str],
+        decoding: Decoding,
+        checkpoint_dir: Path,
+    ) -> list[list[Sample]]:
+        """Samples from the in-memory model itself, on its device and in its dtype (`dtype` is
+        not applied); `checkpoint_dir` is not needed."""
+        return generate_with(model, tokenizer, prompts, decoding, self.params.batch_size)
+
     def close(self) -> None:
         self._loaded = None
 

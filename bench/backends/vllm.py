@@ -135,6 +135,9 @@ class VLLMBackend:
         p = self.params
         if p.weight_update == "in_place":
             self._environment.enter_context(_environment(INSECURE_SERIALIZATION_ENV))
+        devices = engine_devices(p.tensor_parallel_size)
+        if devices is not None:
+            self._environment.enter_context(_environment({"CUDA_VISIBLE_DEVICES": devices}))
         from vllm import LLM
         from vllm.platforms import current_platform
 
@@ -204,9 +207,17 @@ class VLLMBackend:
         checkpoint_dir: Path,
     ) -> list[list[Sample]]:
         """`decoding.n` samples per prompt from an in-memory policy (an online method's round):
-        `set_policy`, then `sample`. `checkpoint_dir` is where reload saves the weights."""
+        `set_policy`, then `sample`. `checkpoint_dir` is where reload saves the weights.
+
+        With `weight_update: reload` the engine is shut down afterwards: the policy trains next,
+        its weights change, and the next round starts a new engine anyway, so the accelerator's
+        memory goes to training meanwhile. An in_place engine stays up (leave training room with
+        gpu_memory_utilization)."""
         self.set_policy(model, tokenizer, checkpoint_dir)
-        return self.sample(prompts, decoding)
+        samples = self.sample(prompts, decoding)
+        if self.params.weight_update == "reload":
+            self.close()
+        return samples
 
     def sample(self, prompts: list[str], decoding: Decoding) -> list[list[Sample]]:
         """`decoding.n` samples per prompt from the weights the engine holds now."""
@@ -284,6 +295,27 @@ def to_sample(
     finished = finish_reason == "stop"
     generated = [*kept, eos] if finished else kept
     return Sample(text=text, n_tokens=len(generated), finished=finished, token_ids=generated)
+
+
+def engine_devices(tensor_parallel_size: int) -> str | None:
+    """CUDA_VISIBLE_DEVICES for this process's engine under `accelerate launch`: the GPU of
+    the process (its LOCAL_RANK-th visible one), so that N processes start N engines on N GPUs
+    rather than all on the first. None in a single process: the engine sees what it is given."""
+    from bench import distributed
+
+    if not distributed.is_distributed():
+        return None
+    if tensor_parallel_size != 1:
+        raise ValueError(
+            f"tensor_parallel_size {tensor_parallel_size} under accelerate launch: each process "
+            "starts its own vLLM engine on its own GPU, so use tensor_parallel_size: 1 there "
+            "(or run the suite in one process)"
+        )
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return visible.split(",")[local_rank]
+    return str(local_rank)
 
 
 def _sampling_params(decoding: Decoding, seed: int) -> Any:

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,11 @@ class Task(ABC):
         """A content hash of the local data files the task reads, for the cache keys (their paths
         alone would let an edited file reuse stale artifacts); None when the params pin the data."""
         return None
+
+    def pool_metrics(self, split: str = "train") -> dict[str, Any]:
+        """What building the pairs of `split` did that the pairs alone do not show (e.g. pairs
+        relabelled or dropped), recorded with the pool; called after `preference_pool`."""
+        return {}
 
     def validity(self, outputs: Sequence[Sample]) -> list[bool]:
         """Whether each output can be judged at all (finished, well formed)."""

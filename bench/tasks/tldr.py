@@ -28,8 +28,22 @@ is " " + its text (a BPE model emits the space itself after "TL;DR:"), cut at a 
 DPO trains on the pairs at full length, the longest being 169 Pythia tokens).
 
 Pool. The pairs of the train split in dataset order, shuffled by the cell's seed; a budget is a
-prefix, so every method at a budget sees the same pairs. Labels are the humans' choices: the SFT
-policy is never sampled and there is no gold reward.
+prefix, so every method at a budget sees the same pairs. Labels are the humans' choices (or
+ROUGE-L's, below): the SFT policy is never sampled and there is no gold reward.
+
+ROUGE-L reward variant (`labels: rouge`; PAPER.md, H6: verifying is as hard as generating when
+the reward is ROUGE-L against a hidden reference). The humans' choices are not used: of the two
+summaries of a pair, the one with the higher ROUGE-L F1 (`bench.rouge.rouge_l`, the `rouge`
+judge's function) against the human reference summary of the same post is preferred, in the pool
+and in the held-out pairs alike. The reference is found by joining the pair's post (subreddit,
+title, post) to the SFT rows: the pool's to SFT train only, so that no evaluation reference (SFT
+validation) shapes a training label; the held-out pairs' to SFT validation, then test, where
+their posts lie. It is cut like every reference (`max_response_tokens`), and each summary like
+the pair's (`max_pair_response_tokens`), so a label ranks exactly the strings the method sees by
+the reward the `rouge` judge computes against the task's evaluation references. Pairs whose post
+has no reference and pairs whose two summaries tie are dropped; `label_counts` holds, and a log
+line reports (a warning when a reference is missing), how many of each and how many labels the
+relabelling turned against the human choice.
 
 Two-word variant (PAPER.md, H6: a bandit-like task where the generation-verification gap should
 vanish). The paper reports it but its preprocessing was not available to us; this task cuts every
@@ -41,7 +55,11 @@ against "the human reference" (SFT 6.3%) suggest the full human summary was the 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
+import logging
+import math
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -59,6 +77,7 @@ from pydantic import (
 )
 
 from bench.registry import register_task
+from bench.rouge import rouge_l
 from bench.tasks.base import Example, PreferencePair, Sample, SampleFn, Task
 
 if TYPE_CHECKING:
@@ -74,6 +93,11 @@ SFT_SPLITS = {"train": "train", "valid": "test", "eval": "validation"}
 """Task split -> split of the SFT dataset."""
 PAIR_SPLITS = {"train": "train", "valid": "validation"}
 """`preference_pool` split -> split of the pairs dataset."""
+REFERENCE_SPLITS = {"train": ("train",), "validation": ("validation", "test")}
+"""With `labels: rouge`: split of the pairs dataset -> the SFT splits whose references label it
+(a post's first row there, in this order). The pool's posts are SFT train posts, and its labels
+must not read an evaluation reference; the held-out pairs' posts are SFT validation and test
+posts."""
 
 SFT_COLUMNS = ("subreddit", "title", "post", "summary")
 PAIR_COLUMNS = ("info", "summaries", "choice")
@@ -89,6 +113,8 @@ FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 _HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 Source = str | dict[str, str]
+
+log = logging.getLogger(__name__)
 
 
 class TldrParams(BaseModel):
@@ -125,6 +151,10 @@ class TldrParams(BaseModel):
     words, pairs left identical by the cut dropped."""
     two_word_eval_reference: Literal["full", "two_word"] = "full"
     """With `two_word`: judge against the whole human summary (`full`) or its first two words."""
+    labels: Literal["human", "rouge"] = "human"
+    """Which summary of a pair is preferred: the human's choice (`human`), or the one with the
+    higher ROUGE-L F1 against the post's human reference summary (`rouge`: the paper's ROUGE-L
+    reward variant; pairs without a reference or with tied scores are dropped)."""
 
     @field_validator("sft_source", "pairs_source")
     @classmethod
@@ -150,6 +180,14 @@ class TldrParams(BaseModel):
             raise ValueError("two_word_eval_reference: two_word applies only with two_word: true")
         return self
 
+    @model_validator(mode="after")
+    def _rouge_labels_need_whole_summaries(self) -> TldrParams:
+        if self.labels == "rouge" and self.two_word:
+            raise ValueError(
+                "labels: rouge labels whole summaries; it does not combine with two_word"
+            )
+        return self
+
 
 @dataclass(frozen=True)
 class Post:
@@ -169,6 +207,32 @@ class Comparison:
     rejected: str
 
 
+@dataclass(frozen=True)
+class LabelCounts:
+    """What `labels: rouge` did to one split of the pairs."""
+
+    n_comparisons: int
+    """Comparisons read (CNN/DM ones already skipped)."""
+    n_no_reference: int
+    """Dropped: their post is in none of the SFT splits searched."""
+    n_ties: int
+    """Dropped: both summaries have the same ROUGE-L F1 (identical summaries among them)."""
+    n_flipped: int
+    """Kept, with the summary the human rejected now the chosen one."""
+
+    @property
+    def n_kept(self) -> int:
+        return self.n_comparisons - self.n_no_reference - self.n_ties
+
+    def __str__(self) -> str:
+        flipped = self.n_flipped / self.n_kept if self.n_kept else 0.0
+        return (
+            f"{self.n_kept:,} of {self.n_comparisons:,} comparisons kept with ROUGE-L labels, "
+            f"{self.n_flipped:,} ({flipped:.1%}) against the human choice; dropped "
+            f"{self.n_no_reference:,} without a reference and {self.n_ties:,} ties"
+        )
+
+
 class TldrTask(Task):
     name = "tldr"
     has_gold = False
@@ -178,6 +242,7 @@ class TldrTask(Task):
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._sft_rows: dict[str, list[tuple[Post, str]]] = {}
         self._comparisons: dict[str, list[Comparison]] = {}
+        self._label_counts: dict[str, LabelCounts] = {}
         self._examples: dict[str, list[Example]] = {}
         self._prompts: dict[Post, str] = {}
 
@@ -262,7 +327,7 @@ class TldrTask(Task):
         self, size: int, seed: int, sample: SampleFn, split: str = "train"
     ) -> list[PreferencePair]:
         """The first `size` comparisons of `split` in the seed's shuffled order (`sample` is
-        unused: the labels are the humans')."""
+        unused: the labels are the humans' or ROUGE-L's)."""
         if split not in PAIR_SPLITS:
             raise ValueError(f"unknown pair split {split!r}; known: {', '.join(PAIR_SPLITS)}")
         comparisons = self._pairs(PAIR_SPLITS[split])
@@ -282,9 +347,26 @@ class TldrTask(Task):
     def _n_comparisons(self, split: str) -> int:
         source = self.params.pairs_source
         known = HUB_SPLIT_ROWS.get((source, split)) if isinstance(source, str) else None
-        if known is not None and self.params.pairs_revision is None and not self.params.two_word:
+        as_published = not self.params.two_word and self.params.labels == "human"
+        if known is not None and self.params.pairs_revision is None and as_published:
             return known
         return len(self._pairs(split))
+
+    def label_counts(self, split: str = "train") -> LabelCounts | None:
+        """With `labels: rouge`, what the relabelling kept and dropped of the pairs of `split`
+        (`train`: the pool, `valid`: the held-out pairs); None with the humans' labels."""
+        if split not in PAIR_SPLITS:
+            raise ValueError(f"unknown pair split {split!r}; known: {', '.join(PAIR_SPLITS)}")
+        if self.params.labels == "human":
+            return None
+        self._pairs(PAIR_SPLITS[split])
+        return self._label_counts[PAIR_SPLITS[split]]
+
+    def pool_metrics(self, split: str = "train") -> dict[str, Any]:
+        counts = self.label_counts(split)
+        if counts is None:
+            return {}
+        return {"rouge_labels": {**dataclasses.asdict(counts), "n_kept": counts.n_kept}}
 
     # -- data -------------------------------------------------------------------------------
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -333,8 +415,58 @@ class TldrTask(Task):
                     for c in comparisons
                 ]
                 comparisons = [c for c in cut if c.chosen != c.rejected]
+            if self.params.labels == "rouge":
+                comparisons = self._rouge_labelled(comparisons, split)
             self._comparisons[split] = comparisons
         return self._comparisons[split]
+
+    def _rouge_labelled(self, comparisons: list[Comparison], split: str) -> list[Comparison]:
+        """The comparisons relabelled by ROUGE-L F1 against their post's reference, cut as the
+        task cuts them (see the module docstring); the counts go to `_label_counts[split]`."""
+        summaries: dict[Post, str] = {}
+        for sft_split in REFERENCE_SPLITS[split]:
+            for post, summary in self._sft(sft_split):
+                summaries.setdefault(post, summary)
+        with_reference = [c for c in comparisons if c.post in summaries]
+        posts = list(dict.fromkeys(c.post for c in with_reference))
+        cut_references = self._completions(
+            [summaries[p] for p in posts], self.params.max_response_tokens
+        )
+        references = dict(zip(posts, cut_references, strict=True))
+        texts = list(dict.fromkeys(t for c in with_reference for t in (c.chosen, c.rejected)))
+        cut_texts = self._completions(texts, self.params.max_pair_response_tokens)
+        completions = dict(zip(texts, cut_texts, strict=True))
+        score = functools.cache(rouge_l)  # a post's summaries recur across its comparisons
+
+        labelled, n_ties, n_flipped = [], 0, 0
+        for c in with_reference:
+            chosen = score(completions[c.chosen], references[c.post])
+            rejected = score(completions[c.rejected], references[c.post])
+            # F1 is a ratio of small integers: equal scores may differ in their last bit.
+            if math.isclose(chosen, rejected, rel_tol=1e-9, abs_tol=1e-12):
+                n_ties += 1
+            elif chosen > rejected:
+                labelled.append(c)
+            else:
+                n_flipped += 1
+                labelled.append(Comparison(c.post, chosen=c.rejected, rejected=c.chosen))
+        counts = LabelCounts(
+            n_comparisons=len(comparisons),
+            n_no_reference=len(comparisons) - len(with_reference),
+            n_ties=n_ties,
+            n_flipped=n_flipped,
+        )
+        self._label_counts[split] = counts
+        where = self._where("pairs", split)
+        searched = ", ".join(self._where("sft", s) for s in REFERENCE_SPLITS[split])
+        if comparisons and not labelled:
+            raise ValueError(
+                f"{where}: no comparison keeps a ROUGE-L label ({counts}): are its posts those "
+                f"of {searched}?"
+            )
+        level = logging.WARNING if counts.n_no_reference else logging.INFO
+        log.log(level, "%s: %s (references from %s)", where, counts, searched)
+        return labelled
 
     def _where(self, which: str, split: str) -> str:
         source = self.params.sft_source if which == "sft" else self.params.pairs_source
@@ -383,6 +515,8 @@ def truncate_completions(
     """Each text as a completion: " " + the text, cut at a token boundary to `max_tokens`
     tokens (the EOS the trainer appends comes on top)."""
     completions = [" " + text.strip() for text in texts]
+    if not completions:
+        return []
     ids = tokenizer(completions, add_special_tokens=False).input_ids
     return [
         completion if len(row) <= max_tokens else " " + tokenizer.decode(row[:max_tokens]).strip()
