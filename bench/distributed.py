@@ -17,6 +17,7 @@ Nothing here imports torch or accelerate until a second process exists.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -63,6 +64,17 @@ def gather_objects(items: list[Any]) -> list[Any]:
 
     _state()
     return gather_object(items)
+
+
+def map_shards(items: list[Any], fn: Callable[[list[Any]], list[Any]]) -> list[Any]:
+    """`fn(items)` with the work split: each process applies `fn` (one result per item, in
+    order) to every N-th item, and every process gets all the results, in item order."""
+    n_processes = world_size()
+    if n_processes == 1:
+        return fn(items)
+    mine = fn(items[rank() :: n_processes])
+    everyone = gather_objects([mine])
+    return [everyone[i % n_processes][i // n_processes] for i in range(len(items))]
 
 
 def broadcast_weights(model: nn.Module, state_dict: dict[str, Any] | None) -> None:

@@ -13,6 +13,7 @@ generation backend, so that the paper tier's rounds sample with vLLM.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import distributed
 from bench.cache import Cache
 from bench.generation import Decoding, GenerationBackend
 from bench.hashing import content_hash
@@ -72,10 +74,6 @@ class MethodContext:
         """`decoding.n` samples per prompt from the policy being trained (in memory), through
         the suite's backend: the HF backend samples from the model object, vLLM from a
         checkpoint saved in the scratch folder or from weights sent to its running engine."""
-        import dataclasses
-
-        from bench import distributed
-
         backend = self.backend
         if backend is None:
             from bench.backends.hf import HFBackend, HFParams
@@ -83,20 +81,27 @@ class MethodContext:
             backend = HFBackend(HFParams())
         rank, n_processes = distributed.rank(), distributed.world_size()
         checkpoint_dir = (self.scratch_dir or self.output_dir) / f"sampler_checkpoint_{rank}"
-        if n_processes == 1:
-            return backend.generate_from(model, tokenizer, prompts, decoding, checkpoint_dir)
-        # Under accelerate launch each process samples every N-th prompt with its own seed; all
-        # processes then hold all the samples, in prompt order.
-        share = dataclasses.replace(decoding, seed=decoding.seed * n_processes + rank)
-        mine = backend.generate_from(
-            model, tokenizer, prompts[rank::n_processes], share, checkpoint_dir
+        if n_processes > 1:  # each process samples its share of the prompts with its own seed
+            decoding = dataclasses.replace(decoding, seed=decoding.seed * n_processes + rank)
+        return distributed.map_shards(
+            prompts,
+            lambda share: backend.generate_from(model, tokenizer, share, decoding, checkpoint_dir),
         )
-        everyone = distributed.gather_objects([mine])
-        return [everyone[i % n_processes][i // n_processes] for i in range(len(prompts))]
 
     def cached_json(self, kind: str, key_parts: Any, compute: Callable[[], Any]) -> Any:
-        """`compute()` once per distinct `key_parts`, then from the cache (e.g. reference logps)."""
+        """`compute()` once per distinct `key_parts`, then from the cache (e.g. reference logps).
+
+        Under accelerate launch every process calls `compute()` (which may split its work over
+        them with `bench.distributed.map_shards`) and the main process writes the result."""
         key = content_hash(key_parts)
+        if distributed.is_distributed():
+            distributed.barrier()
+            if self.cache.has(kind, key):
+                return self.cache.read_json(kind, key)
+            value = compute()
+            if distributed.is_main():
+                self.cache.write_json(kind, key, value)
+            return value
         with self.cache.lock(kind, key):
             if self.cache.has(kind, key):
                 return self.cache.read_json(kind, key)

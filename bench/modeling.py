@@ -24,10 +24,15 @@ def quiet_transformers() -> None:
 
 
 def device() -> torch.device:
-    """The device this process trains and generates on: CUDA when there is one, else the CPU."""
+    """The device this process trains and generates on: CUDA when there is one (under
+    `accelerate launch`, the process's own GPU: its LOCAL_RANK), else the CPU."""
+    import os
+
     import torch
 
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def load_tokenizer(model_dir: Path | str) -> PreTrainedTokenizerBase:

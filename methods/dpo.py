@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench import distributed
 from bench.method_api import MethodContext
 from bench.registry import register_method
 from bench.tasks.base import PreferencePair
@@ -192,20 +193,24 @@ def reference_logps(
     """log pi_ref of each pair's chosen and rejected completion under the base policy; cached
     per (base model, pairs) unless `cached` is False."""
 
-    def compute() -> dict:
+    def logps_of(share: list[PreferencePair]) -> list[tuple[float, float]]:
         import torch
 
         from bench.modeling import sequence_logps
 
-        chosen, rejected = [], []
+        out = []
         with torch.inference_mode():
-            for start in range(0, len(pairs), batch_size):
-                rows = [(p, 0.0, 0.0) for p in pairs[start : start + batch_size]]
+            for start in range(0, len(share), batch_size):
+                rows = [(p, 0.0, 0.0) for p in share[start : start + batch_size]]
                 batch = {k: v.to(model.device) for k, v in collate_pairs(tokenizer, rows).items()}
                 logps = sequence_logps(model, batch).tolist()
-                chosen += logps[: len(rows)]
-                rejected += logps[len(rows) :]
-        return {"chosen": chosen, "rejected": rejected}
+                out += zip(logps[: len(rows)], logps[len(rows) :], strict=True)
+        return out
+
+    def compute() -> dict:
+        # Under accelerate launch each process scores its share of the pairs.
+        logps = distributed.map_shards(pairs, logps_of)
+        return {"chosen": [c for c, _ in logps], "rejected": [r for _, r in logps]}
 
     if not cached:
         return compute()

@@ -10,6 +10,8 @@ Each process writes OUT_DIR/rank<r>.json with what it saw:
 - `broadcast`: a checksum of a model after `broadcast_weights` from the main process, which
   alone changed its weights;
 - `gathered`: what `gather_objects` returned for [rank, rank * 10];
+- `mapped`: what `map_shards` returned for 0..6 and a function that tags each item with the
+  rank that handled it;
 - `batch_error`: the error of a batch size (3) that does not split over the processes.
 """
 
@@ -106,6 +108,7 @@ def main(out_dir: Path) -> None:
         "resumed_from_step": again.resumed_from_step,
         "broadcast": checksum,
         "gathered": distributed.gather_objects([rank, rank * 10]),
+        "mapped": distributed.map_shards(list(range(7)), lambda xs: [[x, rank] for x in xs]),
         "batch_error": batch_error,
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(result))

@@ -89,6 +89,7 @@ def test_weights_and_objects_travel_between_processes(worker: list[dict]) -> Non
     for rank in worker:
         assert rank["broadcast"] == pytest.approx(expected, rel=1e-12)
         assert rank["gathered"] == [0, 0, 1, 10]
+        assert rank["mapped"] == [[i, i % 2] for i in range(7)], "every other item, in order"
 
 
 def test_a_batch_that_does_not_split_is_refused(worker: list[dict]) -> None:
@@ -181,6 +182,12 @@ def test_dpo_trains_the_same_steps_as_one_process(runs: dict) -> None:
     for key in ("train_steps", "train_examples", "train_tokens"):
         assert two_dpo[key] == one_dpo[key], key
     assert two_dpo["final_loss"] == pytest.approx(one_dpo["final_loss"], rel=1e-3)
+    # the reference log-probs, each process scoring half of the pairs
+    (one_file,) = (runs["root"] / "cache_one" / "reference_logps").iterdir()
+    two_file = runs["root"] / "cache_two" / "reference_logps" / one_file.name
+    one_ref, two_ref = json.loads(one_file.read_text()), json.loads(two_file.read_text())
+    for side in ("chosen", "rejected"):
+        assert two_ref[side] == pytest.approx(one_ref[side], abs=1e-4)
     print(
         f"\nDPO winrate: one process {one['dpo']['winrate']:.3f}, "
         f"two {two['dpo']['winrate']:.3f}; final loss {one_dpo['final_loss']:.5f} vs "
