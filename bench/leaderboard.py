@@ -182,10 +182,25 @@ def _pool_cell(
     }
 
 
+_LENGTH_CONTROLLED: dict[tuple, Estimate | None] = {}
+"""Length-controlled estimates by the lines they pool (config hash and creation time name a
+line): the README, the page and the plots each pool the same cells, and each estimate is a
+bootstrap of model fits, the bulk of rendering."""
+
+
 def _length_controlled(
     seed_lines: list[ResultLine], score_groups: list[np.ndarray]
 ) -> Estimate | None:
     """The cell's length-controlled winrate; None where a seed lacks lengths or valid verdicts."""
+    key = tuple((line.config_hash, line.created_at) for line in seed_lines)
+    if key not in _LENGTH_CONTROLLED:
+        _LENGTH_CONTROLLED[key] = _compute_length_controlled(seed_lines, score_groups)
+    return _LENGTH_CONTROLLED[key]
+
+
+def _compute_length_controlled(
+    seed_lines: list[ResultLine], score_groups: list[np.ndarray]
+) -> Estimate | None:
     if any(line.output_lengths is None or line.reference_lengths is None for line in seed_lines):
         return None
     differences = [
@@ -274,7 +289,15 @@ def _pooled(groups: list[np.ndarray]) -> Estimate | None:
     valid_groups = [group for group in groups if np.any(~np.isnan(group))]
     if not valid_groups:
         return None
-    return pooled_bootstrap_mean(valid_groups)
+    # The bootstrap is seeded, so the values name the estimate.
+    key = tuple(group.tobytes() for group in valid_groups)
+    if key not in _POOLED:
+        _POOLED[key] = pooled_bootstrap_mean(valid_groups)
+    return _POOLED[key]
+
+
+_POOLED: dict[tuple, Estimate] = {}
+"""Pooled estimates by the values they pool (rendering pools each cell three times)."""
 
 
 def markdown_tables(df: pd.DataFrame) -> str:
