@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     from bench.results import ResultFileError
     from bench.selection import UsageError
 
+    if getattr(args, "micro_batch_size", None):
+        from bench.training import MICRO_BATCH_ENV
+
+        os.environ[MICRO_BATCH_ENV] = str(args.micro_batch_size)
     try:
         if distributed.is_main():
             return args.func(args)
@@ -57,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--run-slow", action="store_true", help="also run suites marked slow")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--micro-batch-size",
+        type=_positive_int,
+        metavar="N",
+        help="examples per forward/backward pass in training (gradients accumulated over a "
+        "step's batch: less memory, same gradient; not part of any cache key)",
+    )
     run.set_defaults(func=_run)
 
     validate = commands.add_parser("validate", help="check suite files without running them")
@@ -134,6 +151,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--run-slow", action="store_true", help="also run suites marked slow")
     check.add_argument("--no-progress", action="store_true", help="no progress bars")
+    check.add_argument(
+        "--micro-batch-size",
+        type=_positive_int,
+        metavar="N",
+        help="examples per forward/backward pass in training (gradients accumulated over a "
+        "step's batch: less memory, same gradient; not part of any cache key)",
+    )
     check.set_defaults(func=_check)
     return parser
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
+
+MICRO_BATCH_ENV = "PFTBENCH_MICRO_BATCH_SIZE"
+"""Examples per forward/backward pass where a loop's config leaves it open (see LoopConfig)."""
 
 LossFn = Callable[["PreTrainedModel", dict[str, Any]], tuple["torch.Tensor", dict[str, float]]]
 
@@ -37,6 +42,12 @@ class LoopConfig:
     """Passes over the examples; a fraction trains on a prefix of the last pass."""
     max_steps: int | None = None
     """Stop after this many steps, whatever `epochs` says."""
+    micro_batch_size: int | None = None
+    """Examples per forward and backward pass in each process: a step accumulates the gradients
+    of its passes, so this trades memory for time and leaves the step's gradient (the mean over
+    its batch) as it is, up to float rounding. None: $PFTBENCH_MICRO_BATCH_SIZE when set
+    (`pftbench run --micro-batch-size`), else the process's whole share of the batch, halved
+    after each CUDA out-of-memory error (one process only)."""
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     """Fraction of the steps over which the learning rate rises linearly from 0."""
@@ -124,6 +135,12 @@ def run(
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     if n_steps == 0:
         return LoopReport()
+    micro = cfg.micro_batch_size or micro_batch_size_from_env()
+    if micro is not None and accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ValueError(
+            f"micro_batch_size {micro} under DeepSpeed: DeepSpeed accumulates gradients itself; "
+            "set gradient_accumulation_steps in its config instead"
+        )
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     policy = model
     if sharded:
@@ -160,11 +177,19 @@ def run(
         epoch, offset = divmod(step, steps_per_epoch)
         if offset == 0:
             epoch_metrics = {}
-        loader = accelerator.prepare(_epoch_loader(examples, collate, cfg, epoch))
+        loader = accelerator.prepare(_epoch_loader(examples, cfg, epoch))
         loader = accelerator.skip_first_batches(loader, offset) if offset else loader
-        for batch in loader:
-            loss, metrics = loss_fn(model, batch)
-            accelerator.backward(loss)
+        for share in loader:  # this process's examples of the step
+            while True:
+                try:
+                    loss, metrics, rows, tokens = _accumulate(
+                        accelerator, model, share, collate, loss_fn, micro or len(share)
+                    )
+                    break
+                except torch.OutOfMemoryError as error:
+                    micro = _smaller_micro_batch(error, micro or len(share), n_processes)
+                    optimizer.zero_grad(set_to_none=True)
+                    torch.cuda.empty_cache()
             if cfg.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
@@ -174,8 +199,8 @@ def run(
             if n_processes > 1:  # each process saw its share of the batch
                 loss = accelerator.reduce(loss.detach(), "mean")
             report.losses.append(loss.item())
-            report.examples += batch["input_ids"].shape[0]
-            report.tokens += int(batch["attention_mask"].sum())
+            report.examples += rows
+            report.tokens += tokens
             for key, value in metrics.items():
                 epoch_metrics.setdefault(key, []).append(value)
             bar.update(1)
@@ -215,15 +240,81 @@ def _lr_factor(step: int, warmup: int, n_steps: int, decay: bool) -> float:
     return max(0.0, (n_steps - step) / max(1, n_steps - warmup))
 
 
-def _epoch_loader(examples: Sequence[Any], collate: Callable, cfg: LoopConfig, epoch: int) -> Any:
-    """Batches of epoch `epoch` in a seeded order, so a resumed run sees the same batches."""
+def micro_batch_size_from_env() -> int | None:
+    """$PFTBENCH_MICRO_BATCH_SIZE as a positive int, or None when unset."""
+    value = os.environ.get(MICRO_BATCH_ENV)
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"${MICRO_BATCH_ENV} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _epoch_loader(examples: Sequence[Any], cfg: LoopConfig, epoch: int) -> Any:
+    """Batches of epoch `epoch` in a seeded order, so a resumed run sees the same batches; each
+    batch a list of examples (collated per pass by `_accumulate`)."""
     import torch
 
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     order = torch.randperm(len(examples), generator=generator).tolist()
     return torch.utils.data.DataLoader(
-        [examples[i] for i in order], batch_size=cfg.batch_size, shuffle=False, collate_fn=collate
+        [examples[i] for i in order], batch_size=cfg.batch_size, shuffle=False, collate_fn=_as_list
     )
+
+
+def _as_list(examples: list[Any]) -> list[Any]:
+    return examples
+
+
+def _accumulate(
+    accelerator: Any,
+    model: Any,
+    share: list[Any],
+    collate: Callable[[list[Any]], dict[str, Any]],
+    loss_fn: LossFn,
+    micro: int,
+) -> tuple[Any, dict[str, float], int, int]:
+    """Forward and backward passes over `share` in chunks of `micro` examples, each loss
+    weighted by its chunk's share so that the gradients add up to the share's mean; processes
+    synchronise gradients on the last pass only. Returns the share's mean loss, its metrics
+    (weighted means), and the rows and non-padding tokens the passes saw."""
+    import contextlib
+
+    from accelerate.utils import send_to_device
+
+    chunks = [share[start : start + micro] for start in range(0, len(share), micro)]
+    total, metrics, rows, tokens = 0.0, {}, 0, 0
+    for index, chunk in enumerate(chunks):
+        batch = send_to_device(collate(chunk), accelerator.device)
+        weight = len(chunk) / len(share)
+        last = index == len(chunks) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            loss, chunk_metrics = loss_fn(model, batch)
+            accelerator.backward(loss * weight if weight != 1 else loss)
+        total = total + loss.detach() * weight
+        for key, value in chunk_metrics.items():
+            metrics[key] = metrics.get(key, 0.0) + value * weight
+        rows += batch["input_ids"].shape[0]
+        tokens += int(batch["attention_mask"].sum())
+    return total, metrics, rows, tokens
+
+
+def _smaller_micro_batch(error: BaseException, micro: int, n_processes: int) -> int:
+    """The micro-batch to retry a step with after running out of memory: half of `micro`.
+    Several processes cannot retry alone (the others would wait for their gradients), and a
+    single example has nothing left to halve: those raise, saying what to set."""
+    if n_processes > 1 or micro == 1:
+        error.add_note(
+            f"out of memory at {micro} examples per pass: set a smaller micro-batch "
+            f"(pftbench run --micro-batch-size N, or ${MICRO_BATCH_ENV})"
+        )
+        raise error
+    smaller = (micro + 1) // 2
+    warnings.warn(
+        f"out of memory at {micro} examples per pass: retrying the step with {smaller}",
+        stacklevel=2,
+    )
+    return smaller
 
 
 def _checkpoint_due(accelerator: Any, due: bool) -> bool:

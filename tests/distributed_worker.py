@@ -7,6 +7,8 @@ Each process writes OUT_DIR/rank<r>.json with what it saw:
   same model and data as `train_tiny` in one process), checkpointing at every step into a shared
   scratch folder; its weights (as lists) and the loop report;
 - `resumed_from_step`: a second call on the same scratch folder, which must resume at the end;
+- `micro_losses`: the losses of the same training in passes of 3 examples (gradients
+  accumulated, synchronised between the processes on each step's last pass);
 - `broadcast`: a checksum of a model after `broadcast_weights` from the main process, which
   alone changed its weights;
 - `gathered`: what `gather_objects` returned for [rank, rank * 10];
@@ -41,7 +43,10 @@ def tiny_model():  # noqa: ANN201
 
 
 def train_tiny(
-    scratch_dir: Path | None, checkpoint_interval_s: float = 120.0, batch_size: int = BATCH_SIZE
+    scratch_dir: Path | None,
+    checkpoint_interval_s: float = 120.0,
+    batch_size: int = BATCH_SIZE,
+    micro_batch_size: int | None = None,
 ) -> tuple:
     """The model and report of training `tiny_model` on the fixed examples (any process count)."""
     import torch
@@ -65,6 +70,7 @@ def train_tiny(
         epochs=2,
         seed=3,
         checkpoint_interval_s=checkpoint_interval_s,
+        micro_batch_size=micro_batch_size,
     )
     report = training.run(
         model, examples, collate, loss, cfg, scratch_dir=scratch_dir, progress=False
@@ -84,6 +90,7 @@ def main(out_dir: Path) -> None:
     rank = distributed.rank()
     model, report = train_tiny(out_dir / "scratch", checkpoint_interval_s=0)
     _, again = train_tiny(out_dir / "scratch", checkpoint_interval_s=0)
+    _, in_micro_batches = train_tiny(None, micro_batch_size=3)
 
     other = tiny_model()
     if distributed.is_main():
@@ -106,6 +113,7 @@ def main(out_dir: Path) -> None:
         "trained": weights(model),
         "report": {"steps": report.steps, "examples": report.examples, "losses": report.losses},
         "resumed_from_step": again.resumed_from_step,
+        "micro_losses": in_micro_batches.losses,
         "broadcast": checksum,
         "gathered": distributed.gather_objects([rank, rank * 10]),
         "mapped": distributed.map_shards(list(range(7)), lambda xs: [[x, rank] for x in xs]),

@@ -71,6 +71,12 @@ def test_two_processes_train_what_one_process_trains(worker: list[dict]) -> None
     assert worker[0]["trained"] == worker[1]["trained"], "the replicas must stay identical"
 
 
+def test_micro_batches_in_several_processes(worker: list[dict]) -> None:
+    """Each process's 8 examples of a step in passes of 3, 3 and 2: the same losses."""
+    for rank in worker:
+        assert rank["micro_losses"] == pytest.approx(rank["report"]["losses"], abs=1e-5)
+
+
 def test_collective_checkpoints_resume(worker: list[dict]) -> None:
     """A checkpoint after every step (every process saving at the same step), then a second
     run on the same scratch folder resumes at the last step."""

@@ -8,6 +8,7 @@ dozen steps takes a fraction of a second.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,11 +133,7 @@ def test_same_seed_same_weights_with_dropout(initial: Any, tokenizer: Any) -> No
 def test_seed_sets_the_batch_order() -> None:
     def order(seed: int, epoch: int) -> list[int]:
         cfg = LoopConfig(lr=1.0, batch_size=4, seed=seed)
-        return [
-            i
-            for batch in _epoch_loader(list(range(20)), lambda rows: rows, cfg, epoch)
-            for i in batch
-        ]
+        return [i for batch in _epoch_loader(list(range(20)), cfg, epoch) for i in batch]
 
     assert sorted(order(0, 0)) == list(range(20))  # a permutation: every example once per pass
     assert order(0, 0) == order(0, 0)
@@ -314,3 +311,103 @@ def test_no_examples_no_steps(initial: Any, tokenizer: Any) -> None:
     report = training.run(model, [], collate_with(tokenizer), sft_loss, CFG, progress=False)
     assert (report.steps, report.examples, report.tokens) == (0, 0, 0)
     assert same_weights(model, initial)
+
+
+# --- micro-batches: gradient accumulation -------------------------------------------------------
+
+
+def per_example_loss(model: Any, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean over examples of each example's per-token NLL: a mean over examples, as the DPO and
+    reward-model losses are, so passes weighted by their example counts add up exactly."""
+    from bench.modeling import token_logps
+
+    logps = token_logps(model, batch)
+    n_tokens = batch["loss_mask"][:, 1:].sum(dim=1).clamp(min=1)
+    loss = (-logps.sum(dim=1) / n_tokens).mean()
+    return loss, {"nll": loss.item()}
+
+
+def train_per_example(model: Any, tokenizer: Any, cfg: LoopConfig) -> training.LoopReport:
+    return training.run(
+        model, EXAMPLES, collate_with(tokenizer), per_example_loss, cfg, progress=False
+    )
+
+
+def test_micro_batches_accumulate_the_same_gradient(initial: Any, tokenizer: Any) -> None:
+    """Passes of 1 and 2 examples add up to the gradient of one pass over the step's batch."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    collate = collate_with(tokenizer)
+    share = EXAMPLES[:5]
+
+    def gradient(micro: int) -> tuple[list[torch.Tensor], float, int, int]:
+        model = fresh(initial)
+        loss, _, rows, tokens = training._accumulate(
+            accelerator, model, share, collate, per_example_loss, micro
+        )
+        return [p.grad.clone() for p in model.parameters()], float(loss), rows, tokens
+
+    whole, whole_loss, rows, tokens = gradient(5)
+    for micro in (1, 2):
+        grads, loss, micro_rows, micro_tokens = gradient(micro)
+        for a, b in zip(whole, grads, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+        assert loss == pytest.approx(whole_loss, rel=1e-6)
+        assert (micro_rows, micro_tokens) == (rows, tokens)
+
+
+def test_training_in_micro_batches_follows_the_same_losses(initial: Any, tokenizer: Any) -> None:
+    """Over 12 steps the losses stay those of whole batches (weights drift by float rounding
+    that Adam enlarges where a gradient is near zero, so the losses are compared)."""
+    whole, one_at_a_time = fresh(initial), fresh(initial)
+    report_whole = train_per_example(whole, tokenizer, CFG)
+    report_micro = train_per_example(
+        one_at_a_time, tokenizer, dataclasses.replace(CFG, micro_batch_size=1)
+    )
+    assert report_micro.losses == pytest.approx(report_whole.losses, abs=1e-5)
+    assert report_micro.examples == report_whole.examples
+    assert report_micro.tokens == report_whole.tokens
+
+
+def test_the_micro_batch_comes_from_the_environment(
+    initial: Any, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    explicit, from_env = fresh(initial), fresh(initial)
+    train_per_example(explicit, tokenizer, dataclasses.replace(CFG, micro_batch_size=2))
+    monkeypatch.setenv(training.MICRO_BATCH_ENV, "2")
+    train_per_example(from_env, tokenizer, CFG)
+    assert same_weights(explicit, from_env)
+    monkeypatch.setenv(training.MICRO_BATCH_ENV, "two")
+    with pytest.raises(ValueError, match="PFTBENCH_MICRO_BATCH_SIZE must be a positive integer"):
+        train_per_example(fresh(initial), tokenizer, CFG)
+
+
+def test_out_of_memory_halves_the_micro_batch_and_retries(initial: Any, tokenizer: Any) -> None:
+    """A pass over more than 2 examples 'runs out of memory': the step is redone in passes of
+    2 (3 halved, rounded up), and training ends as it does with micro-batches of 2."""
+    seen = []
+
+    def tight(model: Any, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        seen.append(batch["input_ids"].shape[0])
+        if batch["input_ids"].shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return per_example_loss(model, batch)
+
+    squeezed, planned = fresh(initial), fresh(initial)
+    with pytest.warns(UserWarning, match="out of memory at 3 examples per pass: retrying .* 2"):
+        training.run(squeezed, EXAMPLES, collate_with(tokenizer), tight, CFG, progress=False)
+    assert seen[:3] == [3, 2, 1] and set(seen[3:]) == {2, 1}, "halved once, then kept"
+    train_per_example(planned, tokenizer, dataclasses.replace(CFG, micro_batch_size=2))
+    assert same_weights(squeezed, planned)
+
+
+def test_out_of_memory_is_raised_where_it_cannot_be_retried() -> None:
+    for micro, n_processes in ((1, 1), (8, 2)):
+        error = torch.OutOfMemoryError("CUDA out of memory")
+        with pytest.raises(torch.OutOfMemoryError) as raised:
+            training._smaller_micro_batch(error, micro, n_processes)
+        assert raised.value.__notes__ == [
+            f"out of memory at {micro} examples per pass: set a smaller micro-batch "
+            "(pftbench run --micro-batch-size N, or $PFTBENCH_MICRO_BATCH_SIZE)"
+        ]
