@@ -6,7 +6,7 @@ Every method computes its log-probs here, so a fix to masking or padding reaches
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +148,37 @@ def batch_from_token_ids(
         attention_mask[i, : len(row)] = 1
         loss_mask[i, len(prompt) : len(row)] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
+
+
+def map_batches(
+    items: Sequence[Any], batch_size: int, fn: Callable[[Sequence[Any]], list[Any]]
+) -> list[Any]:
+    """`fn` over consecutive batches of `items` (one result per item), results concatenated:
+    for inference whose memory is not known ahead (reference log-probs, verifier scores on a
+    large model). A batch that runs out of CUDA memory is retried at half the size, which is
+    then kept; each process decides alone (no collective runs inside)."""
+    import warnings
+
+    import torch
+
+    out: list[Any] = []
+    start, size = 0, batch_size
+    while start < len(items):
+        batch = items[start : start + size]
+        try:
+            out += fn(batch)
+        except torch.OutOfMemoryError:
+            if size == 1:
+                raise
+            size = (size + 1) // 2
+            warnings.warn(
+                f"out of memory at a batch of {len(batch)}: continuing with {size}", stacklevel=2
+            )
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        start += len(batch)
+    return out
 
 
 def token_logps(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:

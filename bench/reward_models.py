@@ -246,20 +246,20 @@ def _batched_scores(
 ) -> list[float]:
     import torch
 
-    from bench.modeling import encode_completions
+    from bench.modeling import encode_completions, map_batches
 
-    scores: list[float] = []
+    def score(rows: Sequence[tuple[str, str]]) -> list[float]:
+        batch = encode_completions(tokenizer, [r[0] for r in rows], [r[1] for r in rows])
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        with torch.inference_mode():
+            return rewards(model, batch).float().tolist()
+
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
-            batch = encode_completions(
-                tokenizer, prompts[start : start + batch_size], outputs[start : start + batch_size]
-            )
-            batch = {k: v.to(model.device) for k, v in batch.items()}
-            scores += rewards(model, batch).float().tolist()
-    model.train(was_training)
-    return scores
+    try:
+        return map_batches(list(zip(prompts, outputs, strict=True)), batch_size, score)
+    finally:
+        model.train(was_training)
 
 
 def collate_pair_batch(tokenizer: Any, pairs: list[PreferencePair]) -> dict:

@@ -193,19 +193,21 @@ def reference_logps(
     """log pi_ref of each pair's chosen and rejected completion under the base policy; cached
     per (base model, pairs) unless `cached` is False."""
 
-    def logps_of(share: list[PreferencePair]) -> list[tuple[float, float]]:
+    def batch_logps(pairs_batch: list[PreferencePair]) -> list[tuple[float, float]]:
         import torch
 
         from bench.modeling import sequence_logps
 
-        out = []
+        rows = [(p, 0.0, 0.0) for p in pairs_batch]
+        batch = {k: v.to(model.device) for k, v in collate_pairs(tokenizer, rows).items()}
         with torch.inference_mode():
-            for start in range(0, len(share), batch_size):
-                rows = [(p, 0.0, 0.0) for p in share[start : start + batch_size]]
-                batch = {k: v.to(model.device) for k, v in collate_pairs(tokenizer, rows).items()}
-                logps = sequence_logps(model, batch).tolist()
-                out += zip(logps[: len(rows)], logps[len(rows) :], strict=True)
-        return out
+            logps = sequence_logps(model, batch).tolist()
+        return list(zip(logps[: len(rows)], logps[len(rows) :], strict=True))
+
+    def logps_of(share: list[PreferencePair]) -> list[tuple[float, float]]:
+        from bench.modeling import map_batches
+
+        return map_batches(share, batch_size, batch_logps)
 
     def compute() -> dict:
         # Under accelerate launch each process scores its share of the pairs.

@@ -411,3 +411,29 @@ def test_out_of_memory_is_raised_where_it_cannot_be_retried() -> None:
             f"out of memory at {micro} examples per pass: set a smaller micro-batch "
             "(pftbench run --micro-batch-size N, or $PFTBENCH_MICRO_BATCH_SIZE)"
         ]
+
+
+def test_inference_batches_are_halved_after_running_out_of_memory() -> None:
+    from bench.modeling import map_batches
+
+    sizes = []
+
+    def square(batch: list[int]) -> list[int]:
+        sizes.append(len(batch))
+        if len(batch) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return [x * x for x in batch]
+
+    with pytest.warns(UserWarning) as warned:
+        assert map_batches(list(range(10)), 8, square) == [x * x for x in range(10)]
+    assert [str(w.message) for w in warned] == [
+        "out of memory at a batch of 8: continuing with 4",
+        "out of memory at a batch of 4: continuing with 2",
+    ]
+    assert sizes == [8, 4, 2, 2, 2, 2, 2], "halved until it fits, then kept"
+
+    def hopeless(batch: list[int]) -> list[int]:
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    with pytest.warns(UserWarning), pytest.raises(torch.OutOfMemoryError):
+        map_batches([1, 2], 2, hopeless)
