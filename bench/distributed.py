@@ -8,7 +8,8 @@ everything else on the main process: it builds the stages that only read a model
 generations, judgments, diagnostics) and writes every cache entry and result line, while the
 other processes wait at a barrier and then read what it wrote (`bench.runner`). A method runs in
 every process, so after each training loop every process holds the same full weights, and what
-the method does between loops (sampling a round, scoring it) gives the same result everywhere.
+the method does between loops (reference log-probs, a round's samples) is split over the
+processes and gathered (`map_shards`), leaving every process with the same result.
 
 Without `accelerate launch` (one process), every function here is a no-op or the identity.
 Nothing here imports torch or accelerate until a second process exists.
