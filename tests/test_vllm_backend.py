@@ -160,22 +160,27 @@ def engine_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "stop": [STOP],
     }
     (root / "request.json").write_text(json.dumps(request))
+    result = run_worker(python, root, ["request.json", "result.json"])
+    samples = {
+        name: [[Sample(**s) for s in group] for group in groups]
+        for name, groups in result["samples"].items()
+    }
+    return {"request": request, "samples": samples, "timings": result["timings"]}
+
+
+def run_worker(python: Path, root: Path, args: list[str]) -> dict:
+    """tests/vllm_worker.py with `args` in the vLLM venv, in `root`; its result.json there."""
     try:
         run_in_vllm_venv(
             python,
-            [str(REPO / "tests" / "vllm_worker.py"), "request.json", "result.json"],
+            [str(REPO / "tests" / "vllm_worker.py"), *args],
             cwd=root,
             log_path=root / "worker.log",
             timeout_s=900,
         )
     except (RuntimeError, subprocess.TimeoutExpired) as error:
         pytest.fail(f"the vLLM worker failed: {error}")
-    result = json.loads((root / "result.json").read_text())
-    samples = {
-        name: [[Sample(**s) for s in group] for group in groups]
-        for name, groups in result["samples"].items()
-    }
-    return {"request": request, "samples": samples, "timings": result["timings"]}
+    return json.loads((root / "result.json").read_text())
 
 
 def build_tiny_models(root: Path) -> tuple[Path, Path]:
@@ -376,17 +381,7 @@ def online_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
             base=REPO / "suites" / "micro" / "_micro_base.yaml", rounds=ROUNDS, samples=SAMPLES
         )
     )
-    try:
-        run_in_vllm_venv(
-            python,
-            [str(REPO / "tests" / "vllm_worker.py"), "suite", str(suite), "cache", "result.json"],
-            cwd=root,
-            log_path=root / "worker.log",
-            timeout_s=900,
-        )
-    except (RuntimeError, subprocess.TimeoutExpired) as error:
-        pytest.fail(f"the vLLM worker failed: {error}")
-    result = json.loads((root / "result.json").read_text())
+    result = run_worker(python, root, ["suite", str(suite), "cache", "result.json"])
     return {**result, "lines": {line["method"]: line for line in result["lines"]}}
 
 
