@@ -9,14 +9,15 @@ a rerun of an unchanged cell finds all its stages here and costs nothing. Layout
                                     (writing_dir); nothing else is ever named exactly <key>
         <key>.partial/              resumable scratch state of an entry being built (training
                                     checkpoints); survives a crash, removed once <key> commits
-        .tmp-<key>-<pid>-<random>   an entry being written; renamed to <key> when complete
+        .tmp-<key>-<pid>.<host>-<random>
+                                    an entry being written; renamed to <key> when complete
       locks/
         <kind>-<key>.lock           flock target, so that two processes don't build one entry
 
 Entries become visible only by an atomic rename of a finished temporary file or folder in the
 same directory, so a process killed at any moment (kill -9, power loss after the fsyncs) leaves
-either the whole entry or none of it. A leftover `.tmp-*` is never taken for an entry and may be
-deleted whenever no run is writing.
+either the whole entry or none of it. A leftover `.tmp-*` is never taken for an entry; the next
+run removes those that a dead process of the same host left (`Cache.remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +45,11 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]*")
 PARTIAL_SUFFIX = ".partial"
 TEMP_PREFIX = ".tmp-"
 LOCKS_DIR = "locks"
+
+_TEMP_NAME = re.compile(r"\.tmp-.+-(?P<pid>\d+)(?:\.(?P<host>[0-9a-f]{8}))?-[^-]+")
+"""A temporary entry's name: `.tmp-<key>-<pid>.<host>-<random>` (older ones lack `.<host>`)."""
+_TRASH_NAME = re.compile(r"\.tmp-.+-trash-[^-]+")
+"""A scratch folder on its way out (`Cache._remove_scratch`): always safe to delete."""
 
 
 class CacheMiss(KeyError):
@@ -106,7 +114,7 @@ class Cache:
         """
         path = self.path(kind, key)
         text = json.dumps(to_jsonable(obj), ensure_ascii=False)
-        atomic_write_text(path, text, temp_prefix=f"{TEMP_PREFIX}{key}-{os.getpid()}-")
+        atomic_write_text(path, text, temp_prefix=_temp_prefix(key))
         return path
 
     @contextmanager
@@ -120,7 +128,7 @@ class Cache:
         """
         final = self.path(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{key}-{os.getpid()}-", dir=final.parent))
+        temp = Path(tempfile.mkdtemp(prefix=_temp_prefix(key), dir=final.parent))
         try:
             yield temp
         except BaseException:
@@ -147,7 +155,7 @@ class Cache:
         training build save), removed after the block."""
         parent = self.root / "tmp"
         parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}discarded-{os.getpid()}-", dir=parent))
+        temp = Path(tempfile.mkdtemp(prefix=_temp_prefix("discarded"), dir=parent))
         try:
             yield temp
         finally:
@@ -182,6 +190,27 @@ class Cache:
             yield
         finally:
             os.close(descriptor)  # closing the last descriptor releases the flock
+
+    def remove_stale_temps(self) -> list[Path]:
+        """Delete the temporary entries that no running process will finish; return their paths.
+
+        A run killed mid-write (kill -9, a crash, a power loss) leaves its `.tmp-*` file or
+        folder behind. One is stale when this host's process that made it (the pid and host in
+        its name) is gone, or when it is a scratch folder already on its way out. Temporary
+        entries of other hosts sharing the cache are left alone: their pids mean nothing here.
+        """
+        removed = []
+        for kind_dir in self.root.glob("*/"):
+            if kind_dir.name == LOCKS_DIR:
+                continue
+            for entry in kind_dir.glob(f"{TEMP_PREFIX}*"):
+                if _is_stale_temp(entry.name):
+                    if entry.is_dir():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+                    removed.append(entry)
+        return removed
 
     def _remove_scratch(self, kind: str, key: str) -> None:
         """Delete the scratch folder, first renaming it so that no half-deleted one is resumed."""
@@ -219,6 +248,36 @@ def atomic_write_text(path: Path, text: str, *, temp_prefix: str = TEMP_PREFIX) 
         Path(temp_name).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _host_tag() -> str:
+    """This host, as 8 hex digits (a hostname may hold any character)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _temp_prefix(key: str) -> str:
+    """The start of a temporary entry's name: the key, then which process of which host wrote it."""
+    return f"{TEMP_PREFIX}{key}-{os.getpid()}.{_host_tag()}-"
+
+
+def _is_stale_temp(name: str) -> bool:
+    """Whether a `.tmp-*` name is left over by a dead process of this host (or is trash)."""
+    if _TRASH_NAME.fullmatch(name):
+        return True
+    match = _TEMP_NAME.fullmatch(name)
+    if match is None or match["host"] not in (None, _host_tag()):
+        return False
+    return not _process_alive(int(match["pid"]))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _check_name(what: str, name: str) -> None:

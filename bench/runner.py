@@ -92,6 +92,10 @@ class Runner:
         built there and then, by whichever processes build the outer one."""
         if not distributed.is_main():
             self.results_dir, self.progress, self.log = None, False, lambda _: None
+        else:
+            stale = cache.remove_stale_temps()
+            if stale:
+                self.log(f"removed {len(stale)} unfinished cache entries left by killed runs")
 
     # -- keys -------------------------------------------------------------------------------
     def keys(self, cell: Cell) -> StageKeys:

@@ -249,6 +249,38 @@ def test_an_interrupted_write_is_never_an_entry(tmp_path):
     assert not Cache(tmp_path).has("models", KEY)
 
 
+def test_the_next_run_removes_what_a_killed_run_left(tmp_path):
+    # A killed writer's temporary entry goes; a live writer's, another host's and every
+    # complete entry stay.
+    code = f"""
+        import os
+        from pathlib import Path
+        from bench.cache import Cache
+        cache = Cache(Path({str(tmp_path)!r}))
+        cache.write_json("judgments", {KEY!r}, [1])
+        with cache.writing_dir("models", {KEY!r}) as folder:
+            (folder / "weights.bin").write_bytes(b"half")
+            os._exit(3)
+    """
+    assert run_python(code).returncode == 3
+    cache = Cache(tmp_path)
+    (killed,) = (tmp_path / "models").glob(f".tmp-{KEY}-*")
+    scratch = cache.scratch_dir("models", "other")
+    elsewhere = tmp_path / "models" / f".tmp-{KEY}-1.0badc0de-abcdefgh"
+    elsewhere.mkdir()
+    from bench.runner import Runner
+
+    messages = []
+    with cache.writing_dir("generations", KEY) as live:
+        Runner(cache, None, progress=False, log=messages.append)
+        assert live.exists()
+    assert not killed.exists()
+    assert messages == ["removed 1 unfinished cache entries left by killed runs"]
+    assert sorted(os.listdir(tmp_path / "models")) == sorted([elsewhere.name, scratch.name])
+    assert cache.read_json("judgments", KEY) == [1] and cache.has("generations", KEY)
+    assert cache.remove_stale_temps() == []
+
+
 def test_default_cache_location(monkeypatch, tmp_path):
     monkeypatch.setenv("PFTBENCH_CACHE_DIR", str(tmp_path / "explicit"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
