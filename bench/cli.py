@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import distributed
+from bench import distributed, threads
 from bench.errors import ConfigError
 
 DEFAULT_RESULTS_DIR = Path("leaderboard/results")
@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     from bench.results import ResultFileError
     from bench.selection import UsageError
 
+    try:
+        threads.configure(getattr(args, "threads", None))
+    except ValueError as error:
+        print(f"pftbench: {error}", file=sys.stderr)
+        return 2
     if getattr(args, "micro_batch_size", None):
         from bench.training import MICRO_BATCH_ENV
 
@@ -69,6 +74,16 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _add_threads_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="torch CPU threads (default: $OMP_NUM_THREADS, else the physical cores this process "
+        "may use); fixed for the run, never from the load, since it can move the last digits",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pftbench", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -92,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--run-slow", action="store_true", help="also run suites marked slow")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_threads_option(run)
     run.add_argument(
         "--micro-batch-size",
         type=_positive_int,
@@ -151,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--run-slow", action="store_true", help="also run suites marked slow")
     check.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_threads_option(check)
     check.add_argument(
         "--micro-batch-size",
         type=_positive_int,

@@ -58,6 +58,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--run-slow", action="store_true", default=False, help="also run suites marked slow"
     )
     group.addoption(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: $OMP_NUM_THREADS, else the physical cores available)",
+    )
+    group.addoption(
         "--regression",
         action="store_true",
         default=None,
@@ -77,6 +83,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from bench import threads
+
+    try:
+        threads.configure(config.getoption("threads"))
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
     config.stash[_LINES] = {}
     config.stash[_COMPARISONS] = []
 

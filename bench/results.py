@@ -245,6 +245,12 @@ def _hardware() -> dict[str, Any]:
     if mem_total is not None:
         hardware["memory_gb"] = round(int(mem_total.split()[0]) / 1024**2, 1)  # value in kB
     torch = sys.modules.get("torch")
+    # The thread count can move the last digits of a CPU run's numbers (bench/threads.py).
+    threads = str(torch.get_num_threads()) if torch else os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit():
+        hardware["torch_threads"] = int(threads)
+    if "OMP_WAIT_POLICY" in os.environ:
+        hardware["omp_wait_policy"] = os.environ["OMP_WAIT_POLICY"]
     if torch is not None and torch.cuda.is_available():
         hardware["gpus"] = [
             torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())
