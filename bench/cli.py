@@ -168,10 +168,10 @@ def _run(args: argparse.Namespace) -> int:
     from bench.cache import Cache
     from bench.leaderboard import print_table
     from bench.runner import Runner
-    from bench.selection import check_groups, check_methods, load_all, missing_resources
+    from bench.selection import check_filters, check_groups, load_all, missing_resources
 
     suites = load_all(args.suites)
-    check_methods(args.method, suites)
+    check_filters(suites, args.method, args.budget, args.seed)
     cache = Cache(args.cache_dir) if args.cache_dir else Cache.default()
     runner = Runner(cache, args.results_dir, progress=not args.no_progress, log=tqdm.write)
     cells = []
@@ -274,12 +274,12 @@ def _check(args: argparse.Namespace) -> int:
     from bench.cache import Cache
     from bench.regression import Baseline, Status, summary
     from bench.runner import Runner
-    from bench.selection import check_methods, load_all, missing_resources
+    from bench.selection import check_filters, load_all, missing_resources
 
     # The baseline is read before anything runs; the runner writes no result line here.
     baseline = Baseline.snapshot(args.baseline_dir)
     suites = load_all(args.suites)
-    check_methods(args.method, suites)
+    check_filters(suites, args.method, args.budget, args.seed)
     cache = Cache(args.cache_dir) if args.cache_dir else Cache.default()
     runner = Runner(cache, None, progress=not args.no_progress, log=tqdm.write)
     cells = []

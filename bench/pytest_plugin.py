@@ -27,6 +27,7 @@ _RUNNER = pytest.StashKey[Any]()
 _LINES = pytest.StashKey[dict]()
 _BASELINE = pytest.StashKey[Any]()
 _COMPARISONS = pytest.StashKey[list]()
+_SUITES = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -79,6 +80,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_LINES] = {}
     config.stash[_COMPARISONS] = []
+    config.stash[_SUITES] = []
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -93,16 +95,16 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from bench.selection import UsageError, check_methods
+    from bench.selection import UsageError, check_filters
 
-    suites = {
-        id(item.suite): item.suite for item in items if isinstance(item, (CellItem, CheckItem))
-    }
+    # Every suite collected, also one whose cells the filters all left out: that is the mistake.
+    suites = config.stash[_SUITES]
+    option = config.getoption
     try:
-        check_methods(config.getoption("method"), list(suites.values()))
+        check_filters(suites, option("method"), option("budget"), option("seed"))
     except UsageError as error:
         raise pytest.UsageError(str(error)) from None
-    if suites and regression_enabled(config):
+    if any(isinstance(item, CellItem) for item in items) and regression_enabled(config):
         from bench.regression import Baseline
         from bench.results import ResultFileError
 
@@ -173,6 +175,7 @@ class SuiteFile(pytest.File):
             )
         except ConfigError as error:
             raise self.CollectError(str(error)) from None
+        self.config.stash[_SUITES].append(suite)
         option = self.config.getoption
         cells = suite.cells(option("method"), option("budget"), option("seed"))
         reasons = missing_resources(suite, option("run_slow"))

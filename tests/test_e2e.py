@@ -90,12 +90,6 @@ def test_validate_reports_a_bad_key_in_one_line(
     assert "Traceback" not in err
 
 
-def test_unknown_method_is_a_usage_error_listing_the_known_ones(tiny_suite: Path, capsys) -> None:
-    assert run_cli("run", tiny_suite, "--method", "nope") == 2
-    err = capsys.readouterr().err
-    assert "unknown method 'nope'" in err and "dpo" in err and "sft" in err
-
-
 def test_a_run_killed_mid_way_resumes_from_the_cache(tiny_suite: Path, tmp_path: Path) -> None:
     cache, results = tmp_path / "cache", tmp_path / "results"
     args = [
@@ -163,15 +157,6 @@ def test_pytest_plugin_runs_cells_and_explains_a_failed_expectation(
     )
     assert "Traceback" not in result.stdout.str()
     assert len(result_lines(results)) == 2
-
-
-def test_pytest_plugin_rejects_an_unknown_method(
-    tiny_suite_text: str, pytester: pytest.Pytester
-) -> None:
-    pytester.makefile(".yaml", **{"suites/tiny": tiny_suite_text})
-    result = pytester.runpytest("suites", "--method=nope")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown method 'nope'; known methods:*dpo*sft*"])
 
 
 def test_pytest_plugin_reports_a_broken_suite_in_one_line(
