@@ -482,9 +482,12 @@ def is_suite_file(path: str | Path) -> bool:
     return path.suffix in (".yaml", ".yml") and not path.name.startswith("_")
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read, merge the includes of, and validate a suite file; raise ConfigError on any issue."""
-    shown = str(path)
+def load_suite(path: str | Path, shown: str | None = None) -> Suite:
+    """Read, merge the includes of, and validate a suite file; raise ConfigError on any issue.
+
+    `shown` is the file's name in messages and the suite's `source` (default: `path` as given).
+    """
+    shown = str(path) if shown is None else shown
     issues: list[ConfigIssue] = []
     loaded = _load_tree(Path(path), shown, (), issues)
     if issues or loaded is None:

@@ -1,7 +1,8 @@
 """pytest plugin: suites as test items.
 
 `pytest suites/ --method=dpo` collects every runnable `suites/**/*.yaml` (bases named `_*.yaml`
-are skipped) into one item per (method, budget, seed) cell, with ids like
+are skipped), and any suite file named on the command line wherever it lies, into one item per
+(method, budget, seed) cell, with ids like
 `suites/micro/keywords.yaml::dpo[n=250,seed=0]`. An item runs its cell (or reuses it from the
 cache), appends its result line, and checks the suite's expectations for it; a failure is one
 sentence with the numbers and their CI. In a multi-seed suite the expectations are checked by
@@ -89,7 +90,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if "suites" in file_path.parts and is_suite_file(file_path):
+    """A suite file named on the command line, wherever it is; in a directory, those under suites/.
+
+    Only folders named `suites` are searched, so that other YAML (configs/accelerate/*.yaml, test
+    fixtures) is never mistaken for a suite.
+    """
+    if is_suite_file(file_path) and (
+        "suites" in file_path.parts or parent.session.isinitpath(file_path)
+    ):
         return SuiteFile.from_parent(parent, path=file_path)
     return None
 
@@ -167,12 +175,12 @@ class SuiteFile(pytest.File):
     def collect(self) -> list[pytest.Item]:
         from bench.selection import check_groups, missing_resources
 
+        # Read from the absolute path (the cwd may be anywhere); shown and recorded in result
+        # lines (`suite_file`) relative to rootdir, as the committed lines have it.
+        rootpath = self.config.rootpath
+        shown = self.path.relative_to(rootpath) if self.path.is_relative_to(rootpath) else self.path
         try:
-            suite = load_suite(
-                self.path.relative_to(self.config.rootpath)
-                if self.path.is_relative_to(self.config.rootpath)
-                else self.path
-            )
+            suite = load_suite(self.path, shown=str(shown))
         except ConfigError as error:
             raise self.CollectError(str(error)) from None
         self.config.stash[_SUITES].append(suite)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from result_factory import shared_cache_dir
 
 from bench.cli import main
 
@@ -167,3 +168,52 @@ def test_pytest_plugin_reports_a_broken_suite_in_one_line(
     )
     result = pytester.runpytest("suites")
     result.stdout.fnmatch_lines(["*suites/tiny.yaml: tier: got 'huge'*micro*small*paper*"])
+
+
+def test_pytest_plugin_runs_suite_files_named_on_the_command_line_from_anywhere(
+    tiny_suite_text: str,
+    pytester: pytest.Pytester,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One file under rootdir in a folder not named suites, one outside rootdir, run from a
+    # third folder: each is read from its own path, and recorded as before (relative to rootdir
+    # when under it).
+    inside = pytester.path / "mysuites" / "tiny.yaml"
+    inside.parent.mkdir()
+    inside.write_text(tiny_suite_text)
+    outside = tmp_path / "elsewhere" / "tiny.yaml"
+    outside.parent.mkdir()
+    outside.write_text(tiny_suite_text.replace("name: tiny-keywords", "name: tiny-elsewhere"))
+    (pytester.path / "work").mkdir()
+    monkeypatch.chdir(pytester.path / "work")
+    results = tmp_path / "results"
+    result = pytester.runpytest(
+        "../mysuites/tiny.yaml",
+        str(outside),
+        f"--rootdir={pytester.path}",
+        "--method=sft",
+        "--budget=40",
+        f"--pftbench-cache-dir={shared_cache_dir(tmp_path_factory)}",
+        f"--results-dir={results}",
+    )
+    result.assert_outcomes(passed=2)
+    lines = {line["suite"]: line["suite_file"] for line in result_lines(results)}
+    assert lines == {"tiny-keywords": "mysuites/tiny.yaml", "tiny-elsewhere": str(outside)}
+
+    # Under suites/ too, the file is read from its path, not from rootdir's relative one.
+    pytester.makefile(".yaml", **{"suites/tiny": tiny_suite_text})
+    collected = pytester.runpytest(
+        "--collect-only", "-q", "../suites", f"--rootdir={pytester.path}", "--method=sft"
+    )
+    collected.stdout.fnmatch_lines(["suites/tiny.yaml::sft[[]n=40,seed=0[]]"])
+
+
+def test_pytest_plugin_searches_directories_only_under_suites(
+    tiny_suite_text: str, pytester: pytest.Pytester
+) -> None:
+    pytester.makefile(".yaml", **{"suites/tiny": tiny_suite_text, "configs/tiny": tiny_suite_text})
+    result = pytester.runpytest("--collect-only", "-q", ".", "--method=dpo")
+    result.stdout.fnmatch_lines(["suites/tiny.yaml::dpo[[]n=40,seed=0[]]"])
+    assert "configs/" not in result.stdout.str()
