@@ -48,7 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--results-dir",
         default=None,
-        help="where result lines go (default: <rootdir>/leaderboard/results)",
+        help="where result lines go (default: <rootdir>/results; the committed "
+        "leaderboard/results only when named)",
     )
     group.addoption(
         "--pftbench-cache-dir",
@@ -148,8 +149,9 @@ def regression_enabled(config: pytest.Config) -> bool:
 
 
 def results_dir_for(config: pytest.Config) -> Path:
+    """--results-dir, else <rootdir>/results: never the committed leaderboard by default."""
     results = config.getoption("results_dir")
-    return Path(results) if results else config.rootpath / "leaderboard" / "results"
+    return Path(results) if results else config.rootpath / "results"
 
 
 def baseline_dir(config: pytest.Config) -> Path:

@@ -65,6 +65,19 @@ def test_cli_runs_the_suite_and_a_rerun_reuses_every_cell(
     assert result_lines(results) == lines
 
 
+def test_cli_run_writes_to_results_not_to_the_committed_leaderboard(
+    tiny_suite: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch
+) -> None:
+    checkout = tmp_path / "checkout"
+    (checkout / "leaderboard" / "results").mkdir(parents=True)
+    monkeypatch.chdir(checkout)
+    cache = shared_cache_dir(tmp_path_factory)
+    args = ("run", tiny_suite, "--method", "sft", "--budget", "40", "--no-progress")
+    assert run_cli(*args, "--cache-dir", cache) == 0
+    assert [line["suite"] for line in result_lines(checkout / "results")] == ["tiny-keywords"]
+    assert list((checkout / "leaderboard" / "results").iterdir()) == []
+
+
 def test_same_seed_gives_the_same_numbers_in_fresh_caches(tiny_suite: Path, tmp_path: Path) -> None:
     for name in ("a", "b"):
         args = ("run", tiny_suite, "--method", "dpo", "--budget", "40", "--no-progress")
@@ -174,7 +187,6 @@ def test_pytest_plugin_runs_suite_files_named_on_the_command_line_from_anywhere(
     tiny_suite_text: str,
     pytester: pytest.Pytester,
     tmp_path: Path,
-    tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # One file under rootdir in a folder not named suites, one outside rootdir, run from a
@@ -195,7 +207,8 @@ def test_pytest_plugin_runs_suite_files_named_on_the_command_line_from_anywhere(
         f"--rootdir={pytester.path}",
         "--method=sft",
         "--budget=40",
-        f"--pftbench-cache-dir={shared_cache_dir(tmp_path_factory)}",
+        # A fresh cache: a cached cell would bring back the suite_file of its first run.
+        f"--pftbench-cache-dir={tmp_path / 'cache'}",
         f"--results-dir={results}",
     )
     result.assert_outcomes(passed=2)

@@ -168,12 +168,27 @@ def test_pytest_regression_fails_a_shifted_cell(committed, pytester, tmp_path):
     assert "Traceback" not in result.stdout.str()
 
 
-def test_pytest_regression_compares_with_the_results_before_the_run(committed, pytester):
-    # The baseline is the results folder the run appends to: read before the run, the cell is
-    # new; read after, it would have been compared with its own fresh line.
+def test_pytest_writes_results_apart_from_the_baseline_it_checks_against(committed, pytester):
+    # By default the items read the committed leaderboard/results and append to results/.
     pytester.makefile(".yaml", **{"suites/tiny": committed["suite"].read_text()})
     pytester.makepyprojecttoml("[tool.pytest.ini_options]\npftbench_regression = true\n")
+    baseline = pytester.path / "leaderboard" / "results"
+    baseline.mkdir(parents=True)
+    committed_text = (committed["results"] / "tiny-keywords.jsonl").read_text()
+    (baseline / "tiny-keywords.jsonl").write_text(committed_text)
     result = pytester.runpytest(*pytest_args(committed))
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*: 1 held, 0 shifted, 0 new"])
+    assert [line.suite for line in load_results(pytester.path / "results")] == ["tiny-keywords"]
+    assert (baseline / "tiny-keywords.jsonl").read_text() == committed_text
+
+
+def test_pytest_regression_compares_with_the_results_before_the_run(committed, pytester):
+    # When the run appends to the baseline folder itself (named on purpose): read before the
+    # run, the cell is new; read after, it would have been compared with its own fresh line.
+    pytester.makefile(".yaml", **{"suites/tiny": committed["suite"].read_text()})
+    pytester.makepyprojecttoml("[tool.pytest.ini_options]\npftbench_regression = true\n")
+    result = pytester.runpytest(*pytest_args(committed), "--results-dir=leaderboard/results")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
@@ -183,7 +198,7 @@ def test_pytest_regression_compares_with_the_results_before_the_run(committed, p
     )
     assert len(load_results(pytester.path / "leaderboard" / "results")) == 1
 
-    rerun = pytester.runpytest(*pytest_args(committed))
+    rerun = pytester.runpytest(*pytest_args(committed), "--results-dir=leaderboard/results")
     rerun.assert_outcomes(passed=1)
     rerun.stdout.fnmatch_lines(["*: 1 held, 0 shifted, 0 new"])
 
