@@ -12,10 +12,16 @@ With `--regression` (or the ini option `pftbench_regression = true`) each cell i
 its winrate with the committed leaderboard value of the same cell (`bench.regression`): outside
 the committed 95% CI fails, with one sentence; a cell with no committed value is reported as new.
 The committed lines are read once, after collection and before any item runs or appends.
+
+Every suite item carries the marker `e2e` (and the suite's `gpu`, `api`, `slow`), so that
+`pytest -m "not e2e"` keeps the fast tests. After the run, the terminal summary lists why items
+skipped: one line per reason with its count, suites skipped for one reason on one line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,7 @@ _LINES = pytest.StashKey[dict]()
 _BASELINE = pytest.StashKey[Any]()
 _COMPARISONS = pytest.StashKey[list]()
 _SUITES = pytest.StashKey[list]()
+_SUITE_SKIPS = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -79,10 +86,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+MARKERS = {
+    "gpu": "needs a CUDA GPU",
+    "api": "needs an API key for a judge endpoint",
+    "slow": "long-running; run with --run-slow",
+    "e2e": "end to end: trains and judges models (every suite cell is one), or runs a server "
+    "or a browser; -m 'not e2e' keeps the fast unit and contract tests",
+}
+"""The markers this plugin puts on suite items (a suite's `requires`, and e2e), registered here."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
     config.stash[_LINES] = {}
     config.stash[_COMPARISONS] = []
     config.stash[_SUITES] = []
+    config.stash[_SUITE_SKIPS] = {}
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -125,6 +145,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    skips = [skip_of(report, config) for report in terminalreporter.stats.get("skipped", [])]
+    if skips:
+        terminalreporter.section("skipped, by reason")
+        for line in skip_summary(skips):
+            terminalreporter.write_line(line)
     lines = config.stash.get(_LINES, {})
     if lines:
         from bench.leaderboard import print_table
@@ -140,6 +165,53 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             if comparison.status is not Status.HELD:
                 terminalreporter.write_line(f"{comparison.status.value}: {comparison.sentence}")
         terminalreporter.write_line(summary(comparisons, config.stash[_BASELINE]))
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One skipped item: where it is and why."""
+
+    where: str
+    """The suite file or the test file."""
+    reason: str
+    """For a suite, what it says of the suite file ("is marked slow; run it with --run-slow")."""
+    is_suite: bool
+
+
+def skip_of(report: pytest.TestReport | pytest.CollectReport, config: pytest.Config) -> Skip:
+    """The Skip a skipped report stands for: its suite's reasons, else the skip's own."""
+    suite_skip = config.stash[_SUITE_SKIPS].get(report.nodeid)
+    if suite_skip is not None:
+        return Skip(*suite_skip, is_suite=True)
+    _, _, message = report.longrepr  # (path, line, "Skipped: reason") for every skip
+    return Skip(report.nodeid.split("::")[0], message.removeprefix("Skipped: "), is_suite=False)
+
+
+def skip_summary(skips: Iterable[Skip], max_names: int = 6) -> list[str]:
+    """One line per distinct reason, most items first: how many skipped, where, and why.
+
+    The items of several suites skipped for the same reason share a line, which names the
+    suites by file stem (at most `max_names`), e.g.
+    `skipped 48 in 3 suites (lab_hidden, lab_keywords, lab_smoke): each is marked slow; run it
+    with --run-slow`.
+    """
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for skip in skips:
+        groups.setdefault((skip.reason, skip.is_suite), []).append(skip.where)
+    lines = []
+    for (reason, is_suite), wheres in sorted(groups.items(), key=lambda group: -len(group[1])):
+        places = sorted(set(wheres))
+        if len(places) == 1:
+            where = f"{places[0]} {reason}" if is_suite else f"{places[0]}: {reason}"
+            lines.append(f"skipped {len(wheres)}: {where}")
+            continue
+        names = [Path(place).stem if is_suite else Path(place).name for place in places]
+        shown = ", ".join(names[:max_names])
+        if len(names) > max_names:
+            shown += f" and {len(names) - max_names} more"
+        kind, why = ("suites", f"each {reason}") if is_suite else ("files", reason)
+        lines.append(f"skipped {len(wheres)} in {len(places)} {kind} ({shown}): {why}")
+    return lines
 
 
 def regression_enabled(config: pytest.Config) -> bool:
@@ -200,10 +272,13 @@ class SuiteFile(pytest.File):
                 for group in check_groups(cells)
             ]
         for item in items:
+            item.add_marker(pytest.mark.e2e)
             for resource in suite.requires:
                 item.add_marker(getattr(pytest.mark, resource))
             if reasons:
-                item.add_marker(pytest.mark.skip(reason=f"{suite.source} {'; '.join(reasons)}"))
+                reason = "; ".join(reasons)
+                item.add_marker(pytest.mark.skip(reason=f"{suite.source} {reason}"))
+                self.config.stash[_SUITE_SKIPS][item.nodeid] = (suite.source, reason)
         return items
 
 

@@ -15,6 +15,9 @@ from result_factory import shared_cache_dir
 
 from bench.cli import main
 
+# Whole suites through the CLI and pytest: seconds to a minute each.
+pytestmark = pytest.mark.e2e
+
 
 def run_cli(*args: str | Path) -> int:
     return main([str(a) for a in args])

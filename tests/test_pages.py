@@ -257,6 +257,7 @@ def _browse_once(chromium: str, page: Path, profile: Path, *args: str, query: st
     return completed.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("source", ["synthetic", "repository"])
 def test_the_page_loads_without_errors_in_chromium(source, chromium, results, tmp_path):
     if source == "repository":
@@ -294,6 +295,7 @@ def test_the_page_loads_without_errors_in_chromium(source, chromium, results, tm
     print(f"screenshot of the {source} leaderboard page: {screenshot}")
 
 
+@pytest.mark.e2e
 def test_the_browser_check_sees_a_script_error(chromium, results, tmp_path):
     page_path = tmp_path / "index.html"
     text = write_html(results, page_path)
