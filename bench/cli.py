@@ -6,6 +6,10 @@
     pftbench submit FILE... [--suites-dir D] [--results-dir D]
     pftbench check SUITE... [--method M] [--budget B] [--seed S] [--baseline-dir D] [--cache-dir D]
 
+`pftbench run` writes its result lines to ./results (yours, ignored by git). The committed
+leaderboard/results is written only on purpose: by `pftbench submit`, which checks the lines
+first, or by naming it with --results-dir; `check` and `leaderboard` read it by default.
+
 `pftbench run` and `pftbench check` also run under `accelerate launch` (`-m bench.cli`): every
 process takes part in training, the main one does the rest and prints the report.
 
@@ -25,7 +29,10 @@ from pathlib import Path
 from bench import distributed, threads
 from bench.errors import ConfigError
 
-DEFAULT_RESULTS_DIR = Path("leaderboard/results")
+RUN_RESULTS_DIR = Path("results")
+"""Where `pftbench run` writes result lines by default: the user's own, never committed."""
+LEADERBOARD_RESULTS_DIR = Path("leaderboard/results")
+"""The committed leaderboard: written by `pftbench submit`, read by `check` and `leaderboard`."""
 DEFAULT_SUITES_DIR = Path("suites")
 
 
@@ -98,7 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seed", action="append", type=int, help="only this seed (repeatable)")
     run.add_argument(
-        "--results-dir", type=Path, default=DEFAULT_RESULTS_DIR, help="where result lines go"
+        "--results-dir",
+        type=Path,
+        default=RUN_RESULTS_DIR,
+        help="where result lines go (default ./results; the committed leaderboard/results "
+        "only when named, or by `pftbench submit`)",
     )
     run.add_argument(
         "--cache-dir",
@@ -125,8 +136,18 @@ def _parser() -> argparse.ArgumentParser:
         "leaderboard",
         help="render leaderboard/README.md and leaderboard/index.html from the result lines",
     )
-    board.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
-    board.add_argument("--out", type=Path, default=Path("leaderboard/README.md"))
+    board.add_argument(
+        "--results-dir",
+        type=Path,
+        default=LEADERBOARD_RESULTS_DIR,
+        help="the result lines (default leaderboard/results)",
+    )
+    board.add_argument(
+        "--out",
+        type=Path,
+        help="the markdown page (default: leaderboard/README.md for leaderboard/results, "
+        "else README.md inside --results-dir); plots/ go next to it",
+    )
     board.add_argument(
         "--html", type=Path, help="the static page (default: index.html next to --out)"
     )
@@ -143,7 +164,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the suites the results must match (default ./suites)",
     )
     submit.add_argument(
-        "--results-dir", type=Path, default=DEFAULT_RESULTS_DIR, help="where accepted lines go"
+        "--results-dir",
+        type=Path,
+        default=LEADERBOARD_RESULTS_DIR,
+        help="where accepted lines go (default leaderboard/results)",
     )
     submit.set_defaults(func=_submit)
 
@@ -157,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--baseline-dir",
         type=Path,
-        default=DEFAULT_RESULTS_DIR,
+        default=LEADERBOARD_RESULTS_DIR,
         help="the committed result lines (default leaderboard/results); nothing is written",
     )
     check.add_argument(
@@ -185,10 +209,10 @@ def _run(args: argparse.Namespace) -> int:
     from bench.cache import Cache
     from bench.leaderboard import print_table
     from bench.runner import Runner
-    from bench.selection import check_groups, check_methods, load_all, missing_resources
+    from bench.selection import check_filters, check_groups, load_all, missing_resources
 
     suites = load_all(args.suites)
-    check_methods(args.method, suites)
+    check_filters(suites, args.method, args.budget, args.seed)
     cache = Cache(args.cache_dir) if args.cache_dir else Cache.default()
     runner = Runner(cache, args.results_dir, progress=not args.no_progress, log=tqdm.write)
     cells = []
@@ -249,14 +273,24 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from bench.leaderboard import render
     from bench.pages import write_html, write_plots
 
-    html_out = args.html or args.out.parent / "index.html"
-    print(render(args.results_dir, args.out))
+    out = args.out or board_page(args.results_dir)
+    html_out = args.html or out.parent / "index.html"
+    print(render(args.results_dir, out))
     write_html(args.results_dir, html_out)
-    plots = write_plots(args.results_dir, args.out.parent / "plots")
-    print(
-        f"written to {args.out}, {html_out} and {len(plots)} plots in {args.out.parent / 'plots'}/"
-    )
+    plots = write_plots(args.results_dir, out.parent / "plots")
+    print(f"written to {out}, {html_out} and {len(plots)} plots in {out.parent / 'plots'}/")
     return 0
+
+
+def board_page(results_dir: Path) -> Path:
+    """Where `pftbench leaderboard` writes its README.md (index.html and plots/ beside it).
+
+    The committed leaderboard/results renders to leaderboard/; any other folder renders into
+    itself, so that a user's own leaderboard never overwrites the committed pages.
+    """
+    if results_dir.resolve() == LEADERBOARD_RESULTS_DIR.resolve():
+        return LEADERBOARD_RESULTS_DIR.parent / "README.md"
+    return results_dir / "README.md"
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -291,12 +325,12 @@ def _check(args: argparse.Namespace) -> int:
     from bench.cache import Cache
     from bench.regression import Baseline, Status, summary
     from bench.runner import Runner
-    from bench.selection import check_methods, load_all, missing_resources
+    from bench.selection import check_filters, load_all, missing_resources
 
     # The baseline is read before anything runs; the runner writes no result line here.
     baseline = Baseline.snapshot(args.baseline_dir)
     suites = load_all(args.suites)
-    check_methods(args.method, suites)
+    check_filters(suites, args.method, args.budget, args.seed)
     cache = Cache(args.cache_dir) if args.cache_dir else Cache.default()
     runner = Runner(cache, None, progress=not args.no_progress, log=tqdm.write)
     cells = []

@@ -135,8 +135,8 @@ class Budget(BaseModel):
     def matches(self, text: str) -> bool:
         """Whether a command-line budget (`n=250`, `250`, `frac=0.5` or `0.5`) names this one."""
         try:
-            return Budget.model_validate(text).label == self.label
-        except ValidationError:
+            return budget_filter(text).label == self.label
+        except ValueError:
             return False
 
     def check_pool(self, pool_size: int) -> None:
@@ -156,6 +156,16 @@ class Budget(BaseModel):
             return self.count
         # The decimal the user wrote, not its binary float: 0.29 of 100 pairs is 29, not 28.
         return max(1, math.floor(Fraction(repr(self.fraction)) * pool_size))
+
+
+def budget_filter(text: str) -> Budget:
+    """The budget a command-line filter names; ValueError says which forms are accepted."""
+    try:
+        return Budget.model_validate(text)
+    except ValidationError:
+        raise ValueError(
+            "expected a count (250 or n=250) or a fraction of the pool in (0, 1] (0.5 or frac=0.5)"
+        ) from None
 
 
 class TaskSpec(BaseModel):
@@ -472,9 +482,12 @@ def is_suite_file(path: str | Path) -> bool:
     return path.suffix in (".yaml", ".yml") and not path.name.startswith("_")
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read, merge the includes of, and validate a suite file; raise ConfigError on any issue."""
-    shown = str(path)
+def load_suite(path: str | Path, shown: str | None = None) -> Suite:
+    """Read, merge the includes of, and validate a suite file; raise ConfigError on any issue.
+
+    `shown` is the file's name in messages and the suite's `source` (default: `path` as given).
+    """
+    shown = str(path) if shown is None else shown
     issues: list[ConfigIssue] = []
     loaded = _load_tree(Path(path), shown, (), issues)
     if issues or loaded is None:

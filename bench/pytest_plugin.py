@@ -1,7 +1,8 @@
 """pytest plugin: suites as test items.
 
 `pytest suites/ --method=dpo` collects every runnable `suites/**/*.yaml` (bases named `_*.yaml`
-are skipped) into one item per (method, budget, seed) cell, with ids like
+are skipped), and any suite file named on the command line wherever it lies, into one item per
+(method, budget, seed) cell, with ids like
 `suites/micro/keywords.yaml::dpo[n=250,seed=0]`. An item runs its cell (or reuses it from the
 cache), appends its result line, and checks the suite's expectations for it; a failure is one
 sentence with the numbers and their CI. In a multi-seed suite the expectations are checked by
@@ -11,10 +12,16 @@ With `--regression` (or the ini option `pftbench_regression = true`) each cell i
 its winrate with the committed leaderboard value of the same cell (`bench.regression`): outside
 the committed 95% CI fails, with one sentence; a cell with no committed value is reported as new.
 The committed lines are read once, after collection and before any item runs or appends.
+
+Every suite item carries the marker `e2e` (and the suite's `gpu`, `api`, `slow`), so that
+`pytest -m "not e2e"` keeps the fast tests. After the run, the terminal summary lists why items
+skipped: one line per reason with its count, suites skipped for one reason on one line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,8 @@ _RUNNER = pytest.StashKey[Any]()
 _LINES = pytest.StashKey[dict]()
 _BASELINE = pytest.StashKey[Any]()
 _COMPARISONS = pytest.StashKey[list]()
+_SUITES = pytest.StashKey[list]()
+_SUITE_SKIPS = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,7 +55,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--results-dir",
         default=None,
-        help="where result lines go (default: <rootdir>/leaderboard/results)",
+        help="where result lines go (default: <rootdir>/results; the committed "
+        "leaderboard/results only when named)",
     )
     group.addoption(
         "--pftbench-cache-dir",
@@ -82,6 +92,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+MARKERS = {
+    "gpu": "needs a CUDA GPU",
+    "api": "needs an API key for a judge endpoint",
+    "slow": "long-running; run with --run-slow",
+    "e2e": "end to end: trains and judges models (every suite cell is one), or runs a server "
+    "or a browser; -m 'not e2e' keeps the fast unit and contract tests",
+}
+"""The markers this plugin puts on suite items (a suite's `requires`, and e2e), registered here."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     from bench import threads
 
@@ -89,8 +109,12 @@ def pytest_configure(config: pytest.Config) -> None:
         threads.configure(config.getoption("threads"))
     except ValueError as error:
         raise pytest.UsageError(str(error)) from None
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
     config.stash[_LINES] = {}
     config.stash[_COMPARISONS] = []
+    config.stash[_SUITES] = []
+    config.stash[_SUITE_SKIPS] = {}
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -99,22 +123,29 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if "suites" in file_path.parts and is_suite_file(file_path):
+    """A suite file named on the command line, wherever it is; in a directory, those under suites/.
+
+    Only folders named `suites` are searched, so that other YAML (configs/accelerate/*.yaml, test
+    fixtures) is never mistaken for a suite.
+    """
+    if is_suite_file(file_path) and (
+        "suites" in file_path.parts or parent.session.isinitpath(file_path)
+    ):
         return SuiteFile.from_parent(parent, path=file_path)
     return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from bench.selection import UsageError, check_methods
+    from bench.selection import UsageError, check_filters
 
-    suites = {
-        id(item.suite): item.suite for item in items if isinstance(item, (CellItem, CheckItem))
-    }
+    # Every suite collected, also one whose cells the filters all left out: that is the mistake.
+    suites = config.stash[_SUITES]
+    option = config.getoption
     try:
-        check_methods(config.getoption("method"), list(suites.values()))
+        check_filters(suites, option("method"), option("budget"), option("seed"))
     except UsageError as error:
         raise pytest.UsageError(str(error)) from None
-    if suites and regression_enabled(config):
+    if any(isinstance(item, CellItem) for item in items) and regression_enabled(config):
         from bench.regression import Baseline
         from bench.results import ResultFileError
 
@@ -126,6 +157,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    skips = [skip_of(report, config) for report in terminalreporter.stats.get("skipped", [])]
+    if skips:
+        terminalreporter.section("skipped, by reason")
+        for line in skip_summary(skips):
+            terminalreporter.write_line(line)
     lines = config.stash.get(_LINES, {})
     if lines:
         from bench.leaderboard import print_table
@@ -143,6 +179,53 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(summary(comparisons, config.stash[_BASELINE]))
 
 
+@dataclass(frozen=True)
+class Skip:
+    """One skipped item: where it is and why."""
+
+    where: str
+    """The suite file or the test file."""
+    reason: str
+    """For a suite, what it says of the suite file ("is marked slow; run it with --run-slow")."""
+    is_suite: bool
+
+
+def skip_of(report: pytest.TestReport | pytest.CollectReport, config: pytest.Config) -> Skip:
+    """The Skip a skipped report stands for: its suite's reasons, else the skip's own."""
+    suite_skip = config.stash[_SUITE_SKIPS].get(report.nodeid)
+    if suite_skip is not None:
+        return Skip(*suite_skip, is_suite=True)
+    _, _, message = report.longrepr  # (path, line, "Skipped: reason") for every skip
+    return Skip(report.nodeid.split("::")[0], message.removeprefix("Skipped: "), is_suite=False)
+
+
+def skip_summary(skips: Iterable[Skip], max_names: int = 6) -> list[str]:
+    """One line per distinct reason, most items first: how many skipped, where, and why.
+
+    The items of several suites skipped for the same reason share a line, which names the
+    suites by file stem (at most `max_names`), e.g.
+    `skipped 48 in 3 suites (lab_hidden, lab_keywords, lab_smoke): each is marked slow; run it
+    with --run-slow`.
+    """
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for skip in skips:
+        groups.setdefault((skip.reason, skip.is_suite), []).append(skip.where)
+    lines = []
+    for (reason, is_suite), wheres in sorted(groups.items(), key=lambda group: -len(group[1])):
+        places = sorted(set(wheres))
+        if len(places) == 1:
+            where = f"{places[0]} {reason}" if is_suite else f"{places[0]}: {reason}"
+            lines.append(f"skipped {len(wheres)}: {where}")
+            continue
+        names = [Path(place).stem if is_suite else Path(place).name for place in places]
+        shown = ", ".join(names[:max_names])
+        if len(names) > max_names:
+            shown += f" and {len(names) - max_names} more"
+        kind, why = ("suites", f"each {reason}") if is_suite else ("files", reason)
+        lines.append(f"skipped {len(wheres)} in {len(places)} {kind} ({shown}): {why}")
+    return lines
+
+
 def regression_enabled(config: pytest.Config) -> bool:
     """--regression, else the ini option pftbench_regression."""
     flag = config.getoption("regression")
@@ -150,8 +233,9 @@ def regression_enabled(config: pytest.Config) -> bool:
 
 
 def results_dir_for(config: pytest.Config) -> Path:
+    """--results-dir, else <rootdir>/results: never the committed leaderboard by default."""
     results = config.getoption("results_dir")
-    return Path(results) if results else config.rootpath / "leaderboard" / "results"
+    return Path(results) if results else config.rootpath / "results"
 
 
 def baseline_dir(config: pytest.Config) -> Path:
@@ -177,14 +261,15 @@ class SuiteFile(pytest.File):
     def collect(self) -> list[pytest.Item]:
         from bench.selection import check_groups, missing_resources
 
+        # Read from the absolute path (the cwd may be anywhere); shown and recorded in result
+        # lines (`suite_file`) relative to rootdir, as the committed lines have it.
+        rootpath = self.config.rootpath
+        shown = self.path.relative_to(rootpath) if self.path.is_relative_to(rootpath) else self.path
         try:
-            suite = load_suite(
-                self.path.relative_to(self.config.rootpath)
-                if self.path.is_relative_to(self.config.rootpath)
-                else self.path
-            )
+            suite = load_suite(self.path, shown=str(shown))
         except ConfigError as error:
             raise self.CollectError(str(error)) from None
+        self.config.stash[_SUITES].append(suite)
         option = self.config.getoption
         cells = suite.cells(option("method"), option("budget"), option("seed"))
         reasons = missing_resources(suite, option("run_slow"))
@@ -199,10 +284,13 @@ class SuiteFile(pytest.File):
                 for group in check_groups(cells)
             ]
         for item in items:
+            item.add_marker(pytest.mark.e2e)
             for resource in suite.requires:
                 item.add_marker(getattr(pytest.mark, resource))
             if reasons:
-                item.add_marker(pytest.mark.skip(reason=f"{suite.source} {'; '.join(reasons)}"))
+                reason = "; ".join(reasons)
+                item.add_marker(pytest.mark.skip(reason=f"{suite.source} {reason}"))
+                self.config.stash[_SUITE_SKIPS][item.nodeid] = (suite.source, reason)
         return items
 
 

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.config import Cell, Suite, is_suite_file, load_suite
-from bench.registry import JUDGES, METHODS
+from bench.config import Cell, Suite, budget_filter, is_suite_file, load_suite
+from bench.registry import JUDGES
 
 
 class UsageError(ValueError):
@@ -35,16 +35,48 @@ def suite_paths(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def check_methods(methods: Sequence[str] | None, suites: Sequence[Suite]) -> None:
-    """An unknown --method is a usage error listing the known ones (method ids, entry names)."""
-    if not methods:
+def check_filters(
+    suites: Sequence[Suite],
+    methods: Sequence[str] | None = None,
+    budgets: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> None:
+    """A --method, --budget or --seed that no selected suite has is a usage error.
+
+    A value is valid when at least one suite has it (runnable here or not); the message lists
+    what the suites have. With no suite selected there is nothing to filter, and no error.
+    """
+    if not suites:
         return
-    known = set(METHODS.names()) | {entry.name for suite in suites for entry in suite.methods}
-    unknown = [m for m in methods if m not in known]
+    known_methods = sorted(
+        {entry.name for suite in suites for entry in suite.methods}
+        | {entry.method for suite in suites for entry in suite.methods}
+    )
+    unknown = [method for method in methods or [] if method not in known_methods]
     if unknown:
         raise UsageError(
-            f"unknown method {', '.join(map(repr, unknown))}; "
-            f"known methods: {', '.join(sorted(known))}"
+            f"no suite has method {', '.join(map(repr, unknown))}; "
+            f"methods: {', '.join(known_methods)}"
+        )
+    known_budgets = list(dict.fromkeys(b.label for suite in suites for b in suite.budgets))
+    unknown = []
+    for text in budgets or []:
+        try:
+            if budget_filter(text).label not in known_budgets:
+                unknown.append(text)
+        except ValueError as error:
+            raise UsageError(f"malformed budget {text!r}; {error}") from None
+    if unknown:
+        raise UsageError(
+            f"no suite has budget {', '.join(map(repr, unknown))}; "
+            f"budgets: {', '.join(known_budgets)}"
+        )
+    known_seeds = sorted({seed for suite in suites for seed in suite.seeds})
+    unknown_seeds = [seed for seed in seeds or [] if seed not in known_seeds]
+    if unknown_seeds:
+        raise UsageError(
+            f"no suite has seed {', '.join(map(str, unknown_seeds))}; "
+            f"seeds: {', '.join(map(str, known_seeds))}"
         )
 
 

@@ -8,6 +8,14 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a vLLM engine or server is end to end too (`-m "not e2e"` skips it)."""
+    for item in items:
+        if item.get_closest_marker("vllm") or item.get_closest_marker("vllm_server"):
+            item.add_marker(pytest.mark.e2e)
+
+
 TINY_SUITE = """\
 name: tiny-keywords
 version: 1

@@ -25,6 +25,9 @@ from pathlib import Path
 import pytest
 from distributed_worker import BATCH_SIZE, N_EXAMPLES, tiny_model, train_tiny, weights
 
+# Suites and training under torchrun, in two processes.
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "accelerate"
 

@@ -322,6 +322,7 @@ def pair_logps(
     return chosen.tolist(), rejected.tolist()
 
 
+@pytest.mark.e2e
 def test_dpo_training_run(tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from bench.modeling import load_causal_lm
 

@@ -11,8 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from result_factory import shared_cache_dir
 
 from bench.cli import main
+
+# Whole suites through the CLI and pytest: seconds to a minute each.
+pytestmark = pytest.mark.e2e
 
 
 def run_cli(*args: str | Path) -> int:
@@ -64,6 +68,19 @@ def test_cli_runs_the_suite_and_a_rerun_reuses_every_cell(
     assert result_lines(results) == lines
 
 
+def test_cli_run_writes_to_results_not_to_the_committed_leaderboard(
+    tiny_suite: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch
+) -> None:
+    checkout = tmp_path / "checkout"
+    (checkout / "leaderboard" / "results").mkdir(parents=True)
+    monkeypatch.chdir(checkout)
+    cache = shared_cache_dir(tmp_path_factory)
+    args = ("run", tiny_suite, "--method", "sft", "--budget", "40", "--no-progress")
+    assert run_cli(*args, "--cache-dir", cache) == 0
+    assert [line["suite"] for line in result_lines(checkout / "results")] == ["tiny-keywords"]
+    assert list((checkout / "leaderboard" / "results").iterdir()) == []
+
+
 def test_same_seed_gives_the_same_numbers_in_fresh_caches(tiny_suite: Path, tmp_path: Path) -> None:
     for name in ("a", "b"):
         args = ("run", tiny_suite, "--method", "dpo", "--budget", "40", "--no-progress")
@@ -88,12 +105,6 @@ def test_validate_reports_a_bad_key_in_one_line(
     assert len(err.splitlines()) == 1
     assert str(bad) in err and "methods[1].epochz" in err and "epochs" in err
     assert "Traceback" not in err
-
-
-def test_unknown_method_is_a_usage_error_listing_the_known_ones(tiny_suite: Path, capsys) -> None:
-    assert run_cli("run", tiny_suite, "--method", "nope") == 2
-    err = capsys.readouterr().err
-    assert "unknown method 'nope'" in err and "dpo" in err and "sft" in err
 
 
 def test_a_run_killed_mid_way_resumes_from_the_cache(tiny_suite: Path, tmp_path: Path) -> None:
@@ -165,15 +176,6 @@ def test_pytest_plugin_runs_cells_and_explains_a_failed_expectation(
     assert len(result_lines(results)) == 2
 
 
-def test_pytest_plugin_rejects_an_unknown_method(
-    tiny_suite_text: str, pytester: pytest.Pytester
-) -> None:
-    pytester.makefile(".yaml", **{"suites/tiny": tiny_suite_text})
-    result = pytester.runpytest("suites", "--method=nope")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown method 'nope'; known methods:*dpo*sft*"])
-
-
 def test_pytest_plugin_reports_a_broken_suite_in_one_line(
     tiny_suite_text: str, pytester: pytest.Pytester
 ) -> None:
@@ -182,3 +184,52 @@ def test_pytest_plugin_reports_a_broken_suite_in_one_line(
     )
     result = pytester.runpytest("suites")
     result.stdout.fnmatch_lines(["*suites/tiny.yaml: tier: got 'huge'*micro*small*paper*"])
+
+
+def test_pytest_plugin_runs_suite_files_named_on_the_command_line_from_anywhere(
+    tiny_suite_text: str,
+    pytester: pytest.Pytester,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One file under rootdir in a folder not named suites, one outside rootdir, run from a
+    # third folder: each is read from its own path, and recorded as before (relative to rootdir
+    # when under it).
+    inside = pytester.path / "mysuites" / "tiny.yaml"
+    inside.parent.mkdir()
+    inside.write_text(tiny_suite_text)
+    outside = tmp_path / "elsewhere" / "tiny.yaml"
+    outside.parent.mkdir()
+    outside.write_text(tiny_suite_text.replace("name: tiny-keywords", "name: tiny-elsewhere"))
+    (pytester.path / "work").mkdir()
+    monkeypatch.chdir(pytester.path / "work")
+    results = tmp_path / "results"
+    result = pytester.runpytest(
+        "../mysuites/tiny.yaml",
+        str(outside),
+        f"--rootdir={pytester.path}",
+        "--method=sft",
+        "--budget=40",
+        # A fresh cache: a cached cell would bring back the suite_file of its first run.
+        f"--pftbench-cache-dir={tmp_path / 'cache'}",
+        f"--results-dir={results}",
+    )
+    result.assert_outcomes(passed=2)
+    lines = {line["suite"]: line["suite_file"] for line in result_lines(results)}
+    assert lines == {"tiny-keywords": "mysuites/tiny.yaml", "tiny-elsewhere": str(outside)}
+
+    # Under suites/ too, the file is read from its path, not from rootdir's relative one.
+    pytester.makefile(".yaml", **{"suites/tiny": tiny_suite_text})
+    collected = pytester.runpytest(
+        "--collect-only", "-q", "../suites", f"--rootdir={pytester.path}", "--method=sft"
+    )
+    collected.stdout.fnmatch_lines(["suites/tiny.yaml::sft[[]n=40,seed=0[]]"])
+
+
+def test_pytest_plugin_searches_directories_only_under_suites(
+    tiny_suite_text: str, pytester: pytest.Pytester
+) -> None:
+    pytester.makefile(".yaml", **{"suites/tiny": tiny_suite_text, "configs/tiny": tiny_suite_text})
+    result = pytester.runpytest("--collect-only", "-q", ".", "--method=dpo")
+    result.stdout.fnmatch_lines(["suites/tiny.yaml::dpo[[]n=40,seed=0[]]"])
+    assert "configs/" not in result.stdout.str()

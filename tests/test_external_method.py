@@ -21,6 +21,9 @@ from result_factory import shared_cache_dir
 
 from bench.cli import main
 
+# Installs a package, then runs, submits and renders its cells.
+pytestmark = pytest.mark.e2e
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO_ROOT / "examples" / "pftbench-example-method"
 METHOD = "example_sft_chosen"

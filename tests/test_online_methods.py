@@ -31,6 +31,9 @@ from bench.runner import Runner, estimate_kl
 from bench.tasks.keywords import KeywordsParams, KeywordsTask
 from methods._verifiers import score_samples
 
+# The online methods' suite, run once, then inspected.
+pytestmark = pytest.mark.e2e
+
 ONLINE_SUITE = """\
 name: tiny-online
 version: 1

@@ -190,6 +190,23 @@ def test_the_leaderboard_command_writes_both_pages(results, tmp_path, capsys):
     assert "## Online minus offline" in readme and "| online_dpo - dpo" in readme
 
 
+def test_the_leaderboard_of_another_results_folder_is_written_inside_it(
+    results, tmp_path, monkeypatch, capsys
+):
+    # Run from a checkout: the committed pages under ./leaderboard must not be touched.
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):  # the second time, the folder also holds the pages: only *.jsonl count
+        assert main(["leaderboard", "--results-dir", "results"]) == 0
+        assert f"written to {Path('results', 'README.md')}, " in capsys.readouterr().out
+    assert "| online_dpo " in (results / "README.md").read_text()
+    assert (results / "index.html").is_file()
+    assert sorted(p.name for p in (results / "plots").iterdir()) == [
+        "demo-keywords-v1.svg",
+        "other-suite-v1.svg",
+    ]
+    assert not (tmp_path / "leaderboard").exists()
+
+
 # -- in a browser -----------------------------------------------------------------------------
 
 
@@ -240,6 +257,7 @@ def _browse_once(chromium: str, page: Path, profile: Path, *args: str, query: st
     return completed.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("source", ["synthetic", "repository"])
 def test_the_page_loads_without_errors_in_chromium(source, chromium, results, tmp_path):
     if source == "repository":
@@ -277,6 +295,7 @@ def test_the_page_loads_without_errors_in_chromium(source, chromium, results, tm
     print(f"screenshot of the {source} leaderboard page: {screenshot}")
 
 
+@pytest.mark.e2e
 def test_the_browser_check_sees_a_script_error(chromium, results, tmp_path):
     page_path = tmp_path / "index.html"
     text = write_html(results, page_path)

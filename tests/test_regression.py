@@ -113,6 +113,7 @@ def check(committed: dict, baseline: Path) -> int:
     return main([str(a) for a in args])
 
 
+@pytest.mark.e2e
 def test_check_passes_on_the_committed_results_and_writes_nothing(committed, capsys):
     before = (committed["results"] / "tiny-keywords.jsonl").read_text()
     assert check(committed, committed["results"]) == 0
@@ -122,6 +123,7 @@ def test_check_passes_on_the_committed_results_and_writes_nothing(committed, cap
     assert (committed["results"] / "tiny-keywords.jsonl").read_text() == before
 
 
+@pytest.mark.e2e
 def test_check_fails_a_shifted_winrate_in_one_sentence(committed, tmp_path, capsys):
     baseline = shifted_baseline(tmp_path / "shifted", committed["line"])
     old = load_results(baseline)[0]
@@ -137,6 +139,7 @@ def test_check_fails_a_shifted_winrate_in_one_sentence(committed, tmp_path, caps
     assert out[1].endswith(": 0 held, 1 shifted, 0 new")
 
 
+@pytest.mark.e2e
 def test_check_reports_a_cell_without_committed_value_as_new(committed, tmp_path, capsys):
     assert check(committed, tmp_path / "nothing-committed") == 0
     out = capsys.readouterr().out
@@ -148,6 +151,7 @@ def pytest_args(committed: dict) -> list[str]:
     return ["suites", "--method=sft", "--budget=40", f"--pftbench-cache-dir={committed['cache']}"]
 
 
+@pytest.mark.e2e
 def test_pytest_regression_fails_a_shifted_cell(committed, pytester, tmp_path):
     pytester.makefile(".yaml", **{"suites/tiny": committed["suite"].read_text()})
     baseline = shifted_baseline(tmp_path / "shifted", committed["line"])
@@ -168,12 +172,29 @@ def test_pytest_regression_fails_a_shifted_cell(committed, pytester, tmp_path):
     assert "Traceback" not in result.stdout.str()
 
 
-def test_pytest_regression_compares_with_the_results_before_the_run(committed, pytester):
-    # The baseline is the results folder the run appends to: read before the run, the cell is
-    # new; read after, it would have been compared with its own fresh line.
+@pytest.mark.e2e
+def test_pytest_writes_results_apart_from_the_baseline_it_checks_against(committed, pytester):
+    # By default the items read the committed leaderboard/results and append to results/.
     pytester.makefile(".yaml", **{"suites/tiny": committed["suite"].read_text()})
     pytester.makepyprojecttoml("[tool.pytest.ini_options]\npftbench_regression = true\n")
+    baseline = pytester.path / "leaderboard" / "results"
+    baseline.mkdir(parents=True)
+    committed_text = (committed["results"] / "tiny-keywords.jsonl").read_text()
+    (baseline / "tiny-keywords.jsonl").write_text(committed_text)
     result = pytester.runpytest(*pytest_args(committed))
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*: 1 held, 0 shifted, 0 new"])
+    assert [line.suite for line in load_results(pytester.path / "results")] == ["tiny-keywords"]
+    assert (baseline / "tiny-keywords.jsonl").read_text() == committed_text
+
+
+@pytest.mark.e2e
+def test_pytest_regression_compares_with_the_results_before_the_run(committed, pytester):
+    # When the run appends to the baseline folder itself (named on purpose): read before the
+    # run, the cell is new; read after, it would have been compared with its own fresh line.
+    pytester.makefile(".yaml", **{"suites/tiny": committed["suite"].read_text()})
+    pytester.makepyprojecttoml("[tool.pytest.ini_options]\npftbench_regression = true\n")
+    result = pytester.runpytest(*pytest_args(committed), "--results-dir=leaderboard/results")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
@@ -183,11 +204,12 @@ def test_pytest_regression_compares_with_the_results_before_the_run(committed, p
     )
     assert len(load_results(pytester.path / "leaderboard" / "results")) == 1
 
-    rerun = pytester.runpytest(*pytest_args(committed))
+    rerun = pytester.runpytest(*pytest_args(committed), "--results-dir=leaderboard/results")
     rerun.assert_outcomes(passed=1)
     rerun.stdout.fnmatch_lines(["*: 1 held, 0 shifted, 0 new"])
 
 
+@pytest.mark.e2e
 def test_pytest_without_regression_compares_nothing(committed, pytester, tmp_path):
     pytester.makefile(".yaml", **{"suites/tiny": committed["suite"].read_text()})
     baseline = shifted_baseline(tmp_path / "shifted", committed["line"])

@@ -656,6 +656,7 @@ seeds: [0]
 """
 
 
+@pytest.mark.e2e
 def test_the_small_tier_runs_sft_and_dpo_on_a_pretrained_model_by_path(tmp_path: Path) -> None:
     from bench.cli import main
 
