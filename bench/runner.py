@@ -33,11 +33,11 @@ from bench.method_api import METADATA_FILE
 from bench.registry import BACKENDS, JUDGES, METHODS, TASKS
 from bench.results import ResultLine, append_result, provenance
 from bench.stats import (
-    Estimate,
-    bootstrap_mean,
+    mean_reward_estimate,
     paired_difference,
     pooled_bootstrap_mean,
     verdict_scores,
+    winrate_estimate,
 )
 from bench.tasks.base import PreferencePair, Sample, Task
 from bench.verdicts import outcomes_from_string, outcomes_to_string
@@ -209,9 +209,9 @@ class Runner:
         timings["diagnostics"] = diagnostics.pop("wall_s")
 
         outcomes = outcomes_from_string(judged["outcomes"])
-        winrate = _winrate_estimate(verdict_scores(outcomes))
+        winrate = winrate_estimate(outcomes)
         rewards = judged["output_scores"]
-        reward = _reward_estimate(rewards)
+        reward = mean_reward_estimate(rewards)
         samples = [Sample(**s) for s in generations["samples"]]
         eval_examples = task.examples("eval", suite.generation.n_eval_prompts)
         metrics = {
@@ -717,19 +717,9 @@ def estimate_kl(
     return {"kl": statistics.mean(ratios), "kl_stderr": stderr, "n": len(ratios)}
 
 
-def _winrate_estimate(scores: Any) -> Estimate:
-    """The winrate with its CI; NaN with n = 0 when no verdict is valid (a policy that never
-    finishes an output), which the result line records rather than crashing the cell."""
-    import numpy as np
-
-    if not np.isfinite(scores).any():
-        return Estimate(float("nan"), float("nan"), float("nan"), 0)
-    return bootstrap_mean(scores)
-
-
 def _variant_summary(judged: dict[str, Any]) -> dict[str, Any]:
-    winrate = _winrate_estimate(verdict_scores(outcomes_from_string(judged["outcomes"])))
-    reward = _reward_estimate(judged["output_scores"])
+    winrate = winrate_estimate(outcomes_from_string(judged["outcomes"]))
+    reward = mean_reward_estimate(judged["output_scores"])
     return {
         "winrate": winrate.to_dict(),
         "mean_reward": reward.value if reward else None,
@@ -745,13 +735,6 @@ def _nan_array(values: list[float | None] | None) -> Any:
     import numpy as np
 
     return np.array([np.nan if v is None else v for v in (values or [])], dtype=float)
-
-
-def _reward_estimate(rewards: list[float | None]) -> Estimate | None:
-    values = _nan_array(rewards)
-    if values.size == 0 or all(v is None for v in rewards):
-        return None
-    return bootstrap_mean(values)
 
 
 def _mean(values: list[float | None]) -> float | None:

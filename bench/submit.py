@@ -33,7 +33,6 @@ lines already there: submitting twice changes nothing.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from pydantic import ValidationError
 from bench.config import Cell, Suite, load_suite
 from bench.errors import ConfigError
 from bench.hashing import content_hash, short
+from bench.integrity import number_discrepancies
 from bench.regression import config_differences
 from bench.results import ResultLine, append_result, load_result_file, result_path
 from bench.selection import UsageError, suite_paths
@@ -60,9 +60,6 @@ CONFIG_FIELDS = (
     ("seed", ("seed",)),
 )
 """Summary fields of a result line that must repeat what its config says."""
-
-NUMBER_TOLERANCE = 1e-6
-"""How far a stored winrate, CI or mean reward may be from its recomputation (rounding)."""
 
 _DATED_SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
 _HUB_REVISION = re.compile(r"@[0-9a-f]{40}$")
@@ -252,8 +249,8 @@ def _check_line(
     pin = judge_pin_problem(line.judge)
     if pin:
         problem(pin)
-    for reason in number_problems(line):
-        problem(reason)
+    for discrepancy in number_discrepancies(line):
+        problem(str(discrepancy))
     n_prompts = _get(config, ("generation", "n_eval_prompts"))
     if isinstance(n_prompts, int) and len(line.outcomes) != n_prompts:
         problem(
@@ -378,46 +375,6 @@ def judge_pin_problem(judge: dict[str, Any]) -> str | None:
     )
 
 
-def number_problems(line: ResultLine) -> list[str]:
-    """The summary numbers the line's per-prompt data does not reproduce (empty when all do).
-
-    The runner computes them with `bench.stats.bootstrap_mean` at its defaults (2,000
-    resamples, seed 0), so they are recomputed exactly; NUMBER_TOLERANCE allows for rounding.
-    """
-    import numpy as np
-
-    from bench.stats import bootstrap_mean, verdict_scores
-    from bench.verdicts import outcomes_from_string
-
-    problems = []
-    scores = verdict_scores(outcomes_from_string(line.outcomes))
-    if line.n > 0:
-        winrate = bootstrap_mean(scores)
-        stored = (line.winrate, line.ci_low, line.ci_high)
-        if not _close(stored, (winrate.value, winrate.low, winrate.high)):
-            problems.append(
-                f"winrate {line.winrate:.4f} [{line.ci_low:.4f}, {line.ci_high:.4f}] is not what "
-                f"its outcomes give, {winrate.value:.4f} [{winrate.low:.4f}, {winrate.high:.4f}]"
-            )
-    elif not math.isnan(line.winrate):
-        problems.append(f"winrate {line.winrate} but no valid outcome: it must be NaN")
-    rewards = [r for r in (line.rewards or []) if r is not None]
-    if rewards:
-        values = np.array([np.nan if r is None else r for r in line.rewards], dtype=float)
-        reward = bootstrap_mean(values)
-        stored_reward = (line.mean_reward, line.reward_ci_low, line.reward_ci_high)
-        if None in stored_reward or not _close(
-            stored_reward, (reward.value, reward.low, reward.high)
-        ):
-            problems.append(
-                f"mean_reward {line.mean_reward} is not what its rewards give, "
-                f"{reward.value:.4f} [{reward.low:.4f}, {reward.high:.4f}]"
-            )
-    elif line.mean_reward is not None:
-        problems.append(f"mean_reward {line.mean_reward} but no valid reward")
-    return problems
-
-
 # -- the bundle as a whole --------------------------------------------------------------------
 
 
@@ -478,13 +435,6 @@ def _get(mapping: Any, path: tuple[str, ...]) -> Any:
             return None
         mapping = mapping[key]
     return mapping
-
-
-def _close(stored: tuple, recomputed: tuple) -> bool:
-    return all(
-        (math.isnan(a) and math.isnan(b)) or abs(a - b) <= NUMBER_TOLERANCE
-        for a, b in zip(stored, recomputed, strict=True)
-    )
 
 
 def _judge_text(judge: dict[str, Any]) -> str:

@@ -80,8 +80,8 @@ def _drop(key: str):
 TAMPERINGS = {
     "winrate raised": (
         _set(("winrate",), 0.9),
-        "winrate 0.9000 [",
-        "is not what its outcomes give, 0.6111 [",
+        "winrate is 0.9000, but its outcomes give 0.6111",
+        "",
     ),
     "config edited, hash kept": (
         _set(("config", "method", "config", "lr"), 0.01),
