@@ -320,12 +320,17 @@ def load_results(results_dir: Path) -> list[ResultLine]:
     Raises ResultFileError naming `file:line` for a line that is not a valid result line, and
     FileNotFoundError if `results_dir` does not exist (a typo should not read as "no results").
     """
+    return [line for _, line in load_located_results(results_dir)]
+
+
+def load_located_results(results_dir: Path) -> list[tuple[str, ResultLine]]:
+    """`load_results`, each line with where it was read: `file:line`, for messages about it."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results folder {results_dir} does not exist")
-    lines: list[ResultLine] = []
+    lines: list[tuple[str, ResultLine]] = []
     for path in sorted(results_dir.glob("*.jsonl")):
-        lines.extend(_parse_lines(path, path.read_text(encoding="utf-8")))
+        lines.extend(_parse_located(path, path.read_text(encoding="utf-8")))
     return lines
 
 
@@ -336,12 +341,16 @@ def load_result_file(path: Path) -> list[ResultLine]:
 
 
 def _parse_lines(path: Path, text: str) -> list[ResultLine]:
+    return [line for _, line in _parse_located(path, text)]
+
+
+def _parse_located(path: Path, text: str) -> list[tuple[str, ResultLine]]:
     lines = []
     for line_number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            lines.append(ResultLine.model_validate_json(raw))
+            lines.append((f"{path}:{line_number}", ResultLine.model_validate_json(raw)))
         except ValidationError as error:
             raise ResultFileError(
                 f"{path}:{line_number}: not a valid result line: {_describe(error)}"
