@@ -1,4 +1,4 @@
-"""Is a result line self-consistent? Its summary numbers recomputed from its own per-prompt data.
+"""Is a result line self-consistent? Its numbers and verdicts recomputed from its own records.
 
 A result line states numbers (winrate, its CI, mean reward, its CI) and the per-prompt data they
 come from (`outcomes`, `rewards`). Both `pftbench submit` (a bundle line) and `pftbench check`
@@ -8,6 +8,14 @@ are what the data gives, with the very functions the runner wrote them with
 honest line gives back exactly its numbers. The counts (wins, losses, ties, n, n_invalid) are
 checked against `outcomes` when a line is loaded (`ResultLine`'s validator): a line whose counts
 disagree never loads.
+
+`outcome_problems` goes one step further back, for `pftbench submit`: each prompt's verdict must
+follow from what the line records the judge saw, by the judge's own rule (its registered
+`replay`, see `bench.judging.Replay`): the policy's reward against the reference's for the gold
+and RM judges (the gold reward of a reference recomputed from the task), the ROUGE-L score
+against the threshold, the answers of both orders for a pairwise LLM judge. What it cannot check:
+that the rewards (or answers) are what the policy's outputs get, since a line does not record its
+outputs.
 """
 
 from __future__ import annotations
@@ -15,12 +23,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
+from bench.hashing import content_hash
+from bench.judging import Replay
+from bench.registry import JUDGES, UnknownNameError
 from bench.results import ResultLine
 from bench.stats import Estimate, mean_reward_estimate, winrate_estimate
+from bench.tasks.base import Task, build_task
 from bench.verdicts import outcomes_from_string
 
 NUMBER_TOLERANCE = 1e-6
 """How far a stated number may be from its recomputation (JSON round trips, rounding)."""
+
+MAX_SHOWN = 5
+"""Prompts named one by one in a line's problems; the rest are counted in one more problem."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,59 @@ def number_discrepancies(line: ResultLine) -> list[Discrepancy]:
         for name, value, source in expected
         if not _same(getattr(line, name), value)
     ]
+
+
+def outcome_problems(line: ResultLine, tasks: dict[str, Task] | None = None) -> list[str]:
+    """Why `line`'s outcomes do not follow from its per-prompt record (empty: they all do).
+
+    One sentence per problem: a record the line lacks (its outcomes then cannot be verified,
+    which is a problem too), a recorded reference reward that is not the task's, and each
+    prompt whose outcome is not the verdict the judge's rule gives, e.g. "outcome of prompt 17
+    is W, but its reward 0.4 is below the reference's 1.1: the gold judge gives L". At most
+    MAX_SHOWN prompts are named per kind; the rest are counted.
+
+    `tasks` memoises the tasks built for the gold judge's references, by task config, across
+    calls (a bundle's lines share a few tasks).
+    """
+    kind = line.judge["kind"]
+    try:
+        entry = JUDGES.get(kind)
+    except UnknownNameError:
+        return [f"judge kind {kind!r} is not registered here, so its outcomes cannot be verified"]
+    if entry.replay is None:
+        return [f"judge {kind} has no replay of its verdicts, so its outcomes cannot be verified"]
+    try:
+        params = entry.config(**(line.judge.get("params") or {}))
+    except (ValidationError, TypeError) as error:
+        return [f"judge params {line.judge.get('params')} are not valid {kind} params: {error}"]
+    replay: Replay = entry.replay(params, line, lambda: _task(line, {} if tasks is None else tasks))
+    if replay.missing is not None:
+        return [f"its outcomes cannot be verified: {replay.missing}"]
+    wrong = [
+        f"outcome of prompt {index} is {recorded}, but {because}: the {kind} judge gives "
+        f"{verdict.value}"
+        for index, (recorded, (verdict, because)) in enumerate(
+            zip(line.outcomes, replay.verdicts, strict=True)
+        )
+        if recorded != verdict.value
+    ]
+    return _shown(replay.problems, "recorded values") + _shown(
+        wrong, "prompts whose outcome does not follow from the record"
+    )
+
+
+def _task(line: ResultLine, tasks: dict[str, Task]) -> Task:
+    task, base_model = line.config["task"], line.config.get("base_model", {})
+    key = content_hash({"task": task, "base_model": base_model})
+    if key not in tasks:
+        tasks[key] = build_task(task["name"], task.get("params", {}), base_model)
+    return tasks[key]
+
+
+def _shown(problems: list[str], what: str) -> list[str]:
+    if len(problems) <= MAX_SHOWN:
+        return problems
+    return [*problems[:MAX_SHOWN], f"and {len(problems) - MAX_SHOWN} more {what} like these"]
 
 
 def _fields(

@@ -42,9 +42,16 @@ _VERDICT_LETTERS = frozenset(verdict.value for verdict in Verdict)
 
 SCHEMA_VERSION = 1
 """The result-line layout this code writes and reads. Fields added since version 1
-(output_lengths, reference_lengths, data_hash) are optional, so older lines still load."""
+(output_lengths, reference_lengths, data_hash, reference_rewards, order_answers) are optional,
+so older lines still load."""
 
-PER_PROMPT_EXTRAS = ("output_lengths", "reference_lengths", "data_hash")
+PER_PROMPT_EXTRAS = (
+    "output_lengths",
+    "reference_lengths",
+    "data_hash",
+    "reference_rewards",
+    "order_answers",
+)
 """Optional fields a newer run of the same cell may add to an older line (see append_result)."""
 
 
@@ -112,6 +119,14 @@ class ResultLine(BaseModel):
     """Per-prompt length of the policy's output in words, for length-controlled winrates."""
     reference_lengths: list[int] | None = None
     """Per-prompt length of the reference in words."""
+    reference_rewards: list[float | None] | None = None
+    """Per-prompt score the judge gave the reference (the gold reward, the RM's score), in prompt
+    order; None where the judge scores no reference (ROUGE, an LLM judge)."""
+    order_answers: list[str | None] | None = None
+    """Pairwise judges: per prompt, the judge's answer in each order, two characters for (policy
+    first, reference first): A or B as answered, ? for an answer without a verdict, - for an
+    order not asked; None for an output that was not judged (invalid). The outcome follows from
+    it (`judges.llm_pairwise.answers_verdict`)."""
     data_hash: str | None = None
     """Content hash of the data the cell saw: its budget's pairs and the eval prompts/references."""
 
@@ -181,11 +196,11 @@ class ResultLine(BaseModel):
             raise ValueError(
                 f"rewards has {len(self.rewards)} entries for {len(self.outcomes)} outcomes"
             )
-        for name in ("output_lengths", "reference_lengths"):
-            lengths = getattr(self, name)
-            if lengths is not None and len(lengths) != len(self.outcomes):
+        for name in ("output_lengths", "reference_lengths", "reference_rewards", "order_answers"):
+            per_prompt = getattr(self, name)
+            if per_prompt is not None and len(per_prompt) != len(self.outcomes):
                 raise ValueError(
-                    f"{name} has {len(lengths)} entries for {len(self.outcomes)} outcomes"
+                    f"{name} has {len(per_prompt)} entries for {len(self.outcomes)} outcomes"
                 )
         return self
 

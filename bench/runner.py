@@ -30,7 +30,7 @@ from bench.config import Cell, Expectation, Suite
 from bench.hashing import content_hash
 from bench.judging import build_judge, judge_stats
 from bench.method_api import METADATA_FILE
-from bench.registry import BACKENDS, JUDGES, METHODS, TASKS
+from bench.registry import BACKENDS, JUDGES, METHODS
 from bench.results import ResultLine, append_result, provenance
 from bench.stats import (
     mean_reward_estimate,
@@ -39,14 +39,17 @@ from bench.stats import (
     verdict_scores,
     winrate_estimate,
 )
-from bench.tasks.base import PreferencePair, Sample, Task
+from bench.tasks.base import PreferencePair, Sample, Task, build_task
 from bench.verdicts import outcomes_from_string, outcomes_to_string
 
 CACHE_VERSION = 1
 """Part of every stage's cache key: bump when a stage's code changes what it produces."""
 
-RECORD_VERSION = 4
+RECORD_VERSION = 5
 """Part of a cell record's key: bump when the result line gains or changes a field."""
+
+JUDGMENTS_VERSION = 2
+"""Part of the judgments stage's key: bump when what it records changes (2: order_answers)."""
 
 DIAGNOSTICS_VERSION = 2
 """Part of the diagnostics stage's key: bump when an estimator changes (2: KL on sampled tokens)."""
@@ -149,6 +152,7 @@ class Runner:
             {
                 "v": CACHE_VERSION,
                 "stage": "judgments",
+                "judgments": JUDGMENTS_VERSION,
                 "generations": generations,
                 "judge": config["judge"],
             }
@@ -254,6 +258,8 @@ class Runner:
             reward_ci_high=reward.high if reward else None,
             outcomes=judged["outcomes"],
             rewards=rewards,
+            reference_rewards=_recorded(judged["reference_scores"]),
+            order_answers=_recorded(judged["order_answers"]),
             output_lengths=[len(s.text.split()) for s in samples],
             reference_lengths=[len(e.reference.split()) for e in eval_examples],
             data_hash=content_hash(
@@ -281,12 +287,9 @@ class Runner:
             {"task": suite.task.model_dump(mode="json"), "base": suite.base_model.model_dump()}
         )
         if key not in self._tasks:
-            entry = TASKS.get(suite.task.name)
-            task = entry.fn(entry.config(**suite.task.params))
-            if suite.base_model.kind == "pretrained":
-                # A task that counts tokens (TL;DR's 512/53) counts them with the base model's.
-                task = task.with_base_model(suite.base_model.path, suite.base_model.revision)
-            self._tasks[key] = task
+            self._tasks[key] = build_task(
+                suite.task.name, suite.task.params, suite.base_model.model_dump()
+            )
         return self._tasks[key]
 
     def base_model_dir(self, cell: Cell) -> Path:
@@ -462,6 +465,7 @@ class Runner:
                     "outcomes": outcomes_to_string([j.verdict for j in judgments]),
                     "output_scores": [j.output_score for j in judgments],
                     "reference_scores": [j.reference_score for j in judgments],
+                    "order_answers": [j.order_answers for j in judgments],
                 }
 
             main = judged(generations["samples"])
@@ -735,6 +739,11 @@ def _nan_array(values: list[float | None] | None) -> Any:
     import numpy as np
 
     return np.array([np.nan if v is None else v for v in (values or [])], dtype=float)
+
+
+def _recorded(per_prompt: list[Any]) -> list[Any] | None:
+    """A per-prompt record for the result line; None when the judge gave no value at all."""
+    return per_prompt if any(value is not None for value in per_prompt) else None
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -44,10 +44,11 @@ from pydantic import ValidationError
 from bench.config import Cell, Suite, load_suite
 from bench.errors import ConfigError
 from bench.hashing import content_hash, short
-from bench.integrity import number_discrepancies
-from bench.regression import config_differences
+from bench.integrity import number_discrepancies, outcome_problems
+from bench.regression import cell_id, config_differences
 from bench.results import ResultLine, append_result, load_result_file, result_path
 from bench.selection import UsageError, suite_paths
+from bench.tasks.base import Task
 
 CONFIG_FIELDS = (
     # (result-line field, key path in its config)
@@ -132,6 +133,7 @@ def check_bundle(
             raise UsageError(f"{path}: no such file")
     suites, load_failures = _load_suites(suites_dir)
     check = BundleCheck()
+    tasks: dict[str, Task] = {}
     for path in paths:
         for where, raw in _json_lines(Path(path), check.problems):
             line = _parse_line(where, raw, check.problems)
@@ -140,9 +142,14 @@ def check_bundle(
             problems_before = len(check.problems)
             _check_line(where, line, suites, load_failures, suites_dir, check)
             if len(check.problems) == problems_before:
+                # Only a line whose config is the suite's protocol: its task is one we build.
+                for reason in outcome_problems(line, tasks):
+                    check.problems.append(Problem(where, f"{cell_id(line)}: {reason}"))
+            if len(check.problems) == problems_before:
                 check.lines.append((where, line))
     _check_seeds(check, suites)
     _check_duplicates(check, results_dir)
+    _note_provenance(check)
     return check
 
 
@@ -424,6 +431,37 @@ def _check_duplicates(check: BundleCheck, results_dir: Path | None) -> None:
                 )
             continue
         seen[line.config_hash] = (where, line)
+
+
+def _note_provenance(check: BundleCheck) -> None:
+    """Warn of lines whose code cannot be checked out again: they are merged, and marked."""
+    dirty = [where for where, line in check.lines if line.git_dirty]
+    if dirty:
+        check.notes.append(
+            f"warning: {len(dirty)} line{'s' * (len(dirty) != 1)} ran from a working tree with "
+            f"uncommitted changes (git_dirty), so the code behind them cannot be checked out "
+            f"again: {_places(dirty)}; merged with git_dirty kept, marked †dirty on the "
+            f"leaderboard"
+        )
+    no_commit = [where for where, line in check.lines if line.git_commit is None]
+    if no_commit:
+        check.notes.append(
+            f"warning: {len(no_commit)} line{'s' * (len(no_commit) != 1)} record no git commit "
+            f"(not run from a git checkout): {_places(no_commit)}; merged, marked †no-commit on "
+            f"the leaderboard"
+        )
+
+
+def _places(wheres: list[str]) -> str:
+    """`a.jsonl lines 1, 2; b.jsonl line 3` for `file:line` places."""
+    by_file: dict[str, list[str]] = {}
+    for where in wheres:
+        path, _, number = where.rpartition(":")
+        by_file.setdefault(path, []).append(number)
+    return "; ".join(
+        f"{path} line{'s' * (len(numbers) != 1)} {', '.join(numbers)}"
+        for path, numbers in by_file.items()
+    )
 
 
 # -- helpers ----------------------------------------------------------------------------------

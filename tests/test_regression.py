@@ -11,6 +11,7 @@ from result_factory import cell_line, shared_cache_dir, with_outcomes, write_bun
 
 from bench.cli import main
 from bench.config import load_suite
+from bench.integrity import number_discrepancies, outcome_problems
 from bench.regression import Baseline, Status
 from bench.results import ResultFileError, ResultLine, append_result, load_results
 
@@ -163,6 +164,13 @@ def test_check_passes_on_the_committed_results_and_writes_nothing(committed, cap
     assert "held: tiny-keywords v1 sft[n=40,seed=0] has winrate " in out
     assert out.rstrip().endswith(": 1 held, 0 shifted, 0 corrupt, 0 new")
     assert (committed["results"] / "tiny-keywords.jsonl").read_text() == before
+
+
+def test_a_run_records_what_its_outcomes_follow_from(committed):
+    line = ResultLine.model_validate(committed["line"])
+    assert line.reference_rewards is not None and len(line.reference_rewards) == 60
+    assert line.order_answers is None  # the gold judge asks no one
+    assert number_discrepancies(line) == [] and outcome_problems(line) == []
 
 
 def test_check_fails_a_shifted_winrate_in_one_sentence(committed, tmp_path, capsys):
