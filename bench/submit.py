@@ -22,12 +22,21 @@ A bundle is rejected, with every reason on its own line, when a line:
   method config must be a complete valid config of that method;
 - has a judge that is not pinned (see `judge_pin_problem`);
 - has summary numbers (winrate and its CI, mean reward) that its per-prompt outcomes and
-  rewards do not reproduce, or fewer or more outcomes than the suite's evaluation prompts;
+  rewards do not reproduce (`bench.integrity.number_discrepancies`), or fewer or more outcomes
+  than the suite's evaluation prompts;
+- has outcomes that do not follow from what it records the judge saw, by the judge's own rule
+  (`bench.integrity.outcome_problems`): a gold verdict against the task's gold reward of the
+  reference (recomputed here from the task), a ROUGE-L score against the threshold, an RM score
+  against the reference's, the answers of both orders of an LLM judge (`order_answers`); or
+  lacks the record its judge's rule needs (no rewards, no order_answers), so that its outcomes
+  cannot be verified;
 - conflicts with a line already merged for the same config hash (results are deterministic
   for a config and seed: a different outcome for the same config is not a new result).
 
 A bundle without problems is merged into the results folder with `append_result`, which skips
-lines already there: submitting twice changes nothing.
+lines already there: submitting twice changes nothing. Lines run from a working tree with
+uncommitted changes (`git_dirty`) or without a git commit are merged with a warning that names
+them; they keep their provenance, and the leaderboard marks their cells.
 """
 
 from __future__ import annotations
