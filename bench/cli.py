@@ -323,7 +323,7 @@ def _check(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from bench.cache import Cache
-    from bench.regression import Baseline, Status, summary
+    from bench.regression import Baseline, is_failure, summary
     from bench.runner import Runner
     from bench.selection import check_filters, load_all, missing_resources
 
@@ -348,12 +348,10 @@ def _check(args: argparse.Namespace) -> int:
     finally:
         runner.close_backends()
     for comparison in comparisons:
-        prefix = (
-            "FAILED " if comparison.status is Status.SHIFTED else f"{comparison.status.value}: "
-        )
-        print(prefix + comparison.sentence)
+        failed = is_failure(comparison.status)
+        print(("FAILED " if failed else f"{comparison.status.value}: ") + comparison.sentence)
     print(summary(comparisons, baseline))
-    return 1 if any(c.status is Status.SHIFTED for c in comparisons) else 0
+    return 1 if any(is_failure(c.status) for c in comparisons) else 0
 
 
 if __name__ == "__main__":

@@ -1,13 +1,19 @@
 """The judge interface: one verdict per (prompt, output, reference), from the output's side.
 
-Judges are built by `@register_judge(kind, config=Params)` factories `fn(params, task) -> Judge`.
-A verdict the judge could not reach is `Verdict.INVALID`, counted apart, never a side.
+Judges are built by `@register_judge(kind, config=Params, replay=...)` factories
+`fn(params, task) -> Judge`. A verdict the judge could not reach is `Verdict.INVALID`, counted
+apart, never a side.
+
+A judge's `replay(params, line, task) -> Replay` recomputes every prompt's verdict from what a
+result line records (its rewards and the reference's, or the answers of both orders) with the
+same rule the judge applies, so that `pftbench submit` can refuse outcomes that do not follow
+from the record (`bench.integrity.outcome_problems`).
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,6 +30,39 @@ class Judgment:
     output_score: float | None = None
     """The judge's score of the output, when it gives one (the gold reward, an RM score)."""
     reference_score: float | None = None
+    order_answers: str | None = None
+    """Pairwise judges: the answer in each order (see `ResultLine.order_answers`)."""
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A judge's verdicts recomputed from what a result line records per prompt."""
+
+    verdicts: list[tuple[Verdict, str]] = field(default_factory=list)
+    """Per prompt, in order: the verdict the judge's rule gives, and the recorded values it
+    follows from in words ("its reward 0.4 is below the reference's 1.1")."""
+    problems: list[str] = field(default_factory=list)
+    """Recorded values that contradict what can be recomputed here (a reference's reward that
+    is not the task's gold reward of it)."""
+    missing: str | None = None
+    """Why nothing could be recomputed (the line lacks a field the rule needs); verdicts empty."""
+
+
+def score_text(score: float | None) -> str:
+    """A recorded score as a message shows it: shortest form, or "none"."""
+    return "none" if score is None else f"{score:g}"
+
+
+def versus_reference(score: float | None, reference_score: float | None) -> str:
+    """The recorded scores a score-based verdict follows from, in words."""
+    if score is None:
+        return "its output has no reward (an invalid output)"
+    if reference_score is None:
+        return f"its reward {score:g} has no reference reward to compare with"
+    relation = (
+        "above" if score > reference_score else "below" if score < reference_score else "equal to"
+    )
+    return f"its reward {score:g} is {relation} the reference's {reference_score:g}"
 
 
 class Judge(Protocol):

@@ -48,6 +48,7 @@ CELL_COLUMNS = [
     "lc_winrate",
     "lc_ci_low",
     "lc_ci_high",
+    "provenance",
 ]
 
 ONLINE_METHOD_IDS = ("online_dpo", "best_of_n", "filter")
@@ -88,6 +89,24 @@ EXPLANATION = (
     "or judgments (inv=K) are counted apart: they are neither wins nor losses and are not in n. "
     "Columns are preference-pair budgets, in increasing number of pairs."
 )
+
+
+PROVENANCE_EXPLANATION = (
+    "A cell marked †dirty pools a seed whose run came from a working tree with uncommitted "
+    "changes (its line's git_dirty), and †no-commit one that records no git commit: the code "
+    "that produced it cannot be checked out again, so its numbers are harder to reproduce."
+)
+
+
+def provenance_marks(lines: Iterable[ResultLine]) -> str:
+    """The provenance caveats of a cell's seed lines: "†dirty", "†no-commit", both, or ""."""
+    lines = list(lines)
+    marks = []
+    if any(line.git_dirty for line in lines):
+        marks.append("†dirty")
+    if any(line.git_commit is None for line in lines):
+        marks.append("†no-commit")
+    return " ".join(marks)
 
 
 LC_EXPLANATION = (
@@ -179,6 +198,7 @@ def _pool_cell(
         "lc_winrate": lc.value if lc else math.nan,
         "lc_ci_low": lc.low if lc else math.nan,
         "lc_ci_high": lc.high if lc else math.nan,
+        "provenance": provenance_marks(seed_lines),
     }
 
 
@@ -364,6 +384,8 @@ def _winrate_cell(record: dict[str, Any]) -> str:
         text += f" inv={record['n_invalid']}"
     if len(record["seeds"]) > 1:
         text += f" seeds={len(record['seeds'])}"
+    if record.get("provenance"):
+        text += f" {record['provenance']}"
     return text
 
 
@@ -456,6 +478,8 @@ def render(results_dir: Path, out: Path) -> str:
             EXPLANATION,
             "",
             LC_EXPLANATION,
+            "",
+            PROVENANCE_EXPLANATION,
             "",
             tables,
             "---",

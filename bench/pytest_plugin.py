@@ -313,12 +313,12 @@ class CellItem(pytest.Item):
         )
         failures = runner.check(self.cell, line) if len(self.suite.seeds) == 1 else []
         if _BASELINE in self.config.stash:
-            from bench.regression import Status
+            from bench.regression import is_failure
 
             comparison = self.config.stash[_BASELINE].compare(line)
             self.config.stash[_COMPARISONS].append(comparison)
             self.user_properties.append(("regression", comparison.status.value))
-            if comparison.status is Status.SHIFTED:
+            if is_failure(comparison.status):
                 failures.append(comparison.sentence)
         if failures:
             raise ExpectationFailed("\n".join(failures))

@@ -64,6 +64,9 @@ class Entry:
     fn: Callable[..., Any]
     generate: Callable[..., Any] | None = None
     """Methods only: replaces plain generation from the saved policy (e.g. best-of-N reranking)."""
+    replay: Callable[..., Any] | None = None
+    """Judges only: `replay(params, line, task) -> bench.judging.Replay`, the verdicts the judge's
+    rule gives from what a result line records per prompt (`pftbench submit` checks them)."""
 
 
 METHODS: Registry[Entry] = Registry("method")
@@ -73,10 +76,15 @@ BACKENDS: Registry[Entry] = Registry("generation backend")
 
 
 def _decorator(
-    registry: Registry[Entry], name: str, config: type, generate: Callable[..., Any] | None = None
+    registry: Registry[Entry],
+    name: str,
+    config: type,
+    generate: Callable[..., Any] | None = None,
+    replay: Callable[..., Any] | None = None,
 ) -> Callable[[T], T]:
     def register(fn: T) -> T:
-        registry.add(name, Entry(name=name, config=config, fn=fn, generate=generate))  # type: ignore[arg-type]
+        entry = Entry(name=name, config=config, fn=fn, generate=generate, replay=replay)  # type: ignore[arg-type]
+        registry.add(name, entry)
         return fn
 
     return register
@@ -97,9 +105,15 @@ def register_task(name: str, config: type) -> Callable[[T], T]:
     return _decorator(TASKS, name, config)
 
 
-def register_judge(name: str, config: type) -> Callable[[T], T]:
-    """Register a judge factory `fn(params: config, task: Task) -> Judge` as judge `name`."""
-    return _decorator(JUDGES, name, config)
+def register_judge(
+    name: str, config: type, replay: Callable[..., Any] | None = None
+) -> Callable[[T], T]:
+    """Register a judge factory `fn(params: config, task: Task) -> Judge` as judge `name`.
+
+    `replay(params, line, task) -> bench.judging.Replay` recomputes each prompt's verdict from
+    what a result line records (rewards, reference rewards, the answers of both orders); a judge
+    without one cannot have its outcomes verified, and `pftbench submit` refuses its lines."""
+    return _decorator(JUDGES, name, config, replay=replay)
 
 
 def register_backend(name: str, config: type) -> Callable[[T], T]:

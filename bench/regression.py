@@ -3,10 +3,15 @@
 A committed result line and a fresh one describe the same cell when they share the suite, the
 suite version, the config hash (the resolved config, method config, budget and seed included),
 the budget and the seed. Results are deterministic for a config and seed on a CPU, so a fresh
-winrate outside the committed 95% CI means that code changed what the cell computes.
+winrate outside the committed 95% CI, or (both runs on CPUs) any prompt whose verdict differs
+from the committed one, means that code changed what the cell computes.
+
+A committed line is only a baseline if it is self-consistent: its winrate, CI and mean reward
+must be what its own per-prompt outcomes and rewards give (`bench.integrity`). A line edited by
+hand (a winrate raised, its interval left alone) is reported as corrupt, never compared.
 
     baseline = Baseline.snapshot(results_dir)   # BEFORE any run appends to results_dir
-    comparison = baseline.compare(fresh_line)   # held, shifted or new, with one sentence
+    comparison = baseline.compare(fresh_line)   # held, shifted, corrupt or new, in one sentence
 
 `pftbench check` and `pytest suites/ --regression` are the two faces of this module.
 """
@@ -21,15 +26,20 @@ from pathlib import Path
 from typing import Any
 
 from bench.hashing import short
-from bench.results import ResultLine, latest_per_cell, load_results
+from bench.integrity import number_discrepancies
+from bench.results import ResultLine, latest_per_cell, load_located_results
 
 
 class Status(str, Enum):
     HELD = "held"
     """The fresh winrate lies inside the committed 95% CI."""
     SHIFTED = "shifted"
-    """The fresh winrate lies outside the committed CI: a regression (or an improvement) to
-    explain and, if intended, to commit with a new suite version or config."""
+    """The fresh winrate lies outside the committed CI, or (both runs on CPUs, which reproduce
+    every verdict) some prompt's verdict differs: a regression (or an improvement) to explain
+    and, if intended, to commit with a new suite version or config."""
+    CORRUPT = "corrupt"
+    """The committed line is not self-consistent (a number its own outcomes or rewards do not
+    give): it was edited after the run, so it is no baseline. A failure, like SHIFTED."""
     NEW = "new"
     """No committed line has the cell's config hash: nothing to compare with, not a failure."""
 
@@ -55,6 +65,8 @@ class Baseline:
     by_cell: dict[tuple, ResultLine]
     """(suite, suite_version, method, budget, seed) -> the last committed line of that cell,
     whatever its config: to say why a fresh cell found no committed value."""
+    places: dict[str, str]
+    """config_hash -> `file:line` of its line in `by_config_hash`, for messages about it."""
 
     @classmethod
     def snapshot(cls, results_dir: Path) -> Baseline:
@@ -63,18 +75,20 @@ class Baseline:
         Raises ResultFileError naming `file:line` for a line that is not a valid result line.
         """
         results_dir = Path(results_dir)
-        lines = latest_per_cell(load_results(results_dir) if results_dir.is_dir() else [])
+        located = load_located_results(results_dir) if results_dir.is_dir() else []
+        lines = latest_per_cell(line for _, line in located)
         return cls(
             results_dir,
             {line.config_hash: line for line in lines},
             {_cell_key(line): line for line in lines},
+            {line.config_hash: place for place, line in located},
         )
 
     def __len__(self) -> int:
         return len(self.by_config_hash)
 
     def compare(self, line: ResultLine) -> Comparison:
-        """Whether `line`'s winrate lies within the committed CI of the same cell."""
+        """Whether `line` reproduces the committed line of the same cell (see `Status`)."""
         committed = self.by_config_hash.get(line.config_hash)
         if committed is not None and (
             committed.suite,
@@ -86,20 +100,42 @@ class Baseline:
         where = f"{line.suite} v{line.suite_version} {cell_id(line)}"
         if committed is None:
             return Comparison(Status.NEW, line, None, self._new_sentence(where, line))
-        if _within(line.winrate, committed):
+        discrepancies = number_discrepancies(committed)
+        if discrepancies:
             return Comparison(
-                Status.HELD,
+                Status.CORRUPT,
                 line,
                 committed,
-                f"{where} has winrate {_estimate(line)}, within the committed "
-                f"{_estimate(committed)}.",
+                f"{where}: the committed line {self.places[committed.config_hash]} is not "
+                f"self-consistent, so it is no baseline: its "
+                f"{'; its '.join(str(d) for d in discrepancies)}.",
+            )
+        differing = _differing_prompts(line.outcomes, committed.outcomes)
+        verdicts = _verdicts_sentence(differing, committed)
+        if not _within(line.winrate, committed):
+            return Comparison(
+                Status.SHIFTED,
+                line,
+                committed,
+                f"{where} has winrate {_estimate(line)}, outside the committed 95% CI of "
+                f"{_estimate(committed)} (config {short(line.config_hash)}); {verdicts}.",
+            )
+        held = f"{where} has winrate {_estimate(line)}, within the committed {_estimate(committed)}"
+        if not differing:
+            return Comparison(Status.HELD, line, committed, held + ".")
+        if _on_cpu(line) and _on_cpu(committed):
+            return Comparison(
+                Status.SHIFTED,
+                line,
+                committed,
+                f"{held}, but {verdicts}, and two CPU runs of one config reproduce every verdict "
+                f"(config {short(line.config_hash)}).",
             )
         return Comparison(
-            Status.SHIFTED,
+            Status.HELD,
             line,
             committed,
-            f"{where} has winrate {_estimate(line)}, outside the committed 95% CI of "
-            f"{_estimate(committed)} (config {short(line.config_hash)}).",
+            f"{held}; {verdicts} (a GPU run need not reproduce every verdict).",
         )
 
     def _new_sentence(self, where: str, line: ResultLine) -> str:
@@ -147,15 +183,46 @@ def cell_id(line: ResultLine) -> str:
 
 
 def summary(comparisons: Sequence[Comparison], baseline: Baseline) -> str:
-    """One line: how many cells held, shifted and were new, against which baseline."""
+    """One line: how many cells held, shifted, met a corrupt baseline and were new."""
     counts = {status: 0 for status in Status}
     for comparison in comparisons:
         counts[comparison.status] += 1
     return (
         f"regression check against {len(baseline)} committed cells in {baseline.source}: "
         f"{counts[Status.HELD]} held, {counts[Status.SHIFTED]} shifted, "
-        f"{counts[Status.NEW]} new"
+        f"{counts[Status.CORRUPT]} corrupt, {counts[Status.NEW]} new"
     )
+
+
+def is_failure(status: Status) -> bool:
+    """Whether a comparison fails the check: the cell shifted, or its baseline is corrupt."""
+    return status in (Status.SHIFTED, Status.CORRUPT)
+
+
+def _differing_prompts(outcomes: str, committed: str) -> list[int]:
+    """Prompt indices whose verdicts differ (positions only one side has count as differing)."""
+    longest = max(len(outcomes), len(committed))
+    return [
+        index
+        for index in range(longest)
+        if outcomes[index : index + 1] != committed[index : index + 1]
+    ]
+
+
+def _verdicts_sentence(differing: list[int], committed: ResultLine) -> str:
+    n_prompts = len(committed.outcomes)
+    if not differing:
+        return f"the verdicts of all {n_prompts} prompts are the committed ones"
+    first = differing[0]
+    return (
+        f"the verdicts of {len(differing)} of {n_prompts} prompts differ from the committed ones "
+        f"(first: prompt {first})"
+    )
+
+
+def _on_cpu(line: ResultLine) -> bool:
+    """Whether the run used no GPU (its hardware records none)."""
+    return not line.hardware.get("gpus")
 
 
 def _within(winrate: float, committed: ResultLine) -> bool:

@@ -42,9 +42,16 @@ _VERDICT_LETTERS = frozenset(verdict.value for verdict in Verdict)
 
 SCHEMA_VERSION = 1
 """The result-line layout this code writes and reads. Fields added since version 1
-(output_lengths, reference_lengths, data_hash) are optional, so older lines still load."""
+(output_lengths, reference_lengths, data_hash, reference_rewards, order_answers) are optional,
+so older lines still load."""
 
-PER_PROMPT_EXTRAS = ("output_lengths", "reference_lengths", "data_hash")
+PER_PROMPT_EXTRAS = (
+    "output_lengths",
+    "reference_lengths",
+    "data_hash",
+    "reference_rewards",
+    "order_answers",
+)
 """Optional fields a newer run of the same cell may add to an older line (see append_result)."""
 
 
@@ -112,6 +119,14 @@ class ResultLine(BaseModel):
     """Per-prompt length of the policy's output in words, for length-controlled winrates."""
     reference_lengths: list[int] | None = None
     """Per-prompt length of the reference in words."""
+    reference_rewards: list[float | None] | None = None
+    """Per-prompt score the judge gave the reference (the gold reward, the RM's score), in prompt
+    order; None where the judge scores no reference (ROUGE, an LLM judge)."""
+    order_answers: list[str | None] | None = None
+    """Pairwise judges: per prompt, the judge's answer in each order, two characters for (policy
+    first, reference first): A or B as answered, ? for an answer without a verdict, - for an
+    order not asked; None for an output that was not judged (invalid). The outcome follows from
+    it (`judges.llm_pairwise.answers_verdict`)."""
     data_hash: str | None = None
     """Content hash of the data the cell saw: its budget's pairs and the eval prompts/references."""
 
@@ -181,11 +196,11 @@ class ResultLine(BaseModel):
             raise ValueError(
                 f"rewards has {len(self.rewards)} entries for {len(self.outcomes)} outcomes"
             )
-        for name in ("output_lengths", "reference_lengths"):
-            lengths = getattr(self, name)
-            if lengths is not None and len(lengths) != len(self.outcomes):
+        for name in ("output_lengths", "reference_lengths", "reference_rewards", "order_answers"):
+            per_prompt = getattr(self, name)
+            if per_prompt is not None and len(per_prompt) != len(self.outcomes):
                 raise ValueError(
-                    f"{name} has {len(lengths)} entries for {len(self.outcomes)} outcomes"
+                    f"{name} has {len(per_prompt)} entries for {len(self.outcomes)} outcomes"
                 )
         return self
 
@@ -326,12 +341,17 @@ def load_results(results_dir: Path) -> list[ResultLine]:
     Raises ResultFileError naming `file:line` for a line that is not a valid result line, and
     FileNotFoundError if `results_dir` does not exist (a typo should not read as "no results").
     """
+    return [line for _, line in load_located_results(results_dir)]
+
+
+def load_located_results(results_dir: Path) -> list[tuple[str, ResultLine]]:
+    """`load_results`, each line with where it was read: `file:line`, for messages about it."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results folder {results_dir} does not exist")
-    lines: list[ResultLine] = []
+    lines: list[tuple[str, ResultLine]] = []
     for path in sorted(results_dir.glob("*.jsonl")):
-        lines.extend(_parse_lines(path, path.read_text(encoding="utf-8")))
+        lines.extend(_parse_located(path, path.read_text(encoding="utf-8")))
     return lines
 
 
@@ -342,12 +362,16 @@ def load_result_file(path: Path) -> list[ResultLine]:
 
 
 def _parse_lines(path: Path, text: str) -> list[ResultLine]:
+    return [line for _, line in _parse_located(path, text)]
+
+
+def _parse_located(path: Path, text: str) -> list[tuple[str, ResultLine]]:
     lines = []
     for line_number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            lines.append(ResultLine.model_validate_json(raw))
+            lines.append((f"{path}:{line_number}", ResultLine.model_validate_json(raw)))
         except ValidationError as error:
             raise ResultFileError(
                 f"{path}:{line_number}: not a valid result line: {_describe(error)}"

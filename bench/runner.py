@@ -30,23 +30,26 @@ from bench.config import Cell, Expectation, Suite
 from bench.hashing import content_hash
 from bench.judging import build_judge, judge_stats
 from bench.method_api import METADATA_FILE
-from bench.registry import BACKENDS, JUDGES, METHODS, TASKS
+from bench.registry import BACKENDS, JUDGES, METHODS
 from bench.results import ResultLine, append_result, provenance
 from bench.stats import (
-    Estimate,
-    bootstrap_mean,
+    mean_reward_estimate,
     paired_difference,
     pooled_bootstrap_mean,
     verdict_scores,
+    winrate_estimate,
 )
-from bench.tasks.base import PreferencePair, Sample, Task
+from bench.tasks.base import PreferencePair, Sample, Task, build_task
 from bench.verdicts import outcomes_from_string, outcomes_to_string
 
 CACHE_VERSION = 1
 """Part of every stage's cache key: bump when a stage's code changes what it produces."""
 
-RECORD_VERSION = 4
+RECORD_VERSION = 5
 """Part of a cell record's key: bump when the result line gains or changes a field."""
+
+JUDGMENTS_VERSION = 2
+"""Part of the judgments stage's key: bump when what it records changes (2: order_answers)."""
 
 DIAGNOSTICS_VERSION = 2
 """Part of the diagnostics stage's key: bump when an estimator changes (2: KL on sampled tokens)."""
@@ -153,6 +156,7 @@ class Runner:
             {
                 "v": CACHE_VERSION,
                 "stage": "judgments",
+                "judgments": JUDGMENTS_VERSION,
                 "generations": generations,
                 "judge": config["judge"],
             }
@@ -213,9 +217,9 @@ class Runner:
         timings["diagnostics"] = diagnostics.pop("wall_s")
 
         outcomes = outcomes_from_string(judged["outcomes"])
-        winrate = _winrate_estimate(verdict_scores(outcomes))
+        winrate = winrate_estimate(outcomes)
         rewards = judged["output_scores"]
-        reward = _reward_estimate(rewards)
+        reward = mean_reward_estimate(rewards)
         samples = [Sample(**s) for s in generations["samples"]]
         eval_examples = task.examples("eval", suite.generation.n_eval_prompts)
         metrics = {
@@ -258,6 +262,8 @@ class Runner:
             reward_ci_high=reward.high if reward else None,
             outcomes=judged["outcomes"],
             rewards=rewards,
+            reference_rewards=_recorded(judged["reference_scores"]),
+            order_answers=_recorded(judged["order_answers"]),
             output_lengths=[len(s.text.split()) for s in samples],
             reference_lengths=[len(e.reference.split()) for e in eval_examples],
             data_hash=content_hash(
@@ -285,12 +291,9 @@ class Runner:
             {"task": suite.task.model_dump(mode="json"), "base": suite.base_model.model_dump()}
         )
         if key not in self._tasks:
-            entry = TASKS.get(suite.task.name)
-            task = entry.fn(entry.config(**suite.task.params))
-            if suite.base_model.kind == "pretrained":
-                # A task that counts tokens (TL;DR's 512/53) counts them with the base model's.
-                task = task.with_base_model(suite.base_model.path, suite.base_model.revision)
-            self._tasks[key] = task
+            self._tasks[key] = build_task(
+                suite.task.name, suite.task.params, suite.base_model.model_dump()
+            )
         return self._tasks[key]
 
     def base_model_dir(self, cell: Cell) -> Path:
@@ -466,6 +469,7 @@ class Runner:
                     "outcomes": outcomes_to_string([j.verdict for j in judgments]),
                     "output_scores": [j.output_score for j in judgments],
                     "reference_scores": [j.reference_score for j in judgments],
+                    "order_answers": [j.order_answers for j in judgments],
                 }
 
             main = judged(generations["samples"])
@@ -721,19 +725,9 @@ def estimate_kl(
     return {"kl": statistics.mean(ratios), "kl_stderr": stderr, "n": len(ratios)}
 
 
-def _winrate_estimate(scores: Any) -> Estimate:
-    """The winrate with its CI; NaN with n = 0 when no verdict is valid (a policy that never
-    finishes an output), which the result line records rather than crashing the cell."""
-    import numpy as np
-
-    if not np.isfinite(scores).any():
-        return Estimate(float("nan"), float("nan"), float("nan"), 0)
-    return bootstrap_mean(scores)
-
-
 def _variant_summary(judged: dict[str, Any]) -> dict[str, Any]:
-    winrate = _winrate_estimate(verdict_scores(outcomes_from_string(judged["outcomes"])))
-    reward = _reward_estimate(judged["output_scores"])
+    winrate = winrate_estimate(outcomes_from_string(judged["outcomes"]))
+    reward = mean_reward_estimate(judged["output_scores"])
     return {
         "winrate": winrate.to_dict(),
         "mean_reward": reward.value if reward else None,
@@ -751,11 +745,9 @@ def _nan_array(values: list[float | None] | None) -> Any:
     return np.array([np.nan if v is None else v for v in (values or [])], dtype=float)
 
 
-def _reward_estimate(rewards: list[float | None]) -> Estimate | None:
-    values = _nan_array(rewards)
-    if values.size == 0 or all(v is None for v in rewards):
-        return None
-    return bootstrap_mean(values)
+def _recorded(per_prompt: list[Any]) -> list[Any] | None:
+    """A per-prompt record for the result line; None when the judge gave no value at all."""
+    return per_prompt if any(value is not None for value in per_prompt) else None
 
 
 def _mean(values: list[float | None]) -> float | None:

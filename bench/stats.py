@@ -200,6 +200,47 @@ def paired_difference(
     return _hierarchical_bootstrap(differences, n_resamples, confidence, seed)
 
 
+def winrate_estimate(verdicts: Sequence[Verdict | str]) -> Estimate:
+    """The winrate of one run's per-prompt verdicts with its 95% CI, as its result line states it.
+
+    This is the one computation behind a result line's ``winrate``, ``ci_low``, ``ci_high`` and
+    ``n``: the runner writes them with it, and `pftbench submit` and `pftbench check` recompute
+    them with it. :func:`bootstrap_mean` of :func:`verdict_scores` at its defaults (2,000
+    resamples, seed 0), so a recomputation gives back exactly the stored numbers.
+
+    Args:
+        verdicts: ``[n_prompts]`` verdicts (members of :class:`Verdict` or their letters).
+
+    Returns:
+        The estimate; NaN with ``n = 0`` when no verdict is valid (a policy that never finishes
+        an output), which a result line records rather than failing.
+    """
+    scores = verdict_scores(verdicts)
+    if not np.isfinite(scores).any():
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    return bootstrap_mean(scores)
+
+
+def mean_reward_estimate(rewards: Sequence[float | None] | None) -> Estimate | None:
+    """The mean per-prompt reward of one run with its 95% CI, as its result line states it.
+
+    The one computation behind ``mean_reward``, ``reward_ci_low`` and ``reward_ci_high`` (the
+    runner, `pftbench submit` and `pftbench check` all call it): :func:`bootstrap_mean` at its
+    defaults over the rewards, None (an invalid output) dropped.
+
+    Args:
+        rewards: ``[n_prompts]`` rewards, None where the output had none; or None.
+
+    Returns:
+        The estimate, or None when there is no reward at all.
+    """
+    if rewards is None or all(reward is None for reward in rewards):
+        return None
+    return bootstrap_mean(
+        np.array([np.nan if reward is None else reward for reward in rewards], dtype=np.float64)
+    )
+
+
 def per_seed(groups: Sequence[ArrayLike], **kwargs) -> list[Estimate]:
     """:func:`bootstrap_mean` of each group, in order, for per-seed tables.
 

@@ -22,18 +22,26 @@ A bundle is rejected, with every reason on its own line, when a line:
   method config must be a complete valid config of that method;
 - has a judge that is not pinned (see `judge_pin_problem`);
 - has summary numbers (winrate and its CI, mean reward) that its per-prompt outcomes and
-  rewards do not reproduce, or fewer or more outcomes than the suite's evaluation prompts;
+  rewards do not reproduce (`bench.integrity.number_discrepancies`), or fewer or more outcomes
+  than the suite's evaluation prompts;
+- has outcomes that do not follow from what it records the judge saw, by the judge's own rule
+  (`bench.integrity.outcome_problems`): a gold verdict against the task's gold reward of the
+  reference (recomputed here from the task), a ROUGE-L score against the threshold, an RM score
+  against the reference's, the answers of both orders of an LLM judge (`order_answers`); or
+  lacks the record its judge's rule needs (no rewards, no order_answers), so that its outcomes
+  cannot be verified;
 - conflicts with a line already merged for the same config hash (results are deterministic
   for a config and seed: a different outcome for the same config is not a new result).
 
 A bundle without problems is merged into the results folder with `append_result`, which skips
-lines already there: submitting twice changes nothing.
+lines already there: submitting twice changes nothing. Lines run from a working tree with
+uncommitted changes (`git_dirty`) or without a git commit are merged with a warning that names
+them; they keep their provenance, and the leaderboard marks their cells.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,9 +53,11 @@ from pydantic import ValidationError
 from bench.config import Cell, Suite, load_suite
 from bench.errors import ConfigError
 from bench.hashing import content_hash, short
-from bench.regression import config_differences
+from bench.integrity import number_discrepancies, outcome_problems
+from bench.regression import cell_id, config_differences
 from bench.results import ResultLine, append_result, load_result_file, result_path
 from bench.selection import UsageError, suite_paths
+from bench.tasks.base import Task
 
 CONFIG_FIELDS = (
     # (result-line field, key path in its config)
@@ -60,9 +70,6 @@ CONFIG_FIELDS = (
     ("seed", ("seed",)),
 )
 """Summary fields of a result line that must repeat what its config says."""
-
-NUMBER_TOLERANCE = 1e-6
-"""How far a stored winrate, CI or mean reward may be from its recomputation (rounding)."""
 
 _DATED_SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
 _HUB_REVISION = re.compile(r"@[0-9a-f]{40}$")
@@ -135,6 +142,7 @@ def check_bundle(
             raise UsageError(f"{path}: no such file")
     suites, load_failures = _load_suites(suites_dir)
     check = BundleCheck()
+    tasks: dict[str, Task] = {}
     for path in paths:
         for where, raw in _json_lines(Path(path), check.problems):
             line = _parse_line(where, raw, check.problems)
@@ -143,9 +151,14 @@ def check_bundle(
             problems_before = len(check.problems)
             _check_line(where, line, suites, load_failures, suites_dir, check)
             if len(check.problems) == problems_before:
+                # Only a line whose config is the suite's protocol: its task is one we build.
+                for reason in outcome_problems(line, tasks):
+                    check.problems.append(Problem(where, f"{cell_id(line)}: {reason}"))
+            if len(check.problems) == problems_before:
                 check.lines.append((where, line))
     _check_seeds(check, suites)
     _check_duplicates(check, results_dir)
+    _note_provenance(check)
     return check
 
 
@@ -252,8 +265,8 @@ def _check_line(
     pin = judge_pin_problem(line.judge)
     if pin:
         problem(pin)
-    for reason in number_problems(line):
-        problem(reason)
+    for discrepancy in number_discrepancies(line):
+        problem(str(discrepancy))
     n_prompts = _get(config, ("generation", "n_eval_prompts"))
     if isinstance(n_prompts, int) and len(line.outcomes) != n_prompts:
         problem(
@@ -378,46 +391,6 @@ def judge_pin_problem(judge: dict[str, Any]) -> str | None:
     )
 
 
-def number_problems(line: ResultLine) -> list[str]:
-    """The summary numbers the line's per-prompt data does not reproduce (empty when all do).
-
-    The runner computes them with `bench.stats.bootstrap_mean` at its defaults (2,000
-    resamples, seed 0), so they are recomputed exactly; NUMBER_TOLERANCE allows for rounding.
-    """
-    import numpy as np
-
-    from bench.stats import bootstrap_mean, verdict_scores
-    from bench.verdicts import outcomes_from_string
-
-    problems = []
-    scores = verdict_scores(outcomes_from_string(line.outcomes))
-    if line.n > 0:
-        winrate = bootstrap_mean(scores)
-        stored = (line.winrate, line.ci_low, line.ci_high)
-        if not _close(stored, (winrate.value, winrate.low, winrate.high)):
-            problems.append(
-                f"winrate {line.winrate:.4f} [{line.ci_low:.4f}, {line.ci_high:.4f}] is not what "
-                f"its outcomes give, {winrate.value:.4f} [{winrate.low:.4f}, {winrate.high:.4f}]"
-            )
-    elif not math.isnan(line.winrate):
-        problems.append(f"winrate {line.winrate} but no valid outcome: it must be NaN")
-    rewards = [r for r in (line.rewards or []) if r is not None]
-    if rewards:
-        values = np.array([np.nan if r is None else r for r in line.rewards], dtype=float)
-        reward = bootstrap_mean(values)
-        stored_reward = (line.mean_reward, line.reward_ci_low, line.reward_ci_high)
-        if None in stored_reward or not _close(
-            stored_reward, (reward.value, reward.low, reward.high)
-        ):
-            problems.append(
-                f"mean_reward {line.mean_reward} is not what its rewards give, "
-                f"{reward.value:.4f} [{reward.low:.4f}, {reward.high:.4f}]"
-            )
-    elif line.mean_reward is not None:
-        problems.append(f"mean_reward {line.mean_reward} but no valid reward")
-    return problems
-
-
 # -- the bundle as a whole --------------------------------------------------------------------
 
 
@@ -469,6 +442,37 @@ def _check_duplicates(check: BundleCheck, results_dir: Path | None) -> None:
         seen[line.config_hash] = (where, line)
 
 
+def _note_provenance(check: BundleCheck) -> None:
+    """Warn of lines whose code cannot be checked out again: they are merged, and marked."""
+    dirty = [where for where, line in check.lines if line.git_dirty]
+    if dirty:
+        check.notes.append(
+            f"warning: {len(dirty)} line{'s' * (len(dirty) != 1)} ran from a working tree with "
+            f"uncommitted changes (git_dirty), so the code behind them cannot be checked out "
+            f"again: {_places(dirty)}; merged with git_dirty kept, marked †dirty on the "
+            f"leaderboard"
+        )
+    no_commit = [where for where, line in check.lines if line.git_commit is None]
+    if no_commit:
+        check.notes.append(
+            f"warning: {len(no_commit)} line{'s' * (len(no_commit) != 1)} record no git commit "
+            f"(not run from a git checkout): {_places(no_commit)}; merged, marked †no-commit on "
+            f"the leaderboard"
+        )
+
+
+def _places(wheres: list[str]) -> str:
+    """`a.jsonl lines 1, 2; b.jsonl line 3` for `file:line` places."""
+    by_file: dict[str, list[str]] = {}
+    for where in wheres:
+        path, _, number = where.rpartition(":")
+        by_file.setdefault(path, []).append(number)
+    return "; ".join(
+        f"{path} line{'s' * (len(numbers) != 1)} {', '.join(numbers)}"
+        for path, numbers in by_file.items()
+    )
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 
@@ -478,13 +482,6 @@ def _get(mapping: Any, path: tuple[str, ...]) -> Any:
             return None
         mapping = mapping[key]
     return mapping
-
-
-def _close(stored: tuple, recomputed: tuple) -> bool:
-    return all(
-        (math.isnan(a) and math.isnan(b)) or abs(a - b) <= NUMBER_TOLERANCE
-        for a, b in zip(stored, recomputed, strict=True)
-    )
 
 
 def _judge_text(judge: dict[str, Any]) -> str:

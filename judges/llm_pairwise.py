@@ -35,6 +35,7 @@ import os
 import random
 import re
 import threading
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -46,8 +47,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bench.cache import Cache
 from bench.hashing import content_hash, short
 from bench.judge_cache import CachedAnswer, JudgeCache, answer_key, default_path
-from bench.judging import JudgeError, Judgment
+from bench.judging import JudgeError, Judgment, Replay
 from bench.registry import register_judge
+from bench.results import ResultLine
 from bench.tasks.base import Sample, Task
 from bench.verdicts import Verdict
 
@@ -252,6 +254,75 @@ def combine_orders(verdicts: list[Verdict], on_disagreement: Literal["tie", "inv
     return Verdict.TIE if on_disagreement == "tie" else Verdict.INVALID
 
 
+ANSWER_ORDERS = (Order.POLICY_FIRST, Order.REFERENCE_FIRST)
+"""The orders of the two characters of an item's answers (`ResultLine.order_answers`)."""
+NO_VERDICT = "?"
+"""An answer's character when the answer held no verdict (malformed, ungrammatical)."""
+NOT_ASKED = "-"
+"""An order's character when it was not asked (one order per item with `both_orders: false`)."""
+
+
+def order_answers(letters: dict[Order, str | None]) -> str:
+    """The two-character record of an item's answers: (policy first, reference first)."""
+    return "".join(
+        NOT_ASKED if order not in letters else letters[order] or NO_VERDICT
+        for order in ANSWER_ORDERS
+    )
+
+
+def answer_verdicts(answers: str) -> list[Verdict]:
+    """The verdict of each asked order of an item, from its two-character answers."""
+    return [
+        order_verdict(None if letter == NO_VERDICT else letter, order)
+        for letter, order in zip(answers, ANSWER_ORDERS, strict=True)
+        if letter != NOT_ASKED
+    ]
+
+
+def answers_verdict(answers: str, on_disagreement: Literal["tie", "invalid"]) -> Verdict:
+    """An item's verdict from its answers: `combine_orders` of `answer_verdicts`.
+
+    The one rule from the judge's answers to an outcome: the judge applies it, and
+    `pftbench submit` applies it to a result line's `order_answers`.
+    """
+    return combine_orders(answer_verdicts(answers), on_disagreement)
+
+
+def replay_llm_pairwise(
+    params: LlmPairwiseParams, line: ResultLine, task: Callable[[], Task]
+) -> Replay:
+    """The verdicts `line`'s recorded answers give (`answers_verdict`); an item without answers
+    (an output not judged) is INVALID. With `both_orders`, an item must answer both orders."""
+    if line.order_answers is None:
+        return Replay(
+            missing="it records no order_answers, the judge's answers in both orders its "
+            "verdicts follow from"
+        )
+    verdicts, problems = [], []
+    for index, answers in enumerate(line.order_answers):
+        if answers is None:
+            verdicts.append((Verdict.INVALID, "its output was not judged (an invalid output)"))
+            continue
+        if len(answers) != 2 or any(c not in f"AB{NO_VERDICT}{NOT_ASKED}" for c in answers):
+            problems.append(
+                f"the answers of prompt {index} are {answers!r}, not two of A, B, "
+                f"{NO_VERDICT}, {NOT_ASKED}"
+            )
+            verdicts.append((Verdict.INVALID, f"its answers {answers!r} are unreadable"))
+            continue
+        if params.both_orders and NOT_ASKED in answers:
+            problems.append(
+                f"the answers of prompt {index} are {answers!r}, but the judge asks both orders"
+            )
+        verdicts.append(
+            (
+                answers_verdict(answers, params.on_disagreement),
+                f"the judge answered {answers!r} (policy first, reference first)",
+            )
+        )
+    return Replay(verdicts, problems)
+
+
 def single_order(prompt: str, output: str, reference: str) -> Order:
     """The order of an item judged once: drawn from its texts' hash, so a rerun draws the same."""
     digest = hashlib.sha256("\x00".join((prompt, output, reference)).encode("utf-8")).digest()
@@ -438,12 +509,13 @@ class LlmPairwiseJudge:
             if plan is None:
                 judgments.append(Judgment(Verdict.INVALID))
                 continue
-            verdicts = [order_verdict(self._letter(answers.get(key)), order) for order, key in plan]
-            verdict = combine_orders(verdicts, self.params.on_disagreement)
+            answered = order_answers({order: self._letter(answers.get(key)) for order, key in plan})
+            verdicts = answer_verdicts(answered)
             if Verdict.INVALID not in verdicts and len(set(verdicts)) > 1:
                 with self._stats_lock:
                     self._stats.n_disagreements += 1
-            judgments.append(Judgment(verdict))
+            verdict = answers_verdict(answered, self.params.on_disagreement)
+            judgments.append(Judgment(verdict, order_answers=answered))
         return judgments
 
     def _letter(self, answer: CachedAnswer | None) -> str | None:
@@ -657,7 +729,7 @@ def _retry_after_s(error: Exception) -> float | None:
         return None  # an HTTP date: rare from these APIs; the backoff alone will do
 
 
-@register_judge("llm_pairwise", config=LlmPairwiseParams)
+@register_judge("llm_pairwise", config=LlmPairwiseParams, replay=replay_llm_pairwise)
 def make_llm_pairwise_judge(
     params: LlmPairwiseParams, task: Task, *, cache_root: Path | None = None
 ) -> LlmPairwiseJudge:

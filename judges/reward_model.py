@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bench.hashing import short
-from bench.judging import Judgment
+from bench.judging import Judgment, Replay, versus_reference
 from bench.registry import register_judge
+from bench.results import ResultLine
 from bench.tasks.base import Sample, Task
 from bench.verdicts import Verdict
 
@@ -56,6 +58,8 @@ class RewardModelParams(BaseModel):
 
 
 def rm_verdict(output_score: float, reference_score: float, tolerance: float) -> Verdict:
+    """WIN when the output's RM score beats the reference's by more than `tolerance`, LOSS when
+    it falls short by more, TIE otherwise."""
     difference = output_score - reference_score
     if abs(difference) <= tolerance:
         return Verdict.TIE
@@ -178,6 +182,28 @@ class RewardModelJudge:
         return self._model, self._tokenizer
 
 
-@register_judge("reward_model", config=RewardModelParams)
+def replay_reward_model(
+    params: RewardModelParams, line: ResultLine, task: Callable[[], Task]
+) -> Replay:
+    """The verdicts `line`'s RM scores give against its references' recorded RM scores.
+
+    The references' scores are taken as recorded: recomputing them would mean loading the RM.
+    """
+    if line.rewards is None or line.reference_rewards is None:
+        return Replay(
+            missing="it lacks rewards or reference_rewards, the RM scores its verdicts follow from"
+        )
+    verdicts = []
+    for score, reference in zip(line.rewards, line.reference_rewards, strict=True):
+        verdict = (
+            Verdict.INVALID
+            if score is None or reference is None
+            else rm_verdict(score, reference, params.tolerance)
+        )
+        verdicts.append((verdict, versus_reference(score, reference)))
+    return Replay(verdicts)
+
+
+@register_judge("reward_model", config=RewardModelParams, replay=replay_reward_model)
 def make_reward_model_judge(params: RewardModelParams, task: Task) -> RewardModelJudge:
     return RewardModelJudge(params, task)

@@ -13,10 +13,13 @@ reference's own score (1 by definition) is not reported.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.judging import Judgment
+from bench.judging import Judgment, Replay, score_text
 from bench.registry import register_judge
+from bench.results import ResultLine
 from bench.rouge import rouge_l
 from bench.tasks.base import Sample, Task
 from bench.verdicts import Verdict
@@ -47,11 +50,32 @@ class RougeJudge:
                 judgments.append(Judgment(Verdict.INVALID))
                 continue
             score = rouge_l(output.text, reference)
-            verdict = Verdict.WIN if score >= self.params.threshold else Verdict.LOSS
-            judgments.append(Judgment(verdict, output_score=score))
+            judgments.append(Judgment(rouge_verdict(score, self.params.threshold), score))
         return judgments
 
 
-@register_judge("rouge", config=RougeParams)
+def rouge_verdict(score: float | None, threshold: float) -> Verdict:
+    """WIN when the ROUGE-L F1 reaches `threshold`, LOSS below it, INVALID when unscored."""
+    if score is None:
+        return Verdict.INVALID
+    return Verdict.WIN if score >= threshold else Verdict.LOSS
+
+
+def replay_rouge(params: RougeParams, line: ResultLine, task: Callable[[], Task]) -> Replay:
+    """The verdicts `line`'s ROUGE-L scores (its rewards) give at the judge's threshold."""
+    if line.rewards is None:
+        return Replay(missing="it records no rewards, the ROUGE-L scores its verdicts follow from")
+    return Replay(
+        [
+            (
+                rouge_verdict(score, params.threshold),
+                f"its ROUGE-L {score_text(score)} against the threshold {params.threshold:g}",
+            )
+            for score in line.rewards
+        ]
+    )
+
+
+@register_judge("rouge", config=RougeParams, replay=replay_rouge)
 def make_rouge_judge(params: RougeParams, task: Task) -> RougeJudge:
     return RougeJudge(params, task)

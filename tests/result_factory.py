@@ -8,7 +8,8 @@ from pathlib import Path
 from bench.config import Cell
 from bench.hashing import content_hash
 from bench.results import ResultLine
-from bench.stats import bootstrap_mean, verdict_scores
+from bench.stats import mean_reward_estimate, winrate_estimate
+from bench.tasks.base import build_task
 from bench.verdicts import outcomes_from_string
 
 OUTCOMES = "WWLTWLWWLI" * 6
@@ -16,47 +17,40 @@ OUTCOMES = "WWLTWLWWLI" * 6
 
 
 def cell_line(cell: Cell, outcomes: str = OUTCOMES) -> dict:
-    """A consistent result line of `cell`, as JSON: what an honest run would submit."""
+    """A consistent result line of `cell`, as JSON: what an honest run would submit.
+
+    Its rewards follow from its outcomes and the task's gold rewards of the references: one
+    above the reference's for a win, equal for a tie, one below for a loss, none if invalid.
+    """
     config = cell.resolved_config()
-    winrate = bootstrap_mean(verdict_scores(outcomes_from_string(outcomes)))
-    rewards = [{"W": 2.0, "T": 1.0, "L": 0.0}.get(letter) for letter in outcomes]
-    reward = bootstrap_mean([float("nan") if r is None else r for r in rewards])
-    line = ResultLine(
-        suite=cell.suite.name,
-        suite_version=cell.suite.version,
-        suite_file=cell.suite.source,
-        tier=cell.suite.tier,
-        method=cell.method.name,
-        method_id=cell.method.method,
-        budget=cell.budget.label,
-        n_pairs=40,
-        seed=cell.seed,
-        winrate=winrate.value,
-        ci_low=winrate.low,
-        ci_high=winrate.high,
-        n=winrate.n,
-        n_invalid=outcomes.count("I"),
-        wins=outcomes.count("W"),
-        losses=outcomes.count("L"),
-        ties=outcomes.count("T"),
-        mean_reward=reward.value,
-        reward_ci_low=reward.low,
-        reward_ci_high=reward.high,
-        outcomes=outcomes,
-        rewards=rewards,
-        output_lengths=[3] * len(outcomes),
-        reference_lengths=[2] * len(outcomes),
-        data_hash="d" * 64,
-        judge={"kind": "gold", "id": "gold", "version": 1, "params": {}},
-        config_hash=content_hash(config),
-        config=config,
-        git_commit="a" * 40,
-        git_dirty=False,
-        packages={"python": "3.11"},
-        hardware={"cpu_count": 2},
-        timings={"train": 1.0},
-    )
-    return json.loads(line.model_dump_json())
+    task = build_task(config["task"]["name"], config["task"]["params"], config["base_model"])
+    examples = task.examples("eval", len(outcomes))
+    reference_rewards = [task.gold_reward(e.prompt, e.reference) for e in examples]
+    line = {
+        "suite": cell.suite.name,
+        "suite_version": cell.suite.version,
+        "suite_file": cell.suite.source,
+        "tier": cell.suite.tier,
+        "method": cell.method.name,
+        "method_id": cell.method.method,
+        "budget": cell.budget.label,
+        "n_pairs": 40,
+        "seed": cell.seed,
+        "output_lengths": [3] * len(outcomes),
+        "reference_lengths": [2] * len(outcomes),
+        "reference_rewards": reference_rewards,
+        "data_hash": "d" * 64,
+        "judge": {"kind": "gold", "id": "gold", "version": 1, "params": {}},
+        "config_hash": content_hash(config),
+        "config": config,
+        "git_commit": "a" * 40,
+        "git_dirty": False,
+        "packages": {"python": "3.11"},
+        "hardware": {"cpu_count": 2},
+        "timings": {"train": 1.0},
+    }
+    honest = ResultLine.model_validate(with_outcomes(line, outcomes))
+    return json.loads(honest.model_dump_json())
 
 
 def write_bundle(path: Path, lines: list) -> Path:
@@ -65,11 +59,30 @@ def write_bundle(path: Path, lines: list) -> Path:
 
 
 def with_outcomes(line: dict, outcomes: str) -> dict:
-    """A copy of a result line (as JSON) with other outcomes and the numbers they give."""
-    winrate = bootstrap_mean(verdict_scores(outcomes_from_string(outcomes)))
+    """A copy of a gold-judged result line (as JSON) with other outcomes, as an honest run would
+    record them: the rewards they follow from (from its `reference_rewards`) and the numbers."""
+    offsets = {"W": 1.0, "T": 0.0, "L": -1.0}
+    rewards = [
+        None if letter == "I" else reference + offsets[letter]
+        for letter, reference in zip(outcomes, line["reference_rewards"], strict=True)
+    ]
+    return with_numbers({**line, "outcomes": outcomes, "rewards": rewards})
+
+
+def forged_outcomes(line: dict, outcomes: str) -> dict:
+    """A copy of a result line (as JSON) with other outcomes and every number and count they
+    give, its rewards left alone: issue 13's forgery, which the numbers alone do not expose."""
+    return with_numbers({**line, "outcomes": outcomes})
+
+
+def with_numbers(line: dict) -> dict:
+    """A copy of a result line (as JSON) whose numbers and counts are what its outcomes and
+    rewards give, computed as the runner computes them."""
+    outcomes = line["outcomes"]
+    winrate = winrate_estimate(outcomes_from_string(outcomes))
+    reward = mean_reward_estimate(line["rewards"])
     return {
         **line,
-        "outcomes": outcomes,
         "winrate": winrate.value,
         "ci_low": winrate.low,
         "ci_high": winrate.high,
@@ -78,6 +91,9 @@ def with_outcomes(line: dict, outcomes: str) -> dict:
         "losses": outcomes.count("L"),
         "ties": outcomes.count("T"),
         "n_invalid": outcomes.count("I"),
+        "mean_reward": reward.value if reward else None,
+        "reward_ci_low": reward.low if reward else None,
+        "reward_ci_high": reward.high if reward else None,
     }
 
 
@@ -120,7 +136,7 @@ def synthetic_line(
         "seed": seed,
         "judge": {"kind": "gold", "params": {}},
     }
-    winrate = bootstrap_mean(verdict_scores(outcomes_from_string(outcomes)))
+    winrate = winrate_estimate(outcomes_from_string(outcomes))
     return ResultLine(
         suite=suite,
         suite_version=1,

@@ -28,6 +28,7 @@ from judges.llm_pairwise import (
     MissingApiKeyError,
     Order,
     Pricing,
+    answers_verdict,
     backoff_delay,
     combine_orders,
     known_prompts,
@@ -253,6 +254,25 @@ def test_answers_persist_across_connections_and_keys_separate_orders(tmp_path: P
         key_1: CachedAnswer("Preferred: A", [["A", [["A", -0.1]]]], 120, 9)
     }
     assert reopened.count() == reopened.count("j") == 1 and reopened.count("other") == 0
+
+
+def test_the_judge_records_the_answer_of_each_order(tmp_path: Path) -> None:
+    # Cached answers only (no server): item 0 is answered A then B (the policy both times),
+    # item 1 A then "?" (an ungrammatical second answer); item 2's output is unfinished.
+    judge = make_judge(tmp_path, f"http://127.0.0.1:{free_port()}/v1")
+    answers = {0: ("Preferred: A", "Preferred: B"), 1: ("A", "no idea")}
+    for index, (first, second) in answers.items():
+        for order, a, b, text in (
+            ("policy_first", OUTPUTS[index].text, REFERENCES[index], first),
+            ("reference_first", REFERENCES[index], OUTPUTS[index].text, second),
+        ):
+            key = answer_key(judge.judge_hash, PROMPTS[index], a, b, order)
+            judge.cache.put(key, judge.judge_hash, CachedAnswer(text, None, 1, 1))
+    outputs = [*OUTPUTS, sample("unfinished", finished=False)]
+    judgments = judge.judge([*PROMPTS, "POST: x. TL;DR:"], outputs, [*REFERENCES, "y"])
+    assert [j.order_answers for j in judgments] == ["AB", "A?", None]
+    assert [j.verdict for j in judgments] == [W, INV, INV]
+    assert judgments[0].verdict is answers_verdict("AB", "tie")
 
 
 # --- failures that need no model server -----------------------------------------------------------

@@ -11,8 +11,9 @@ from result_factory import cell_line, shared_cache_dir, with_outcomes, write_bun
 
 from bench.cli import main
 from bench.config import load_suite
+from bench.integrity import number_discrepancies, outcome_problems
 from bench.regression import Baseline, Status
-from bench.results import ResultLine, append_result, load_results
+from bench.results import ResultFileError, ResultLine, append_result, load_results
 
 # -- comparisons on made-up lines ---------------------------------------------------------------
 
@@ -44,14 +45,57 @@ def test_a_winrate_outside_the_committed_ci_is_shifted(tmp_path, dpo_line):
     assert comparison.status is Status.SHIFTED
     assert comparison.sentence == (
         "tiny-keywords v1 dpo[n=40,seed=0] has winrate 0.833 [0.733, 0.917] n=60, outside the "
-        f"committed 95% CI of 0.611 [0.491, 0.741] n=54 (config {fresh.config_hash[:12]})."
+        f"committed 95% CI of 0.611 [0.491, 0.741] n=54 (config {fresh.config_hash[:12]}); the "
+        "verdicts of 32 of 60 prompts differ from the committed ones (first: prompt 2)."
     )
 
 
-def test_a_small_move_inside_the_committed_ci_holds(tmp_path, dpo_line):
+def test_a_verdict_that_differs_on_a_cpu_is_shifted_even_inside_the_ci(tmp_path, dpo_line):
     moved = with_outcomes(dpo_line, dpo_line["outcomes"].replace("L", "W", 2))
     comparison = baseline_of(tmp_path, dpo_line).compare(ResultLine.model_validate(moved))
+    assert comparison.status is Status.SHIFTED
+    assert comparison.sentence == (
+        "tiny-keywords v1 dpo[n=40,seed=0] has winrate 0.648 [0.528, 0.769] n=54, within the "
+        "committed 0.611 [0.491, 0.741] n=54, but the verdicts of 2 of 60 prompts differ from "
+        "the committed ones (first: prompt 2), and two CPU runs of one config reproduce every "
+        f"verdict (config {moved['config_hash'][:12]})."
+    )
+
+
+def test_a_verdict_that_differs_on_a_gpu_holds_inside_the_ci_and_is_counted(tmp_path, dpo_line):
+    moved = with_outcomes(dpo_line, dpo_line["outcomes"].replace("L", "W", 2))
+    moved["hardware"] = {"gpus": ["NVIDIA H100"]}
+    comparison = baseline_of(tmp_path, dpo_line).compare(ResultLine.model_validate(moved))
     assert comparison.status is Status.HELD
+    assert comparison.sentence.endswith(
+        "; the verdicts of 2 of 60 prompts differ from the committed ones (first: prompt 2) "
+        "(a GPU run need not reproduce every verdict)."
+    )
+
+
+def test_a_committed_winrate_edited_by_hand_is_corrupt_not_held(tmp_path, dpo_line):
+    # Issue 13's attack: the committed winrate raised by 0.1, its interval left alone; the
+    # fresh rerun lies within that interval, so an interval-only check said "held".
+    edited = {**dpo_line, "winrate": dpo_line["winrate"] + 0.1}
+    assert edited["ci_low"] <= dpo_line["winrate"] <= edited["ci_high"]
+    baseline = baseline_of(tmp_path, edited)
+    comparison = baseline.compare(ResultLine.model_validate(dpo_line))
+    assert comparison.status is Status.CORRUPT
+    assert comparison.sentence == (
+        "tiny-keywords v1 dpo[n=40,seed=0]: the committed line "
+        f"{tmp_path / 'committed' / 'tiny-keywords.jsonl'}:1 is not self-consistent, so it is "
+        "no baseline: its winrate is 0.7111, but its outcomes give 0.6111."
+    )
+
+
+def test_a_committed_line_with_edited_counts_does_not_load(tmp_path, dpo_line):
+    folder = tmp_path / "committed"
+    folder.mkdir()
+    write_bundle(folder / "tiny-keywords.jsonl", [{**dpo_line, "wins": dpo_line["wins"] + 5}])
+    with pytest.raises(
+        ResultFileError, match=r"tiny-keywords.jsonl:1: .*wins=35 \(outcomes say 30\)"
+    ):
+        Baseline.snapshot(folder)
 
 
 def test_a_cell_without_a_committed_value_is_new(tmp_path, dpo_line):
@@ -119,8 +163,16 @@ def test_check_passes_on_the_committed_results_and_writes_nothing(committed, cap
     assert check(committed, committed["results"]) == 0
     out = capsys.readouterr().out
     assert "held: tiny-keywords v1 sft[n=40,seed=0] has winrate " in out
-    assert out.rstrip().endswith(": 1 held, 0 shifted, 0 new")
+    assert out.rstrip().endswith(": 1 held, 0 shifted, 0 corrupt, 0 new")
     assert (committed["results"] / "tiny-keywords.jsonl").read_text() == before
+
+
+@pytest.mark.e2e
+def test_a_run_records_what_its_outcomes_follow_from(committed):
+    line = ResultLine.model_validate(committed["line"])
+    assert line.reference_rewards is not None and len(line.reference_rewards) == 60
+    assert line.order_answers is None  # the gold judge asks no one
+    assert number_discrepancies(line) == [] and outcome_problems(line) == []
 
 
 @pytest.mark.e2e
@@ -134,9 +186,26 @@ def test_check_fails_a_shifted_winrate_in_one_sentence(committed, tmp_path, caps
         f"FAILED tiny-keywords v1 sft[n=40,seed=0] has winrate {fresh['winrate']:.3f} "
         f"[{fresh['ci_low']:.3f}, {fresh['ci_high']:.3f}] n={fresh['n']}, outside the committed "
         f"95% CI of {old.winrate:.3f} [{old.ci_low:.3f}, {old.ci_high:.3f}] n={old.n} "
-        f"(config {old.config_hash[:12]})."
+        f"(config {old.config_hash[:12]}); the verdicts of 25 of 60 prompts differ from the "
+        f"committed ones (first: prompt {fresh['outcomes'].index('L')})."
     )
-    assert out[1].endswith(": 0 held, 1 shifted, 0 new")
+    assert out[1].endswith(": 0 held, 1 shifted, 0 corrupt, 0 new")
+
+
+@pytest.mark.e2e
+def test_check_fails_a_committed_winrate_edited_by_hand(committed, tmp_path, capsys):
+    baseline = tmp_path / "edited"
+    baseline.mkdir()
+    line = committed["line"]
+    write_bundle(baseline / "tiny-keywords.jsonl", [{**line, "winrate": line["winrate"] + 0.1}])
+    assert check(committed, baseline) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        f"FAILED tiny-keywords v1 sft[n=40,seed=0]: the committed line {baseline}/"
+        "tiny-keywords.jsonl:1 is not self-consistent, so it is no baseline: its winrate is "
+        f"{line['winrate'] + 0.1:.4f}, but its outcomes give {line['winrate']:.4f}."
+    )
+    assert out[1].endswith(": 0 held, 0 shifted, 1 corrupt, 0 new")
 
 
 @pytest.mark.e2e
@@ -144,7 +213,7 @@ def test_check_reports_a_cell_without_committed_value_as_new(committed, tmp_path
     assert check(committed, tmp_path / "nothing-committed") == 0
     out = capsys.readouterr().out
     assert "new: tiny-keywords v1 sft[n=40,seed=0] is new: no committed result in " in out
-    assert out.rstrip().endswith(": 0 held, 0 shifted, 1 new")
+    assert out.rstrip().endswith(": 0 held, 0 shifted, 0 corrupt, 1 new")
 
 
 def pytest_args(committed: dict) -> list[str]:
@@ -165,8 +234,9 @@ def test_pytest_regression_fails_a_shifted_cell(committed, pytester, tmp_path):
     result.stdout.fnmatch_lines(
         [
             "tiny-keywords v1 sft[[]n=40,seed=0[]] has winrate 0.* [[]*[]] n=60, outside the "
-            "committed 95% CI of 0.* [[]*[]] n=60 (config *).",
-            "*regression check against 1 committed cells in *: 0 held, 1 shifted, 0 new",
+            "committed 95% CI of 0.* [[]*[]] n=60 (config *); the verdicts of 25 of 60 prompts "
+            "differ from the committed ones (first: prompt *).",
+            "*regression check against 1 committed cells in *: 0 held, 1 shifted, 0 corrupt, 0 new",
         ]
     )
     assert "Traceback" not in result.stdout.str()
@@ -199,14 +269,37 @@ def test_pytest_regression_compares_with_the_results_before_the_run(committed, p
     result.stdout.fnmatch_lines(
         [
             "new: tiny-keywords v1 sft[[]n=40,seed=0[]] is new: no committed result in *",
-            "*: 0 held, 0 shifted, 1 new",
+            "*: 0 held, 0 shifted, 0 corrupt, 1 new",
         ]
     )
     assert len(load_results(pytester.path / "leaderboard" / "results")) == 1
 
     rerun = pytester.runpytest(*pytest_args(committed), "--results-dir=leaderboard/results")
     rerun.assert_outcomes(passed=1)
-    rerun.stdout.fnmatch_lines(["*: 1 held, 0 shifted, 0 new"])
+    rerun.stdout.fnmatch_lines(["*: 1 held, 0 shifted, 0 corrupt, 0 new"])
+
+
+@pytest.mark.e2e
+def test_pytest_regression_fails_a_corrupt_committed_line(committed, pytester, tmp_path):
+    pytester.makefile(".yaml", **{"suites/tiny": committed["suite"].read_text()})
+    baseline = tmp_path / "edited"
+    baseline.mkdir()
+    line = committed["line"]
+    write_bundle(baseline / "tiny-keywords.jsonl", [{**line, "winrate": line["winrate"] + 0.1}])
+    result = pytester.runpytest(
+        *pytest_args(committed),
+        "--regression",
+        f"--regression-baseline={baseline}",
+        f"--results-dir={tmp_path / 'fresh'}",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "tiny-keywords v1 sft[[]n=40,seed=0[]]: the committed line *tiny-keywords.jsonl:1 is "
+            "not self-consistent, so it is no baseline: its winrate is *, but its outcomes give *.",
+            "*: 0 held, 0 shifted, 1 corrupt, 0 new",
+        ]
+    )
 
 
 @pytest.mark.e2e

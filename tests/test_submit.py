@@ -9,13 +9,22 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from result_factory import cell_line, write_bundle
+from result_factory import cell_line, forged_outcomes, with_numbers, write_bundle
 
 from bench.cli import main
 from bench.config import Cell, load_suite
 from bench.hashing import content_hash
-from bench.results import ResultLine, append_result, latest_per_cell, load_results
+from bench.integrity import number_discrepancies, outcome_problems
+from bench.leaderboard import cell_table, markdown_tables
+from bench.results import (
+    ResultLine,
+    append_result,
+    latest_per_cell,
+    load_located_results,
+    load_results,
+)
 from bench.submit import judge_pin_problem
+from judges.llm_pairwise import answers_verdict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,8 +89,8 @@ def _drop(key: str):
 TAMPERINGS = {
     "winrate raised": (
         _set(("winrate",), 0.9),
-        "winrate 0.9000 [",
-        "is not what its outcomes give, 0.6111 [",
+        "winrate is 0.9000, but its outcomes give 0.6111",
+        "",
     ),
     "config edited, hash kept": (
         _set(("config", "method", "config", "lr"), 0.01),
@@ -139,6 +148,7 @@ TAMPERINGS = {
             rewards=line["rewards"][:-1],
             output_lengths=line["output_lengths"][:-1],
             reference_lengths=line["reference_lengths"][:-1],
+            reference_rewards=line["reference_rewards"][:-1],
             n_invalid=line["n_invalid"] - 1,
         ),
         "it has 59 outcomes, but its config evaluates 60 prompts",
@@ -330,3 +340,197 @@ def test_a_reproduced_line_that_adds_lengths_supersedes_the_old_one(tmp_path, ce
     assert not append_result(tmp_path, ResultLine.model_validate(line))
     assert not append_result(tmp_path, ResultLine.model_validate(old))
     assert latest_per_cell(load_results(tmp_path))[0].output_lengths == line["output_lengths"]
+
+
+# -- outcomes must follow from what the judge recorded ---------------------------------------
+
+
+def test_outcomes_flipped_with_their_numbers_recomputed_are_rejected(tmp_path, cells, capsys):
+    # Issue 13's attack: 50 losses flipped to wins, winrate, interval and counts recomputed, the
+    # gold rewards (below the references') left as the run recorded them.
+    honest = cell_line(cells["dpo[n=40,seed=0]"], outcomes="L" * 55 + "W" * 5)
+    forged = forged_outcomes(honest, "W" * 50 + "L" * 5 + "W" * 5)
+    assert not number_discrepancies(ResultLine.model_validate(forged))
+    lines = [cell_line(c) for c in cells.values()]
+    lines[2] = forged
+    bundle = write_bundle(tmp_path / "bundle.jsonl", lines)
+    assert submit(tmp_path, bundle) == 2
+    err = capsys.readouterr().err.splitlines()
+    reference = honest["reference_rewards"][0]
+    assert err[0] == (
+        f"{bundle}:3: dpo[n=40,seed=0]: outcome of prompt 0 is W, but its reward "
+        f"{reference - 1:g} is below the reference's {reference:g}: the gold judge gives L"
+    )
+    assert [line.split(": ", 2)[2].split(",")[0] for line in err[:5]] == [
+        f"outcome of prompt {index} is W" for index in range(5)
+    ]
+    assert err[5] == (
+        f"{bundle}:3: dpo[n=40,seed=0]: and 45 more prompts whose outcome does not follow from "
+        "the record like these"
+    )
+    assert err[-1] == "rejected: 6 problems; nothing was merged"
+    assert not (tmp_path / "board").exists()
+
+
+def test_reference_rewards_must_be_the_tasks_gold_rewards(tmp_path, cells, capsys):
+    # Lowering the reference's reward would make a flipped loss look like a win.
+    line = cell_line(cells["dpo[n=40,seed=0]"])
+    reference = line["reference_rewards"][1]
+    line["reference_rewards"][1] = reference - 5
+    assert submit(tmp_path, write_bundle(tmp_path / "bundle.jsonl", [line])) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"dpo[n=40,seed=0]: the reference reward of prompt 1 is {reference - 5:g}, but the "
+        f"task's gold reward of that reference is {reference:g}"
+    ) in err
+
+
+def test_a_gold_line_without_rewards_cannot_be_verified(tmp_path, cells, capsys):
+    line = with_numbers({**cell_line(cells["sft[n=40,seed=0]"]), "rewards": None})
+    assert submit(tmp_path, write_bundle(tmp_path / "bundle.jsonl", [line])) == 2
+    assert (
+        "sft[n=40,seed=0]: its outcomes cannot be verified: it records no rewards, the gold "
+        "rewards its verdicts follow from"
+    ) in capsys.readouterr().err
+
+
+def test_old_gold_lines_are_verified_against_the_tasks_reference_rewards(tmp_path, cells):
+    # Lines written before reference_rewards was recorded: the task gives them back.
+    line = cell_line(cells["sft[n=40,seed=0]"])
+    line.pop("reference_rewards")
+    assert outcome_problems(ResultLine.model_validate(line)) == []
+    assert line["outcomes"][2] == "L"
+    flipped = forged_outcomes(line, line["outcomes"][:2] + "W" + line["outcomes"][3:])
+    (problem,) = outcome_problems(ResultLine.model_validate(flipped))
+    assert problem.startswith("outcome of prompt 2 is W, but its reward ")
+
+
+def test_every_committed_line_is_self_consistent_and_its_outcomes_follow():
+    tasks: dict = {}
+    for where, line in load_located_results(REPO_ROOT / "leaderboard" / "results"):
+        assert number_discrepancies(line) == [], where
+        assert outcome_problems(line, tasks) == [], where
+
+
+def _judged_as(line: dict, kind: str, params: dict, **records) -> ResultLine:
+    judge = {"kind": kind, "id": kind, "version": 1, "params": params}
+    return ResultLine.model_validate(with_numbers({**line, "judge": judge, **records}))
+
+
+def test_rouge_outcomes_follow_from_the_scores_and_the_threshold(cells):
+    line = cell_line(cells["sft[n=40,seed=0]"], outcomes="WLI" * 20)
+    scores = [0.5, 0.49, None] * 20
+    rouge = _judged_as(line, "rouge", {"threshold": 0.5}, rewards=scores, reference_rewards=None)
+    assert outcome_problems(rouge) == []
+    strict = _judged_as(line, "rouge", {"threshold": 0.6}, rewards=scores, reference_rewards=None)
+    assert outcome_problems(strict)[0] == (
+        "outcome of prompt 0 is W, but its ROUGE-L 0.5 against the threshold 0.6: the rouge "
+        "judge gives L"
+    )
+
+
+def test_reward_model_outcomes_need_the_references_scores(cells):
+    line = cell_line(cells["sft[n=40,seed=0]"], outcomes="WTLI" * 15)
+    params = {"path": "rm", "tolerance": 0.1}
+    rewards, references = [1.0, 0.55, 0.0, None] * 15, [0.5] * 60
+    rm = _judged_as(line, "reward_model", params, rewards=rewards, reference_rewards=references)
+    assert outcome_problems(rm) == []
+    unrecorded = _judged_as(line, "reward_model", params, rewards=rewards, reference_rewards=None)
+    assert outcome_problems(unrecorded) == [
+        "its outcomes cannot be verified: it lacks rewards or reference_rewards, the RM scores "
+        "its verdicts follow from"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answers", "on_disagreement", "verdict"),
+    [
+        ("AB", "tie", "W"),
+        ("BA", "tie", "L"),
+        ("AA", "tie", "T"),
+        ("AA", "invalid", "I"),
+        ("A?", "tie", "I"),
+        ("A-", "tie", "W"),
+        ("-A", "tie", "L"),
+    ],
+)
+def test_the_verdict_of_two_orders(answers, on_disagreement, verdict):
+    # The first character answers with the policy as A, the second with the policy as B.
+    assert answers_verdict(answers, on_disagreement).value == verdict
+
+
+@pytest.fixture
+def pairwise_cell(tiny_suite: Path) -> Cell:
+    tiny_suite.write_text(
+        tiny_suite.read_text().replace(
+            "judge:\n  kind: gold\n",
+            "judge:\n  kind: llm_pairwise\n"
+            "  params: {model: judge-2024-08-06, api_key_env: null}\n",
+        )
+    )
+    (cell,) = load_suite(tiny_suite).cells(["sft"], ["40"])
+    return cell
+
+
+def pairwise_line(cell: Cell, answers: list[str | None]) -> dict:
+    """An honest line of a pairwise LLM judge: its outcomes are what its answers give."""
+    outcomes = "".join("I" if a is None else answers_verdict(a, "tie").value for a in answers)
+    line = cell_line(cell)
+    judge = {**cell.resolved_config()["judge"], "id": "llm_pairwise:judge", "version": 1}
+    return with_numbers(
+        {
+            **line,
+            "outcomes": outcomes,
+            "judge": judge,
+            "rewards": None,
+            "reference_rewards": None,
+            "order_answers": answers,
+        }
+    )
+
+
+def test_a_pairwise_line_must_carry_the_answers_of_both_orders(tmp_path, pairwise_cell, capsys):
+    answers = ["AB", "BA", "AA", None, "A?"] * 12
+    line = pairwise_line(pairwise_cell, answers)
+    assert submit(tmp_path, write_bundle(tmp_path / "honest.jsonl", [line])) == 0
+    capsys.readouterr()
+
+    unanswered = with_numbers({**line, "order_answers": None})
+    assert submit(tmp_path, write_bundle(tmp_path / "unanswered.jsonl", [unanswered])) == 2
+    assert "sft[n=40,seed=0]: its outcomes cannot be verified: it records no order_answers" in (
+        capsys.readouterr().err
+    )
+
+    flipped = forged_outcomes(line, "WW" + line["outcomes"][2:])
+    assert submit(tmp_path, write_bundle(tmp_path / "flipped.jsonl", [flipped])) == 2
+    assert (
+        "sft[n=40,seed=0]: outcome of prompt 1 is W, but the judge answered 'BA' (policy first, "
+        "reference first): the llm_pairwise judge gives L"
+    ) in capsys.readouterr().err
+
+
+# -- provenance ---------------------------------------------------------------------------------
+
+
+def test_lines_from_a_dirty_tree_are_merged_with_a_warning_and_marked(tmp_path, cells, capsys):
+    lines = [cell_line(c) for c in cells.values()]
+    lines[1]["git_dirty"] = True
+    lines[3]["git_dirty"] = True
+    lines[2].update(git_commit=None, git_dirty=None)
+    bundle = write_bundle(tmp_path / "bundle.jsonl", lines)
+    assert submit(tmp_path, bundle) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        f"warning: 2 lines ran from a working tree with uncommitted changes (git_dirty), so the "
+        f"code behind them cannot be checked out again: {bundle} lines 2, 4; merged with "
+        "git_dirty kept, marked †dirty on the leaderboard"
+    )
+    assert out[1] == (
+        f"warning: 1 line record no git commit (not run from a git checkout): {bundle} line 3; "
+        "merged, marked †no-commit on the leaderboard"
+    )
+    merged = load_results(tmp_path / "board")
+    assert [line.git_dirty for line in merged] == [False, True, None, True]
+    table = markdown_tables(cell_table(merged))
+    assert "n=54 inv=6 †dirty |" in table and "n=54 inv=6 †no-commit |" in table
+    assert table.count("†") == 3

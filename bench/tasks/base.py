@@ -8,7 +8,7 @@ decoded continuation without special tokens. Tasks never import torch at module 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,3 +113,15 @@ class Task(ABC):
     def validity(self, outputs: Sequence[Sample]) -> list[bool]:
         """Whether each output can be judged at all (finished, well formed)."""
         return [sample.finished for sample in outputs]
+
+
+def build_task(name: str, params: Mapping[str, Any], base_model: Mapping[str, Any]) -> Task:
+    """The registered task `name` built from its params, as a suite (or a result line's config)
+    states them; a task that counts tokens counts them with a pretrained base model's."""
+    from bench.registry import TASKS
+
+    entry = TASKS.get(name)
+    task = entry.fn(entry.config(**params))
+    if base_model.get("kind") == "pretrained":
+        task = task.with_base_model(base_model["path"], base_model.get("revision"))
+    return task

@@ -1,0 +1,151 @@
+"""Is a result line self-consistent? Its numbers and verdicts recomputed from its own records.
+
+A result line states numbers (winrate, its CI, mean reward, its CI) and the per-prompt data they
+come from (`outcomes`, `rewards`). Both `pftbench submit` (a bundle line) and `pftbench check`
+(a committed line, before a fresh rerun is compared with it) ask this module whether the numbers
+are what the data gives, with the very functions the runner wrote them with
+(`bench.stats.winrate_estimate`, `bench.stats.mean_reward_estimate`), so a recomputation of an
+honest line gives back exactly its numbers. The counts (wins, losses, ties, n, n_invalid) are
+checked against `outcomes` when a line is loaded (`ResultLine`'s validator): a line whose counts
+disagree never loads.
+
+`outcome_problems` goes one step further back, for `pftbench submit`: each prompt's verdict must
+follow from what the line records the judge saw, by the judge's own rule (its registered
+`replay`, see `bench.judging.Replay`): the policy's reward against the reference's for the gold
+and RM judges (the gold reward of a reference recomputed from the task), the ROUGE-L score
+against the threshold, the answers of both orders for a pairwise LLM judge. What it cannot check:
+that the rewards (or answers) are what the policy's outputs get, since a line does not record its
+outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from bench.hashing import content_hash
+from bench.judging import Replay
+from bench.registry import JUDGES, UnknownNameError
+from bench.results import ResultLine
+from bench.stats import Estimate, mean_reward_estimate, winrate_estimate
+from bench.tasks.base import Task, build_task
+from bench.verdicts import outcomes_from_string
+
+NUMBER_TOLERANCE = 1e-6
+"""How far a stated number may be from its recomputation (JSON round trips, rounding)."""
+
+MAX_SHOWN = 5
+"""Prompts named one by one in a line's problems; the rest are counted in one more problem."""
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    """One stated number of a line that its per-prompt data does not give."""
+
+    field: str
+    """The result-line field, e.g. "winrate"."""
+    stated: float | None
+    recomputed: float | None
+    source: str
+    """What it was recomputed from: "its outcomes" or "its rewards"."""
+
+    def __str__(self) -> str:
+        return (
+            f"{self.field} is {_number(self.stated)}, but {self.source} give "
+            f"{_number(self.recomputed)}"
+        )
+
+
+def number_discrepancies(line: ResultLine) -> list[Discrepancy]:
+    """The summary numbers of `line` that its outcomes and rewards do not give (empty: all do).
+
+    winrate, ci_low and ci_high are recomputed from `outcomes` (NaN when no verdict is valid);
+    mean_reward, reward_ci_low and reward_ci_high from `rewards` (None when there is no reward).
+    """
+    winrate = winrate_estimate(outcomes_from_string(line.outcomes))
+    reward = mean_reward_estimate(line.rewards)
+    expected: list[tuple[str, float | None, str]] = [
+        *_fields(("winrate", "ci_low", "ci_high"), winrate, "its outcomes"),
+        *_fields(("mean_reward", "reward_ci_low", "reward_ci_high"), reward, "its rewards"),
+    ]
+    return [
+        Discrepancy(name, getattr(line, name), value, source)
+        for name, value, source in expected
+        if not _same(getattr(line, name), value)
+    ]
+
+
+def outcome_problems(line: ResultLine, tasks: dict[str, Task] | None = None) -> list[str]:
+    """Why `line`'s outcomes do not follow from its per-prompt record (empty: they all do).
+
+    One sentence per problem: a record the line lacks (its outcomes then cannot be verified,
+    which is a problem too), a recorded reference reward that is not the task's, and each
+    prompt whose outcome is not the verdict the judge's rule gives, e.g. "outcome of prompt 17
+    is W, but its reward 0.4 is below the reference's 1.1: the gold judge gives L". At most
+    MAX_SHOWN prompts are named per kind; the rest are counted.
+
+    `tasks` memoises the tasks built for the gold judge's references, by task config, across
+    calls (a bundle's lines share a few tasks).
+    """
+    kind = line.judge["kind"]
+    try:
+        entry = JUDGES.get(kind)
+    except UnknownNameError:
+        return [f"judge kind {kind!r} is not registered here, so its outcomes cannot be verified"]
+    if entry.replay is None:
+        return [f"judge {kind} has no replay of its verdicts, so its outcomes cannot be verified"]
+    try:
+        params = entry.config(**(line.judge.get("params") or {}))
+    except (ValidationError, TypeError) as error:
+        return [f"judge params {line.judge.get('params')} are not valid {kind} params: {error}"]
+    replay: Replay = entry.replay(params, line, lambda: _task(line, {} if tasks is None else tasks))
+    if replay.missing is not None:
+        return [f"its outcomes cannot be verified: {replay.missing}"]
+    wrong = [
+        f"outcome of prompt {index} is {recorded}, but {because}: the {kind} judge gives "
+        f"{verdict.value}"
+        for index, (recorded, (verdict, because)) in enumerate(
+            zip(line.outcomes, replay.verdicts, strict=True)
+        )
+        if recorded != verdict.value
+    ]
+    return _shown(replay.problems, "recorded values") + _shown(
+        wrong, "prompts whose outcome does not follow from the record"
+    )
+
+
+def _task(line: ResultLine, tasks: dict[str, Task]) -> Task:
+    task, base_model = line.config["task"], line.config.get("base_model", {})
+    key = content_hash({"task": task, "base_model": base_model})
+    if key not in tasks:
+        tasks[key] = build_task(task["name"], task.get("params", {}), base_model)
+    return tasks[key]
+
+
+def _shown(problems: list[str], what: str) -> list[str]:
+    if len(problems) <= MAX_SHOWN:
+        return problems
+    return [*problems[:MAX_SHOWN], f"and {len(problems) - MAX_SHOWN} more {what} like these"]
+
+
+def _fields(
+    names: tuple[str, str, str], estimate: Estimate | None, source: str
+) -> list[tuple[str, float | None, str]]:
+    if estimate is None:
+        return [(name, None, source) for name in names]
+    values = (estimate.value, estimate.low, estimate.high)
+    return [(name, value, source) for name, value in zip(names, values, strict=True)]
+
+
+def _same(stated: float | None, recomputed: float | None) -> bool:
+    if stated is None or recomputed is None:
+        return stated is None and recomputed is None
+    if math.isnan(stated) or math.isnan(recomputed):
+        return math.isnan(stated) and math.isnan(recomputed)
+    return abs(stated - recomputed) <= NUMBER_TOLERANCE
+
+
+def _number(value: float | None) -> str:
+    return "absent" if value is None else f"{value:.4f}"
