@@ -3,8 +3,9 @@
 A committed result line and a fresh one describe the same cell when they share the suite, the
 suite version, the config hash (the resolved config, method config, budget and seed included),
 the budget and the seed. Results are deterministic for a config and seed on a CPU, so a fresh
-winrate outside the committed 95% CI, or (both runs on CPUs) any prompt whose verdict differs
-from the committed one, means that code changed what the cell computes.
+winrate outside the committed 95% CI, or (both runs with the same CPU arithmetic: no GPU, the
+same processor, torch version and thread count) any prompt whose verdict differs from the
+committed one, means that code changed what the cell computes.
 
 A committed line is only a baseline if it is self-consistent: its winrate, CI and mean reward
 must be what its own per-prompt outcomes and rewards give (`bench.integrity`). A line edited by
@@ -34,9 +35,9 @@ class Status(str, Enum):
     HELD = "held"
     """The fresh winrate lies inside the committed 95% CI."""
     SHIFTED = "shifted"
-    """The fresh winrate lies outside the committed CI, or (both runs on CPUs, which reproduce
-    every verdict) some prompt's verdict differs: a regression (or an improvement) to explain
-    and, if intended, to commit with a new suite version or config."""
+    """The fresh winrate lies outside the committed CI, or (both runs with the same CPU
+    arithmetic, which reproduces every verdict) some prompt's verdict differs: a regression (or
+    an improvement) to explain and, if intended, to commit with a new suite version or config."""
     CORRUPT = "corrupt"
     """The committed line is not self-consistent (a number its own outcomes or rewards do not
     give): it was edited after the run, so it is no baseline. A failure, like SHIFTED."""
@@ -123,19 +124,22 @@ class Baseline:
         held = f"{where} has winrate {_estimate(line)}, within the committed {_estimate(committed)}"
         if not differing:
             return Comparison(Status.HELD, line, committed, held + ".")
-        if _on_cpu(line) and _on_cpu(committed):
+        arithmetic = _cpu_arithmetic(line)
+        if arithmetic is not None and arithmetic == _cpu_arithmetic(committed):
             return Comparison(
                 Status.SHIFTED,
                 line,
                 committed,
-                f"{held}, but {verdicts}, and two CPU runs of one config reproduce every verdict "
+                f"{held}, but {verdicts}, and two CPU runs of one config with the same "
+                "processor, torch and thread count reproduce every verdict "
                 f"(config {short(line.config_hash)}).",
             )
         return Comparison(
             Status.HELD,
             line,
             committed,
-            f"{held}; {verdicts} (a GPU run need not reproduce every verdict).",
+            f"{held}; {verdicts} (a run on a GPU, or on another processor, torch or thread count, "
+            "need not reproduce every verdict).",
         )
 
     def _new_sentence(self, where: str, line: ResultLine) -> str:
@@ -220,9 +224,16 @@ def _verdicts_sentence(differing: list[int], committed: ResultLine) -> str:
     )
 
 
-def _on_cpu(line: ResultLine) -> bool:
-    """Whether the run used no GPU (its hardware records none)."""
-    return not line.hardware.get("gpus")
+def _cpu_arithmetic(line: ResultLine) -> tuple | None:
+    """What a CPU run's last digits depend on: processor, torch version and thread count.
+
+    None for a GPU run. Lines written before the thread count was recorded ran with torch's
+    default, one thread per core, which `cpu_count` stands for on machines without hyperthreads.
+    """
+    if line.hardware.get("gpus"):
+        return None
+    threads = line.hardware.get("torch_threads", line.hardware.get("cpu_count"))
+    return (line.hardware.get("processor"), line.packages.get("torch"), threads)
 
 
 def _within(winrate: float, committed: ResultLine) -> bool:

@@ -57,8 +57,9 @@ def test_a_verdict_that_differs_on_a_cpu_is_shifted_even_inside_the_ci(tmp_path,
     assert comparison.sentence == (
         "tiny-keywords v1 dpo[n=40,seed=0] has winrate 0.648 [0.528, 0.769] n=54, within the "
         "committed 0.611 [0.491, 0.741] n=54, but the verdicts of 2 of 60 prompts differ from "
-        "the committed ones (first: prompt 2), and two CPU runs of one config reproduce every "
-        f"verdict (config {moved['config_hash'][:12]})."
+        "the committed ones (first: prompt 2), and two CPU runs of one config with the same "
+        "processor, torch and thread count reproduce every verdict "
+        f"(config {moved['config_hash'][:12]})."
     )
 
 
@@ -69,8 +70,20 @@ def test_a_verdict_that_differs_on_a_gpu_holds_inside_the_ci_and_is_counted(tmp_
     assert comparison.status is Status.HELD
     assert comparison.sentence.endswith(
         "; the verdicts of 2 of 60 prompts differ from the committed ones (first: prompt 2) "
-        "(a GPU run need not reproduce every verdict)."
+        "(a run on a GPU, or on another processor, torch or thread count, need not reproduce "
+        "every verdict)."
     )
+
+
+def test_a_verdict_that_differs_at_another_thread_count_holds_inside_the_ci(tmp_path, dpo_line):
+    # The committed line predates recorded thread counts: its cores (2) stand for them.
+    moved = with_outcomes(dpo_line, dpo_line["outcomes"].replace("L", "W", 2))
+    moved["hardware"] = {**dpo_line["hardware"], "torch_threads": 8}
+    comparison = baseline_of(tmp_path, dpo_line).compare(ResultLine.model_validate(moved))
+    assert comparison.status is Status.HELD
+    moved["hardware"]["torch_threads"] = 2
+    comparison = baseline_of(tmp_path, dpo_line).compare(ResultLine.model_validate(moved))
+    assert comparison.status is Status.SHIFTED
 
 
 def test_a_committed_winrate_edited_by_hand_is_corrupt_not_held(tmp_path, dpo_line):
@@ -253,7 +266,7 @@ def test_pytest_writes_results_apart_from_the_baseline_it_checks_against(committ
     (baseline / "tiny-keywords.jsonl").write_text(committed_text)
     result = pytester.runpytest(*pytest_args(committed))
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*: 1 held, 0 shifted, 0 new"])
+    result.stdout.fnmatch_lines(["*: 1 held, 0 shifted, 0 corrupt, 0 new"])
     assert [line.suite for line in load_results(pytester.path / "results")] == ["tiny-keywords"]
     assert (baseline / "tiny-keywords.jsonl").read_text() == committed_text
 
