@@ -325,3 +325,12 @@ def test_gold_judge_needs_a_gold_reward() -> None:
 
     with pytest.raises(ValueError, match="needs a task with a gold reward"):
         GoldJudge(NoGold(KeywordsParams()))
+
+
+def test_the_readme_and_ci_install_the_cpu_build_of_torch_the_same_way():
+    # On PyPI, torch==2.13.0 for Linux is the CUDA build: a fresh CPU machine must be sent to
+    # PyTorch's CPU index, and CI must install what the README's first line installs.
+    first_command = (REPO / "README.md").read_text().split("```bash\n", 1)[1].split("\n")[0]
+    cpu_wheel = "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+    assert f".venv/bin/pip install {cpu_wheel} && " in first_command
+    assert f".venv/bin/pip install --quiet {cpu_wheel}\n" in (REPO / ".ci" / "run").read_text()
