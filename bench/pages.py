@@ -44,7 +44,7 @@ TABLE_COLUMNS = (
     ("method", False),
     ("budget", False),
     ("pairs", True),
-    ("seeds", False),
+    ("seeds", True),
     ("winrate", True),
     ("95% CI", False),
     ("LC winrate", True),
@@ -172,7 +172,6 @@ def _suite_section(key: tuple, rows: list[tuple[dict[str, Any], list[ResultLine]
 
 def _table_row(record: dict[str, Any], seed_lines: list[ResultLine]) -> str:
     method_id = seed_lines[0].method_id
-    seeds = ",".join(str(seed) for seed in record["seeds"])
     has_winrate = record["n"] > 0
     has_lc = not _missing(record["lc_winrate"])
     has_reward = not _missing(record["mean_reward"])
@@ -193,7 +192,7 @@ def _table_row(record: dict[str, Any], seed_lines: list[ResultLine]) -> str:
         ),
         (_e(record["budget"]), record["budget"]),
         (str(record["n_pairs"]), record["n_pairs"]),
-        (_e(seeds), seeds),
+        (_seeds_cell(record["seeds"]), len(record["seeds"])),
         (_num(record["winrate"]) if has_winrate else "-", record["winrate"] if has_winrate else ""),
         (_ci(record["ci_low"], record["ci_high"]) if has_winrate else "-", ""),
         (_num(record["lc_winrate"]) if has_lc else "-", record["lc_winrate"] if has_lc else ""),
@@ -219,7 +218,7 @@ def _table_row(record: dict[str, Any], seed_lines: list[ResultLine]) -> str:
         "method-id": method_id,
         "budget": record["budget"],
         "n-pairs": record["n_pairs"],
-        "seeds": seeds,
+        "seeds": ",".join(str(seed) for seed in record["seeds"]),
         "winrate": repr(float(record["winrate"])),
         "lc-winrate": repr(float(record["lc_winrate"])),
         "n": record["n"],
@@ -296,7 +295,7 @@ def _gap_section(lines: Sequence[ResultLine]) -> str:
                 f"<td>{_e(record['suite'])} v{_e(record['suite_version'])}</td>"
                 f"<td>{_e(record['method'])}</td><td>{_e(record['baseline'])}</td>"
                 f'<td>{_e(record["budget"])}</td><td class="num">{record["n_pairs"]}</td>'
-                f'<td class="num">{_e(",".join(map(str, record["seeds"])))}</td>'
+                f'<td class="num">{_seeds_cell(record["seeds"])}</td>'
                 f'<td class="num" data-sort="{record["gap"]!r}">{record["gap"]:+.3f}</td>'
                 f'<td class="num">[{record["ci_low"]:+.3f}, {record["ci_high"]:+.3f}]</td>'
                 f'<td class="num">{record["n"]}</td></tr>'
@@ -489,6 +488,15 @@ def _ci(low: float, high: float) -> str:
 
 def _estimate_text(record: dict[str, Any]) -> str:
     return f"{_num(record['winrate'])} {_ci(record['ci_low'], record['ci_high'])} n={record['n']}"
+
+
+def _seeds_cell(seeds: Sequence[int]) -> str:
+    """The number of seeds pooled in a row, their ids on hover: "3" reads as a count, where
+    the ids "0,1,2" (or "0" for one seed) would not."""
+    ids = ", ".join(str(seed) for seed in seeds)
+    return (
+        f'<span class="seeds" title="seed{"s" if len(seeds) > 1 else ""} {ids}">{len(seeds)}</span>'
+    )
 
 
 def _pairs_text(mapping: dict[str, Any]) -> str:
