@@ -500,7 +500,7 @@ def print_table(lines: Sequence[ResultLine]) -> str:
     """A compact aligned text table of the cells in `lines`, for a terminal; returns the text.
 
     One row per cell (seeds pooled), e.g. after a run: suite, method, budget, winrate with its
-    interval and n, invalids, seeds, mean reward.
+    interval and n, invalids, the number of seeds, mean reward.
     """
     df = cell_table(lines)
     if df.empty:
@@ -522,7 +522,7 @@ def print_table(lines: Sequence[ResultLine]) -> str:
                 winrate,
                 str(record["n"]),
                 str(record["n_invalid"]),
-                ",".join(str(seed) for seed in record["seeds"]),
+                str(len(record["seeds"])),
                 reward,
             ]
         )

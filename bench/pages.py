@@ -2,9 +2,9 @@
 
 It opens from disk with no server and fetches nothing: the CSS, the script and the plots (SVG
 drawn here, no plotting library) are inline. Per suite it shows a winrate-against-budget plot
-with 95% CI bands, by method, and a sortable table whose rows expand into their provenance;
-then the online-minus-offline gap per task (`bench.leaderboard.gap_table`). Every number comes
-from `bench.leaderboard`, so the page and `leaderboard/README.md` always agree.
+with 95% CIs, by method, and a sortable table whose rows expand into their provenance; then the
+online-minus-offline gap per task (`bench.leaderboard.gap_table`), one plot panel per suite.
+Every number comes from `bench.leaderboard`, so the page and `leaderboard/README.md` agree.
 
 Everything taken from a result line is HTML-escaped: the page renders submitted files and must
 never run anything written in them. The only script is the one below (sorting, expanding, and
@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from bench.cache import atomic_write_text
 from bench.leaderboard import (
@@ -44,7 +46,7 @@ TABLE_COLUMNS = (
     ("method", False),
     ("budget", False),
     ("pairs", True),
-    ("seeds", False),
+    ("seeds", True),
     ("winrate", True),
     ("95% CI", False),
     ("LC winrate", True),
@@ -66,10 +68,14 @@ def write_html(results_dir: Path, out: Path) -> str:
 
 def write_plots(results_dir: Path, out_dir: Path) -> list[Path]:
     """One standalone SVG per suite section, `<out_dir>/<suite>-v<version>.svg`: the page's
-    winrate-against-budget plot with its CI bands, styled for use outside the page."""
+    winrate-against-budget plot with its CIs, in the page's colours, styled for use outside it."""
+    lines = load_results(Path(results_dir))
+    sections = _sections(lines)
+    styles = _page_styles(sections, _gap_panels(gap_table(lines)))
     written = []
-    for key, rows in _sections(load_results(Path(results_dir))).items():
-        svg = _suite_plot(key, rows).replace("</title>", f"</title><style>{_SVG_STYLE}</style>", 1)
+    for key, rows in sections.items():
+        svg = _suite_plot(key, rows, styles)
+        svg = svg.replace("</title>", f"</title><style>{_SVG_STYLE}</style>", 1)
         path = Path(out_dir) / f"{key[0]}-v{key[1]}.svg"
         atomic_write_text(path, svg + "\n")
         written.append(path)
@@ -93,6 +99,8 @@ def _sections(
 def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
     """The whole page for `lines` as one HTML string (see the module docstring)."""
     sections = _sections(lines)
+    gap_panels = _gap_panels(gap_table(lines))
+    styles = _page_styles(sections, gap_panels)
 
     body = [
         "<header><h1>pftbench leaderboard</h1>",
@@ -108,8 +116,8 @@ def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
     if not sections:
         body.append("<p id='empty'>No results yet.</p>")
     for key, rows in sections.items():
-        body.append(_suite_section(key, rows))
-    body.append(_gap_section(lines))
+        body.append(_suite_section(key, rows, styles))
+    body.append(_gap_section(gap_panels, styles))
     body.append(
         f"</main><footer><p>Generated from the {len(lines)} result lines in "
         f"<code>{_e(source)}/*.jsonl</code> by <code>pftbench leaderboard</code>. Each line "
@@ -125,7 +133,35 @@ def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
 # -- sections ---------------------------------------------------------------------------------
 
 
-def _suite_plot(key: tuple, rows: list[tuple[dict[str, Any], list[ResultLine]]]) -> str:
+def _gap_panels(gaps: pd.DataFrame) -> dict[str, dict[tuple, list[dict[str, Any]]]]:
+    """The rows of `bench.leaderboard.gap_table` by task, then by suite section (suite,
+    version, tier, judge): one panel of the task's small multiples per section."""
+    panels: dict[str, dict[tuple, list[dict[str, Any]]]] = {}
+    for record in gaps.to_dict("records"):
+        key = (record["suite"], record["suite_version"], record["tier"], record["judge"])
+        panels.setdefault(record["task"], {}).setdefault(key, []).append(record)
+    return panels
+
+
+def _page_styles(
+    sections: dict[tuple, list[tuple[dict[str, Any], list[ResultLine]]]],
+    gap_panels: dict[str, dict[tuple, list[dict[str, Any]]]],
+) -> dict[str, SeriesStyle]:
+    """One style per method name for the whole page: a method looks the same in every plot."""
+    plots = [[record["method"] for record, _ in rows] for rows in sections.values()]
+    plots += [
+        [record["method"] for record in records]
+        for panels in gap_panels.values()
+        for records in panels.values()
+    ]
+    return series_styles(plots)
+
+
+def _suite_plot(
+    key: tuple,
+    rows: list[tuple[dict[str, Any], list[ResultLine]]],
+    styles: dict[str, SeriesStyle],
+) -> str:
     suite = key[0]
     series: dict[str, list[Point]] = {}
     for record, _ in rows:
@@ -141,6 +177,7 @@ def _suite_plot(key: tuple, rows: list[tuple[dict[str, Any], list[ResultLine]]])
             )
     return line_plot(
         series,
+        styles=styles,
         title=f"{suite}: winrate against budget",
         y_label="winrate against the references",
         reference_y=0.5,
@@ -148,10 +185,14 @@ def _suite_plot(key: tuple, rows: list[tuple[dict[str, Any], list[ResultLine]]])
     )
 
 
-def _suite_section(key: tuple, rows: list[tuple[dict[str, Any], list[ResultLine]]]) -> str:
+def _suite_section(
+    key: tuple,
+    rows: list[tuple[dict[str, Any], list[ResultLine]]],
+    styles: dict[str, SeriesStyle],
+) -> str:
     suite, version, tier, judge = key
     task = task_of(rows[0][1][0])
-    plot = _suite_plot(key, rows)
+    plot = _suite_plot(key, rows, styles)
     header = "".join(
         f'<th scope="col" class="{"num" if numeric else "text"}"'
         f"{' aria-sort=none' if label else ''}>"
@@ -172,7 +213,6 @@ def _suite_section(key: tuple, rows: list[tuple[dict[str, Any], list[ResultLine]
 
 def _table_row(record: dict[str, Any], seed_lines: list[ResultLine]) -> str:
     method_id = seed_lines[0].method_id
-    seeds = ",".join(str(seed) for seed in record["seeds"])
     has_winrate = record["n"] > 0
     has_lc = not _missing(record["lc_winrate"])
     has_reward = not _missing(record["mean_reward"])
@@ -193,7 +233,7 @@ def _table_row(record: dict[str, Any], seed_lines: list[ResultLine]) -> str:
         ),
         (_e(record["budget"]), record["budget"]),
         (str(record["n_pairs"]), record["n_pairs"]),
-        (_e(seeds), seeds),
+        (_seeds_cell(record["seeds"]), len(record["seeds"])),
         (_num(record["winrate"]) if has_winrate else "-", record["winrate"] if has_winrate else ""),
         (_ci(record["ci_low"], record["ci_high"]) if has_winrate else "-", ""),
         (_num(record["lc_winrate"]) if has_lc else "-", record["lc_winrate"] if has_lc else ""),
@@ -219,7 +259,7 @@ def _table_row(record: dict[str, Any], seed_lines: list[ResultLine]) -> str:
         "method-id": method_id,
         "budget": record["budget"],
         "n-pairs": record["n_pairs"],
-        "seeds": seeds,
+        "seeds": ",".join(str(seed) for seed in record["seeds"]),
         "winrate": repr(float(record["winrate"])),
         "lc-winrate": repr(float(record["lc_winrate"])),
         "n": record["n"],
@@ -261,62 +301,83 @@ def _provenance(line: ResultLine) -> str:
     return f'<dl class="prov" data-seed="{line.seed}">{items}</dl>'
 
 
-def _gap_section(lines: Sequence[ResultLine]) -> str:
-    gaps = gap_table(lines)
+def _gap_section(
+    gap_panels: dict[str, dict[tuple, list[dict[str, Any]]]], styles: dict[str, SeriesStyle]
+) -> str:
     intro = (
         "<h2>Online minus offline</h2><p>The paired winrate difference of each online method "
         f"(method ids {_e(', '.join(ONLINE_METHOD_IDS))}) against offline "
         f"<code>{_e(OFFLINE_BASELINE_ID)}</code> at the same budget, on the same prompts and "
         "seeds: positive means the online method wins more often; a 95% CI that excludes 0 is "
-        "a difference.</p>"
+        "a difference. One panel per suite, on the same axes.</p>"
     )
-    if gaps.empty:
+    if not gap_panels:
         return (
             f'<section id="gap">{intro}<p class="none">No suite has results of both an online '
             f"method and <code>{_e(OFFLINE_BASELINE_ID)}</code> yet.</p></section>"
         )
     parts = [f'<section id="gap">{intro}']
-    for task, by_task in gaps.groupby("task", sort=False):
-        series: dict[str, list[Point]] = {}
-        rows = []
-        for record in by_task.to_dict("records"):
-            label = f"{record['method']} - {record['baseline']}"
-            if by_task["suite"].nunique() > 1:
-                label = f"{record['suite']}: {label}"
-            text = (
-                f"{record['gap']:+.3f} [{record['ci_low']:+.3f}, {record['ci_high']:+.3f}] "
-                f"n={record['n']}"
-            )
-            series.setdefault(label, []).append(
-                Point(record["n_pairs"], record["gap"], record["ci_low"], record["ci_high"], text)
-            )
-            rows.append(
-                f'<tr class="gap-row" data-method="{_e(record["method"])}" '
-                f'data-budget="{_e(record["budget"])}" data-gap="{record["gap"]!r}">'
-                f"<td>{_e(record['suite'])} v{_e(record['suite_version'])}</td>"
-                f"<td>{_e(record['method'])}</td><td>{_e(record['baseline'])}</td>"
-                f'<td>{_e(record["budget"])}</td><td class="num">{record["n_pairs"]}</td>'
-                f'<td class="num">{_e(",".join(map(str, record["seeds"])))}</td>'
-                f'<td class="num" data-sort="{record["gap"]!r}">{record["gap"]:+.3f}</td>'
-                f'<td class="num">[{record["ci_low"]:+.3f}, {record["ci_high"]:+.3f}]</td>'
-                f'<td class="num">{record["n"]}</td></tr>'
-            )
-        plot = line_plot(
-            series,
-            title=f"task {task}: online minus offline",
-            y_label=f"winrate difference vs {OFFLINE_BASELINE_ID}",
+    for task, panels in gap_panels.items():
+        series_of = {key: _gap_series(records) for key, records in panels.items()}
+        # Shared axes, so that the panels compare at a glance (small multiples).
+        axes = plot_axes(
+            [point for series in series_of.values() for ps in series.values() for point in ps],
             reference_y=0.0,
             y_bounds=(-1.0, 1.0),
         )
+        figures = "".join(
+            '<figure class="plot panel">'
+            + line_plot(
+                series,
+                styles=styles,
+                title=_section_title(key),
+                y_label=f"winrate difference vs {panels[key][0]['baseline']}",
+                reference_y=0.0,
+                axes=axes,
+                width=_PANEL_WIDTH,
+            )
+            + "</figure>"
+            for key, series in series_of.items()
+        )
+        rows = "".join(_gap_row(record) for records in panels.values() for record in records)
         parts.append(
-            f'<h3>task <code>{_e(task)}</code></h3><figure class="plot">{plot}</figure>'
+            f'<h3>task <code>{_e(task)}</code></h3><div class="panels">{figures}</div>'
             '<div class="scroll"><table class="gap"><thead><tr><th>suite</th><th>online</th>'
             '<th>offline</th><th>budget</th><th class="num">pairs</th><th class="num">seeds</th>'
             '<th class="num">difference</th><th class="num">95% CI</th><th class="num">n</th>'
-            f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+            f"</tr></thead><tbody>{rows}</tbody></table></div>"
         )
     parts.append("</section>")
     return "".join(parts)
+
+
+def _gap_series(records: list[dict[str, Any]]) -> dict[str, list[Point]]:
+    """One panel's series: per online method, its difference from the baseline by budget."""
+    series: dict[str, list[Point]] = {}
+    for record in records:
+        text = (
+            f"{record['method']} - {record['baseline']} at {record['budget']}: "
+            f"{record['gap']:+.3f} [{record['ci_low']:+.3f}, {record['ci_high']:+.3f}] "
+            f"n={record['n']}"
+        )
+        series.setdefault(record["method"], []).append(
+            Point(record["n_pairs"], record["gap"], record["ci_low"], record["ci_high"], text)
+        )
+    return series
+
+
+def _gap_row(record: dict[str, Any]) -> str:
+    return (
+        f'<tr class="gap-row" data-method="{_e(record["method"])}" '
+        f'data-budget="{_e(record["budget"])}" data-gap="{record["gap"]!r}">'
+        f"<td>{_e(record['suite'])} v{_e(record['suite_version'])}</td>"
+        f"<td>{_e(record['method'])}</td><td>{_e(record['baseline'])}</td>"
+        f'<td>{_e(record["budget"])}</td><td class="num">{record["n_pairs"]}</td>'
+        f'<td class="num">{_seeds_cell(record["seeds"])}</td>'
+        f'<td class="num" data-sort="{record["gap"]!r}">{record["gap"]:+.3f}</td>'
+        f'<td class="num">[{record["ci_low"]:+.3f}, {record["ci_high"]:+.3f}]</td>'
+        f'<td class="num">{record["n"]}</td></tr>'
+    )
 
 
 # -- plots ------------------------------------------------------------------------------------
@@ -334,37 +395,87 @@ class Point:
     """Tooltip text."""
 
 
-_WIDTH, _HEIGHT = 640, 300
-_LEFT, _RIGHT, _TOP, _BOTTOM = 56, 180, 28, 44
+@dataclass(frozen=True)
+class SeriesStyle:
+    """How a series is drawn: a colour, and a marker shape for readers who cannot tell the
+    colours apart."""
+
+    colour: str
+    marker: str
+    """One of MARKERS."""
 
 
-def line_plot(
-    series: dict[str, list[Point]],
+MARKERS = ("circle", "square", "triangle", "diamond", "triangle-down", "plus")
+"""Marker shapes, cycled alongside PALETTE."""
+
+_POLYGON_MARKERS = {
+    # shape: its outline around (0, 0), in px (y down)
+    "square": ((-4.5, -4.5), (4.5, -4.5), (4.5, 4.5), (-4.5, 4.5)),
+    "triangle": ((0, -6.5), (5.8, 4), (-5.8, 4)),
+    "diamond": ((0, -6), (6, 0), (0, 6), (-6, 0)),
+    "triangle-down": ((0, 6.5), (5.8, -4), (-5.8, -4)),
+    "plus": (
+        (-2, -6),
+        (2, -6),
+        (2, -2),
+        (6, -2),
+        (6, 2),
+        (2, 2),
+        (2, 6),
+        (-2, 6),
+        (-2, 2),
+        (-6, 2),
+        (-6, -2),
+        (-2, -2),
+    ),
+}
+
+
+def series_styles(plots: Sequence[Sequence[str]]) -> dict[str, SeriesStyle]:
+    """A style per series name, the same in every plot: `plots` lists the names each plot shows.
+
+    Names are taken in order of first appearance, each given the lowest style index that no
+    name sharing a plot with it holds (greedy graph colouring); index i is colour
+    PALETTE[i % 8] and marker MARKERS[i % 6]. So the series of a plot differ in colour while no
+    name shares plots with 8 or more others, and in (colour, marker) below 24 indices. Two
+    names that never share a plot may share a style: each plot has its own legend, and the
+    palette's last, faint colours (black, yellow) are left for plots that need them.
+    """
+    neighbours: dict[str, set[str]] = {}
+    for names in plots:
+        for name in names:
+            neighbours.setdefault(name, set()).update(other for other in names if other != name)
+    index: dict[str, int] = {}
+    for name, others in neighbours.items():
+        taken = {index[other] for other in others if other in index}
+        index[name] = next(i for i in range(len(index) + 1) if i not in taken)
+    return {
+        name: SeriesStyle(PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)])
+        for name, i in index.items()
+    }
+
+
+@dataclass(frozen=True)
+class Axes:
+    """A plot's scales, shared by the panels of a small multiple: the budgets (number of pairs)
+    on x, logarithmic when they span a factor of 4 or more, and the y range with its tick step."""
+
+    xs: tuple[float, ...]
+    log_x: bool
+    y_lo: float
+    y_hi: float
+    y_step: float
+
+
+def plot_axes(
+    points: Sequence[Point],
     *,
-    title: str,
-    y_label: str,
     reference_y: float | None = None,
     y_bounds: tuple[float, float] = (0.0, 1.0),
-) -> str:
-    """An inline SVG of one line per series against the number of pairs, with its CI band.
-
-    The x axis is logarithmic when the budgets span a factor of 4 or more, else linear; the y
-    axis covers the intervals (and `reference_y`, drawn dashed) with a margin, within
-    `y_bounds`. A series with a single budget shows as a point with an error bar.
-    """
-    points = [point for values in series.values() for point in values]
-    if not points:
-        return f'<p class="none">{_e(title)}: nothing to plot.</p>'
-    xs = sorted({point.x for point in points})
-    log_x = xs[0] > 0 and xs[-1] / xs[0] >= 4
-
-    def x_position(x: float) -> float:
-        if len(xs) == 1:
-            return _LEFT + (_WIDTH - _LEFT - _RIGHT) / 2
-        lo, hi = (math.log(xs[0]), math.log(xs[-1])) if log_x else (xs[0], xs[-1])
-        value = math.log(x) if log_x else x
-        return _LEFT + 12 + (value - lo) / (hi - lo) * (_WIDTH - _LEFT - _RIGHT - 24)
-
+) -> Axes:
+    """Axes over `points` (at least one): y covers their intervals and `reference_y` with a
+    margin, within `y_bounds`, rounded out to whole ticks."""
+    xs = tuple(sorted({point.x for point in points}))
     finite = [v for p in points for v in (p.low, p.high, p.value) if math.isfinite(v)]
     if reference_y is not None:
         finite.append(reference_y)
@@ -372,77 +483,151 @@ def line_plot(
     margin = max(0.02, 0.08 * (y_hi - y_lo))
     y_lo, y_hi = max(y_bounds[0], y_lo - margin), min(y_bounds[1], y_hi + margin)
     step = _tick_step(y_hi - y_lo)
-    y_lo, y_hi = math.floor(y_lo / step) * step, math.ceil(y_hi / step) * step
+    return Axes(
+        xs=xs,
+        log_x=xs[0] > 0 and xs[-1] / xs[0] >= 4,
+        y_lo=math.floor(y_lo / step) * step,
+        y_hi=math.ceil(y_hi / step) * step,
+        y_step=step,
+    )
+
+
+_PAGE_WIDTH = 1200
+"""The content column of the page (max-width 1240 px less its padding): a suite's plot spans it
+at one SVG unit per pixel; on a narrower screen it scales down."""
+_PANEL_WIDTH = 600
+"""A panel of the online-minus-offline small multiples: two side by side on a wide screen."""
+_HEIGHT = 340
+_LEFT, _TOP, _BOTTOM = 60, 28, 44
+_LEGEND_CHAR = 7.5
+"""A generous width of one character of a 12 px legend label, in px: the legend's width is
+made from it, so that no label runs out of the SVG (the browser test measures this)."""
+_LEGEND_ROW, _LEGEND_SWATCH = 22, 28
+_DODGE = 9
+"""Horizontal offset in px between neighbouring series at one budget, so that their
+intervals sit side by side instead of on top of each other."""
+
+
+def line_plot(
+    series: dict[str, list[Point]],
+    *,
+    styles: dict[str, SeriesStyle],
+    title: str,
+    y_label: str,
+    reference_y: float | None = None,
+    y_bounds: tuple[float, float] = (0.0, 1.0),
+    axes: Axes | None = None,
+    width: int = _PAGE_WIDTH,
+) -> str:
+    """An inline SVG of one series per name against the number of pairs: each estimate a marker
+    with its 95% CI as an error bar, the estimates of a series joined by a line.
+
+    At one budget the series are dodged a few pixels apart, in the order of `series`, so that
+    overlapping intervals stay readable. `axes` defaults to `plot_axes` over the points (with
+    `reference_y`, drawn dashed, and `y_bounds`). The legend sits right of the plot, as wide as
+    its longest name needs; the SVG scales to its container's width on the page.
+    """
+    points = [point for values in series.values() for point in values]
+    if not points:
+        return f'<p class="none">{_e(title)}: nothing to plot.</p>'
+    axes = axes or plot_axes(points, reference_y=reference_y, y_bounds=y_bounds)
+    legend_x = width - 12 - _LEGEND_SWATCH - 8 - _LEGEND_CHAR * max(map(len, series))
+    plot_right = legend_x - 24
+    height = max(_HEIGHT, _TOP + 8 + _LEGEND_ROW * len(series) + 8)
+    spread = _DODGE * (len(series) - 1)
+    pad = 16 + spread / 2
+
+    def x_position(x: float) -> float:
+        if len(axes.xs) == 1:
+            return (_LEFT + plot_right) / 2
+        lo, hi = axes.xs[0], axes.xs[-1]
+        if axes.log_x:
+            lo, hi = math.log(lo), math.log(hi)
+        value = math.log(x) if axes.log_x else x
+        return _LEFT + pad + (value - lo) / (hi - lo) * (plot_right - _LEFT - 2 * pad)
 
     def y_position(y: float) -> float:
-        return _TOP + (y_hi - y) / (y_hi - y_lo) * (_HEIGHT - _TOP - _BOTTOM)
+        return _TOP + (axes.y_hi - y) / (axes.y_hi - axes.y_lo) * (height - _TOP - _BOTTOM)
 
-    plot_right = _WIDTH - _RIGHT
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_WIDTH} {_HEIGHT}" '
-        f'width="{_WIDTH}" height="{_HEIGHT}" role="img" aria-label="{_e(title)}">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="{_e(title)}">',
         f"<title>{_e(title)}</title>",
         f'<text x="{_LEFT}" y="16" class="plot-title">{_e(title)}</text>',
     ]
-    n_ticks = round((y_hi - y_lo) / step)
-    for index in range(n_ticks + 1):
-        y = y_lo + index * step
+    for index in range(round((axes.y_hi - axes.y_lo) / axes.y_step) + 1):
+        y = axes.y_lo + index * axes.y_step
         py = y_position(y)
         parts.append(
-            f'<line x1="{_LEFT}" x2="{plot_right}" y1="{py:.1f}" y2="{py:.1f}" class="grid"/>'
+            f'<line x1="{_LEFT}" x2="{plot_right:.1f}" y1="{py:.1f}" y2="{py:.1f}" class="grid"/>'
             f'<text x="{_LEFT - 6}" y="{py + 4:.1f}" class="tick" text-anchor="end">'
-            f"{_tick_text(y, step)}</text>"
+            f"{_tick_text(y, axes.y_step)}</text>"
         )
-    for x in xs:
+    for x in axes.xs:
         px = x_position(x)
         parts.append(
-            f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{_TOP}" y2="{_HEIGHT - _BOTTOM}" '
-            f'class="grid"/><text x="{px:.1f}" y="{_HEIGHT - _BOTTOM + 16}" class="tick" '
+            f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{_TOP}" y2="{height - _BOTTOM}" '
+            f'class="grid"/><text x="{px:.1f}" y="{height - _BOTTOM + 16}" class="tick" '
             f'text-anchor="middle">{_e(_count_text(x))}</text>'
         )
-    if reference_y is not None and y_lo <= reference_y <= y_hi:
+    if reference_y is not None and axes.y_lo <= reference_y <= axes.y_hi:
         py = y_position(reference_y)
         parts.append(
-            f'<line x1="{_LEFT}" x2="{plot_right}" y1="{py:.1f}" y2="{py:.1f}" class="ref"/>'
+            f'<line x1="{_LEFT}" x2="{plot_right:.1f}" y1="{py:.1f}" y2="{py:.1f}" class="ref"/>'
         )
-    x_label = "preference pairs" + (" (log scale)" if log_x else "")
+    x_label = "preference pairs" + (" (log scale)" if axes.log_x else "")
     parts.append(
-        f'<text x="{(_LEFT + plot_right) / 2:.1f}" y="{_HEIGHT - 8}" class="axis" '
+        f'<text x="{(_LEFT + plot_right) / 2:.1f}" y="{height - 8}" class="axis" '
         f'text-anchor="middle">{_e(x_label)}</text>'
-        f'<text transform="translate(14 {(_TOP + _HEIGHT - _BOTTOM) / 2:.1f}) rotate(-90)" '
+        f'<text transform="translate(14 {(_TOP + height - _BOTTOM) / 2:.1f}) rotate(-90)" '
         f'class="axis" text-anchor="middle">{_e(y_label)}</text>'
     )
     for index, (name, values) in enumerate(series.items()):
-        colour = PALETTE[index % len(PALETTE)]
+        style = styles[name]
+        offset = (index - (len(series) - 1) / 2) * _DODGE
         ordered = sorted(values, key=lambda point: point.x)
         parts.append(f'<g class="series" data-series="{_e(name)}">')
         if len(ordered) > 1:
-            line = [(x_position(p.x), y_position(p.value)) for p in ordered]
-            band = [(x_position(p.x), y_position(p.high)) for p in ordered] + [
-                (x_position(p.x), y_position(p.low)) for p in reversed(ordered)
-            ]
+            line = [(x_position(p.x) + offset, y_position(p.value)) for p in ordered]
             parts.append(
-                f'<polygon points="{_svg_points(band)}" fill="{colour}" fill-opacity="0.15" '
-                f'stroke="none" class="band"/>'
-                f'<polyline points="{_svg_points(line)}" fill="none" stroke="{colour}" '
-                'stroke-width="2"/>'
+                f'<polyline points="{_svg_points(line)}" fill="none" stroke="{style.colour}" '
+                'stroke-width="1.75" class="trend"/>'
             )
         for point in ordered:
-            px = x_position(point.x)
-            parts.append(
-                f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{y_position(point.low):.1f}" '
-                f'y2="{y_position(point.high):.1f}" stroke="{colour}" stroke-width="1.5"/>'
-                f'<circle cx="{px:.1f}" cy="{y_position(point.value):.1f}" r="4" '
-                f'fill="{colour}"><title>{_e(point.label)}</title></circle>'
+            px, low, high = (
+                x_position(point.x) + offset,
+                y_position(point.low),
+                y_position(point.high),
             )
-        legend_y = _TOP + 8 + 20 * index
+            parts.append(
+                f'<path d="M{px - 3:.1f},{high:.1f}h6M{px:.1f},{high:.1f}V{low:.1f}'
+                f'M{px - 3:.1f},{low:.1f}h6" stroke="{style.colour}" stroke-width="1.5" '
+                'fill="none" class="ci"/>'
+                + _marker(style, px, y_position(point.value), "marker", point.label)
+            )
+        legend_y = _TOP + 8 + _LEGEND_ROW * index
         parts.append(
-            f'<rect x="{plot_right + 16}" y="{legend_y - 9}" width="14" height="10" '
-            f'fill="{colour}" fill-opacity="0.35" stroke="{colour}"/>'
-            f'<text x="{plot_right + 36}" y="{legend_y}" class="legend">{_e(name)}</text></g>'
+            f'<line x1="{legend_x:.1f}" x2="{legend_x + _LEGEND_SWATCH:.1f}" y1="{legend_y}" '
+            f'y2="{legend_y}" stroke="{style.colour}" stroke-width="1.75"/>'
+            + _marker(style, legend_x + _LEGEND_SWATCH / 2, legend_y, "legend-marker")
+            + f'<text x="{legend_x + _LEGEND_SWATCH + 8:.1f}" y="{legend_y + 4}" '
+            f'class="legend">{_e(name)}</text></g>'
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _marker(style: SeriesStyle, x: float, y: float, css_class: str, tooltip: str = "") -> str:
+    """The series' marker centred on (x, y), with its tooltip."""
+    title = f"<title>{_e(tooltip)}</title>" if tooltip else ""
+    if style.marker == "circle":
+        shape = f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5"'
+        return f'{shape} fill="{style.colour}" class="{css_class}">{title}</circle>'
+    outline = [(x + dx, y + dy) for dx, dy in _POLYGON_MARKERS[style.marker]]
+    return (
+        f'<polygon points="{_svg_points(outline)}" fill="{style.colour}" '
+        f'class="{css_class}">{title}</polygon>'
+    )
 
 
 def _tick_step(span: float) -> float:
@@ -489,6 +674,15 @@ def _ci(low: float, high: float) -> str:
 
 def _estimate_text(record: dict[str, Any]) -> str:
     return f"{_num(record['winrate'])} {_ci(record['ci_low'], record['ci_high'])} n={record['n']}"
+
+
+def _seeds_cell(seeds: Sequence[int]) -> str:
+    """The number of seeds pooled in a row, their ids on hover: "3" reads as a count, where
+    the ids "0,1,2" (or "0" for one seed) would not."""
+    ids = ", ".join(str(seed) for seed in seeds)
+    return (
+        f'<span class="seeds" title="seed{"s" if len(seeds) > 1 else ""} {ids}">{len(seeds)}</span>'
+    )
 
 
 def _pairs_text(mapping: dict[str, Any]) -> str:
@@ -630,7 +824,8 @@ _SVG_STYLE = """
 svg .grid { stroke: #eaeef2; } svg .ref { stroke: #8c959f; stroke-dasharray: 4 3; }
 svg text { font: 11px system-ui, sans-serif; fill: var(--fg, #1f2328); }
 svg .tick { fill: var(--muted, #57606a); } svg .axis { fill: var(--muted, #57606a); }
-svg .plot-title { font-weight: 600; font-size: 12px; }
+svg .plot-title { font-weight: 600; font-size: 12px; } svg .legend { font-size: 12px; }
+svg .marker, svg .legend-marker { stroke: #fff; stroke-width: 1; }
 """
 """The plots' styles: part of the page's CSS, and embedded in each standalone SVG file."""
 
@@ -659,7 +854,9 @@ dl.prov { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; 
   font-size: 12px; } dl.prov dt { color: var(--muted); } dl.prov dd { margin: 0;
   word-break: break-all; font-family: ui-monospace, monospace; }
 dl.prov + dl.prov { border-top: 1px dashed var(--line); padding-top: 6px; }
-figure.plot { margin: 8px 0; }
+figure.plot { margin: 8px 0; } figure.plot svg { display: block; width: 100%; height: auto; }
+.panels { display: grid; gap: 8px 24px;
+  grid-template-columns: repeat(auto-fill, minmax(min(100%, 480px), 1fr)); }
 #console-errors[data-count="0"] { display: none; }
 #console-errors { color: #b00020; white-space: pre-wrap; }
 #selftest { display: none; }

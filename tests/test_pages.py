@@ -15,7 +15,7 @@ from result_factory import synthetic_line
 
 from bench.cli import main
 from bench.leaderboard import ONLINE_METHOD_IDS, cell_table, gap_table
-from bench.pages import render_html, write_html
+from bench.pages import MARKERS, PALETTE, render_html, series_styles, write_html
 from bench.results import append_result, load_results
 from bench.stats import paired_difference, verdict_scores
 from bench.verdicts import outcomes_from_string
@@ -67,6 +67,8 @@ class Page(HTMLParser):
             (self.rows if attributes["class"] == "cell-row" else self.gap_rows).append(self._row)
         elif tag == "td" and self._row is not None:
             self._row["cells"].append("")
+        elif tag == "span" and self._row is not None and attributes.get("class") == "seeds":
+            self._row["seeds-title"] = attributes.get("title", "")
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "tr":
@@ -96,7 +98,8 @@ def assert_rows_equal_results(page: Page, results: Path) -> None:
         cells = [cell.strip() for cell in row["cells"]]
         assert cells[1].split()[0] == record["method"] and cells[2] == record["budget"]
         assert int(row["data-n-pairs"]) == record["n_pairs"] == int(cells[3])
-        assert row["data-seeds"] == ",".join(map(str, record["seeds"])) == cells[4]
+        assert row["data-seeds"] == ",".join(map(str, record["seeds"]))
+        assert cells[4] == str(len(record["seeds"]))  # a count; the ids are in its title
         assert float(row["data-winrate"]) == record["winrate"]
         assert cells[5] == f"{record['winrate']:.3f}"
         assert cells[6] == f"[{record['ci_low']:.3f}, {record['ci_high']:.3f}]"
@@ -116,10 +119,21 @@ def assert_rows_equal_results(page: Page, results: Path) -> None:
 
 
 def test_table_rows_equal_the_results(results):
-    page = Page(render_html(load_results(results)))
+    text = render_html(load_results(results))
+    page = Page(text)
     assert_rows_equal_results(page, results)
     assert page.rows[0]["data-seeds"] == "0,1"
     assert all(row["cells"][7].strip() != "-" for row in page.rows)  # lengths were recorded
+
+
+def test_seeds_show_as_a_count_with_the_ids_on_hover(results):
+    page = Page(render_html(load_results(results)))
+    two_seeds = next(row for row in page.rows if row["data-suite"] != "other-suite")
+    one_seed = next(row for row in page.rows if row["data-suite"] == "other-suite")
+    assert (two_seeds["cells"][4], one_seed["cells"][4]) == ("2", "1")
+    assert (two_seeds["seeds-title"], one_seed["seeds-title"]) == ("seeds 0, 1", "seed 0")
+    assert {row["cells"][5] for row in page.gap_rows} == {"2"}
+    assert {row["seeds-title"] for row in page.gap_rows} == {"seeds 0, 1"}
 
 
 def test_the_gap_is_the_paired_difference_against_dpo_pooled_over_seeds(results):
@@ -150,13 +164,35 @@ def test_the_gap_is_the_paired_difference_against_dpo_pooled_over_seeds(results)
     assert "online_dpo" in ONLINE_METHOD_IDS and "dpo" not in ONLINE_METHOD_IDS
 
 
-def test_plots_are_inline_svg_with_ci_bands(results):
+def test_plots_are_inline_svg_with_ci_error_bars(results):
     text = render_html(load_results(results))
     page = Page(text)
-    assert page.counts["svg"] == 3  # one per suite, one for the gap of task keywords
-    assert text.count('class="band"') == len(METHODS) + 2  # a band per multi-budget series
+    assert page.counts["svg"] == 3  # one per suite, one panel for the gap of demo-keywords
+    # An error bar per estimate: 4 methods x 2 budgets, 1 in other-suite, 2 online x 2 budgets.
+    assert text.count('class="ci"') == len(METHODS) * 2 + 1 + 2 * 2
     assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "https://" not in text and '<link rel="stylesheet"' not in text
+
+
+def test_series_styles_are_distinct_within_a_plot_and_the_same_across_plots():
+    plots = [["sft", "dpo", "online"], ["dpo", "online", "filter", "bon"], ["x", "y"]]
+    plots.append([f"m{i}" for i in range(len(PALETTE))])  # as many series as colours
+    styles = series_styles(plots)
+    assert set(styles) == {name for names in plots for name in names}
+    for names in plots:
+        assert len({styles[name].colour for name in names}) == len(names)
+        assert {styles[name].marker for name in names} <= set(MARKERS)
+    # Greedy colouring: a name takes the lowest style no plot-mate holds, so names that never
+    # share a plot may share a style, and the palette's last colours wait for crowded plots.
+    assert [styles[name].colour for name in ["sft", "dpo", "online", "filter", "bon"]] == [
+        PALETTE[0],
+        PALETTE[1],
+        PALETTE[2],
+        PALETTE[0],
+        PALETTE[3],
+    ]
+    assert styles["x"] == styles["sft"] and styles["filter"] == styles["sft"]
+    assert styles["m7"].colour == PALETTE[7]
 
 
 def test_provenance_of_every_seed_is_in_the_row(results):
@@ -303,3 +339,92 @@ def test_the_browser_check_sees_a_script_error(chromium, results, tmp_path):
     page = Page(browse(chromium, page_path, tmp_path / "profile", "--dump-dom"))
     assert int(page.attributes["console-errors"]["data-count"]) >= 1
     assert "notDefined" in page.texts["console-errors"]
+
+
+# Measures the plots as laid out, for the test below: each plot's width, its legend labels
+# (their text, whether their box lies inside the SVG's, whether two overlap), each series'
+# colour (its first coloured stroke) and the x of its markers.
+_MEASURE_PLOTS = """<script>
+(function () {
+  function inside(inner, outer) {
+    return inner.left >= outer.left - 0.5 && inner.right <= outer.right + 0.5
+      && inner.top >= outer.top - 0.5 && inner.bottom <= outer.bottom + 0.5;
+  }
+  function overlap(a, b) {
+    return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  }
+  var report = {window: window.innerWidth, plots: []};
+  document.querySelectorAll("figure.plot svg").forEach(function (svg) {
+    var box = svg.getBoundingClientRect();
+    var plot = {
+      title: svg.getAttribute("aria-label"), width: box.width,
+      panel: svg.closest(".panels") !== null, series: [], clipped: [], overlapping: [],
+      marker_xs: [],
+    };
+    var labels = [];
+    svg.querySelectorAll("g.series").forEach(function (group) {
+      var label = group.querySelector("text.legend");
+      var rect = label.getBoundingClientRect();
+      if (!inside(rect, box)) plot.clipped.push(label.textContent);
+      labels.forEach(function (other) {
+        if (overlap(rect, other.rect)) plot.overlapping.push([other.text, label.textContent]);
+      });
+      labels.push({text: label.textContent, rect: rect});
+      var coloured = Array.prototype.find.call(group.querySelectorAll("[stroke]"), function (e) {
+        return e.getAttribute("stroke") !== "none";
+      });
+      plot.series.push({
+        name: group.dataset.series, label: label.textContent,
+        colour: coloured ? coloured.getAttribute("stroke").toLowerCase() : null,
+      });
+      group.querySelectorAll(".marker").forEach(function (marker) {
+        var r = marker.getBoundingClientRect();
+        plot.marker_xs.push(Math.round((r.left + r.right) * 5) / 10);
+      });
+    });
+    report.plots.push(plot);
+  });
+  var out = document.createElement("pre");
+  out.id = "plot-geometry";
+  out.textContent = JSON.stringify(report);
+  document.body.appendChild(out);
+})();
+</script></body>"""
+
+
+@pytest.mark.parametrize("source", ["synthetic", "repository"])
+def test_plots_use_the_page_width_and_show_every_legend_label_whole(
+    source, chromium, results, tmp_path
+):
+    """At 1280 px: a suite's plot spans the content column, a panel of the online-minus-offline
+    small multiples at least 40% of the window; every legend label is its series' full name,
+    inside its plot and clear of the other labels; the series of a plot have distinct colours
+    and their markers at one budget are dodged apart rather than drawn on top of each other."""
+    if source == "repository":
+        results = REPO_ROOT / "leaderboard" / "results"
+    page_path = tmp_path / "index.html"
+    text = write_html(results, page_path)
+    page_path.write_text(text.replace("</body>", _MEASURE_PLOTS, 1))
+    screenshot = tmp_path / f"plots-{source}.png"
+    dom = browse(
+        chromium,
+        page_path,
+        tmp_path / "profile",
+        "--dump-dom",
+        f"--screenshot={screenshot}",
+        "--window-size=1280,3000",
+        "--hide-scrollbars",
+    )
+    report = json.loads(Page(dom).texts["plot-geometry"])
+    assert report["window"] == 1280
+    plots = report["plots"]
+    assert any(plot["panel"] for plot in plots) and any(not plot["panel"] for plot in plots)
+    for plot in plots:
+        where = f"plot {plot['title']!r}"
+        assert plot["width"] >= (0.4 if plot["panel"] else 0.9) * 1280, where
+        assert plot["clipped"] == [] and plot["overlapping"] == [], where
+        assert all(series["label"] == series["name"] for series in plot["series"]), where
+        colours = [series["colour"] for series in plot["series"]]
+        assert None not in colours and len(set(colours)) == len(colours), where
+        assert len(set(plot["marker_xs"])) == len(plot["marker_xs"]) > 0, where
+    print(f"screenshot of the {source} plots: {screenshot}")
