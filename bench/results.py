@@ -264,8 +264,6 @@ def _hardware() -> dict[str, Any]:
     threads = str(torch.get_num_threads()) if torch else os.environ.get("OMP_NUM_THREADS", "")
     if threads.isdigit():
         hardware["torch_threads"] = int(threads)
-    if "OMP_WAIT_POLICY" in os.environ:
-        hardware["omp_wait_policy"] = os.environ["OMP_WAIT_POLICY"]
     if torch is not None and torch.cuda.is_available():
         hardware["gpus"] = [
             torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())

@@ -1,21 +1,24 @@
-"""How many CPU threads torch uses, chosen once per process, before torch is imported.
+"""How many CPU threads torch uses, and how they wait, chosen once per process before torch loads.
 
 Two facts measured on 2 cores (`benchmarks/threads_bench.py`, numbers in the README):
 
-- torch's intra-op pool is OpenMP, whose idle threads spin by default. Beside other busy
-  processes a spinning thread steals the core its sibling needs, and every one of the
-  thousands of small parallel regions of a micro-tier step waits for a descheduled thread:
-  a training step ran about 15x slower beside two other torch jobs. With the OpenMP wait policy
-  PASSIVE an idle thread sleeps instead, and the same step costs about a fair share of the
-  machine. So PASSIVE is the default here (a user's own `OMP_WAIT_POLICY` is kept).
+- torch's intra-op pool is OpenMP (libgomp in the Linux wheels), whose idle threads spin for
+  about 3 ms by default before they sleep. Beside other busy processes a spinning thread steals
+  the core its sibling needs, and every one of the thousands of small parallel regions of a
+  micro-tier step waits for a descheduled thread: a cold micro run took 5x its idle time beside
+  two single-threaded jobs, 12x beside two torch jobs. So, unless the user chose how OpenMP
+  waits, threads spin only briefly and then sleep: `OMP_WAIT_POLICY=PASSIVE` (every OpenMP) with
+  `GOMP_SPINCOUNT=10000` (libgomp: about 0.1 ms of spinning first, which keeps the idle speed
+  that pure PASSIVE, no spinning at all, lost: about 10% on the micro tier).
 - The thread count changes the last digits of float reductions, and over a few hundred
   training steps those can change an output. So the count is not derived from the current
   load (that would make numbers depend on what else runs): it is `--threads`, else
   `OMP_NUM_THREADS`, else the physical cores this process may run on (its CPU affinity, capped
   by a cgroup CPU quota). The count is recorded in every result line's hardware provenance.
+  The wait policy changes no number, only the time.
 
 The CLI and the pytest plugin call `configure` before anything imports torch. OpenMP reads its
-settings when torch is first imported, so the wait policy cannot change afterwards; the thread
+settings when torch is first imported, so the waiting cannot change afterwards; the thread
 count still can, and is set on torch directly if it is already loaded.
 """
 
@@ -27,8 +30,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-WAIT_POLICY = "PASSIVE"
-"""OpenMP wait policy set when the user has not chosen one: idle threads sleep, never spin."""
+WAITING = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000"}
+"""How OpenMP threads wait when the user has set neither variable: a short spin, then sleep."""
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,9 @@ class ThreadPlan:
     threads: int
     source: str
     """"--threads", "OMP_NUM_THREADS" or "available cores"."""
-    wait_policy: str
-    """The OpenMP wait policy in force for torch (PASSIVE unless the user set another)."""
+    waiting: str
+    """How torch's OpenMP threads wait, as the environment says ("OMP_WAIT_POLICY=PASSIVE
+    GOMP_SPINCOUNT=10000" unless the user set either, "OpenMP's default" if nothing is set)."""
 
 
 def choose_threads(requested: int | None = None) -> tuple[int, str]:
@@ -79,17 +83,23 @@ def configure(requested: int | None = None) -> ThreadPlan:
     """Fix this process's torch threads (see the module doc) and return what was chosen.
 
     Sets `OMP_NUM_THREADS` (children inherit it: accelerate workers, the vLLM venv's
-    subprocesses) and, unless set, `OMP_WAIT_POLICY`; calls `torch.set_num_threads` when torch
-    is already imported.
+    subprocesses) and, where the user set neither `OMP_WAIT_POLICY` nor `GOMP_SPINCOUNT` and
+    torch is not loaded yet, `WAITING`; calls `torch.set_num_threads` when torch is loaded.
     """
     threads, source = choose_threads(requested)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch = sys.modules.get("torch")
-    if torch is None:
-        os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
-    else:
+    if torch is not None:
         torch.set_num_threads(threads)
-    return ThreadPlan(threads, source, os.environ.get("OMP_WAIT_POLICY", "ACTIVE (default)"))
+    elif not any(name in os.environ for name in WAITING):
+        os.environ.update(WAITING)
+    return ThreadPlan(threads, source, waiting())
+
+
+def waiting() -> str:
+    """How OpenMP threads wait, as this process's environment sets it."""
+    settings = [f"{name}={os.environ[name]}" for name in WAITING if name in os.environ]
+    return " ".join(settings) or "OpenMP's default"
 
 
 def _physical_cores(cpus: list[int]) -> int | None:

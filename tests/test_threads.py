@@ -53,10 +53,10 @@ def _configured_in_a_fresh_process(env: dict[str, str], requested: int | None) -
         "from bench import threads\n"
         f"plan = threads.configure({requested!r})\n"
         "import torch\n"
-        "print(json.dumps({'plan': [plan.threads, plan.source, plan.wait_policy],"
-        " 'torch': torch.get_num_threads(), 'policy': os.environ.get('OMP_WAIT_POLICY')}))\n"
+        "print(json.dumps({'plan': [plan.threads, plan.source, plan.waiting],"
+        " 'torch': torch.get_num_threads()}))\n"
     )
-    base = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
     completed = subprocess.run(
         [sys.executable, "-c", code],
         env={**base, **env},
@@ -67,13 +67,16 @@ def _configured_in_a_fresh_process(env: dict[str, str], requested: int | None) -
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def test_configure_before_torch_sets_the_count_and_a_passive_wait_policy():
+def test_configure_before_torch_sets_the_count_and_a_short_spin_then_sleep():
     got = _configured_in_a_fresh_process({}, 1)
-    assert got == {"plan": [1, "--threads", "PASSIVE"], "torch": 1, "policy": "PASSIVE"}
-    # A user's own wait policy and thread count are kept.
+    waiting = "OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=10000"
+    assert got == {"plan": [1, "--threads", waiting], "torch": 1}
+    # A user's own thread count and waiting are kept, and nothing is added to the waiting.
     users = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "1"}
     got = _configured_in_a_fresh_process(users, None)
-    assert got == {"plan": [1, "OMP_NUM_THREADS", "ACTIVE"], "torch": 1, "policy": "ACTIVE"}
+    assert got == {"plan": [1, "OMP_NUM_THREADS", "OMP_WAIT_POLICY=ACTIVE"], "torch": 1}
+    got = _configured_in_a_fresh_process({"GOMP_SPINCOUNT": "300000"}, 1)
+    assert got == {"plan": [1, "--threads", "GOMP_SPINCOUNT=300000"], "torch": 1}
 
 
 def test_configure_after_torch_still_sets_the_count():
