@@ -449,8 +449,23 @@ def test_task_rejects_salient_words_that_do_not_fit() -> None:
 
 
 def test_task_rejects_a_pool_larger_than_the_train_split() -> None:
-    with pytest.raises(ValueError, match="pool_size 101 exceeds n_train 100"):
-        KeywordsTask(KeywordsParams(n_train=100, pool_size=101))
+    with pytest.raises(ValueError, match="expected at most n_train \\(100\\)"):
+        KeywordsParams(n_train=100, pool_size=101)
+    KeywordsParams(n_train=100, pool_size=100)
+
+
+def test_a_pool_larger_than_the_training_prompts_is_one_line_at_validate(
+    tiny_suite_text, tmp_path, capsys
+) -> None:
+    from bench.cli import main
+
+    suite = tmp_path / "big_pool.yaml"
+    suite.write_text(tiny_suite_text.replace("pool_size: 120", "pool_size: 401"))
+    assert main(["validate", str(suite)]) == 2
+    assert capsys.readouterr().err == (
+        f"{suite}: task.params.pool_size: got 401 (int); expected at most n_train (400): the "
+        "pool's prompts are training prompts\n"
+    )
 
 
 def test_task_rejects_a_vocabulary_too_small_for_a_document() -> None:

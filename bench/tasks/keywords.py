@@ -38,7 +38,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from bench.registry import register_task
 from bench.tasks.base import Example, PreferencePair, Sample, SampleFn, Task
@@ -93,6 +93,17 @@ class KeywordsParams(BaseModel):
     """What the gold reward counts: the salient (repeated) words, or the hidden control: the
     document words a hash of (prompt, word) selects, which no simple feature explains."""
 
+    @field_validator("pool_size")
+    @classmethod
+    def _pool_within_train(cls, pool_size: int, info: ValidationInfo) -> int:
+        # At validate, not at run time: the pool's prompts are a prefix of the training prompts.
+        n_train = info.data.get("n_train")
+        if n_train is not None and pool_size > n_train:
+            raise ValueError(
+                f"expected at most n_train ({n_train}): the pool's prompts are training prompts"
+            )
+        return pool_size
+
 
 def word(i: int) -> str:
     return f"w{i:02d}"
@@ -116,8 +127,6 @@ class KeywordsTask(Task):
                 f"vocab_size = {params.vocab_size} must exceed the {distinct_per_doc} distinct "
                 f"words of a document, so that references can hold words absent from it"
             )
-        if params.pool_size > params.n_train:
-            raise ValueError(f"pool_size {params.pool_size} exceeds n_train {params.n_train}")
         self.params = params
         self.words = [word(i) for i in range(params.vocab_size)]
 
