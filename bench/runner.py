@@ -98,7 +98,8 @@ class Runner:
         else:
             stale = cache.remove_stale_temps()
             if stale:
-                self.log(f"removed {len(stale)} unfinished cache entries left by killed runs")
+                entries = "entry" if len(stale) == 1 else "entries"
+                self.log(f"removed {len(stale)} unfinished cache {entries} left by killed runs")
 
     # -- keys -------------------------------------------------------------------------------
     def keys(self, cell: Cell) -> StageKeys:

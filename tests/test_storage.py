@@ -275,7 +275,7 @@ def test_the_next_run_removes_what_a_killed_run_left(tmp_path):
         Runner(cache, None, progress=False, log=messages.append)
         assert live.exists()
     assert not killed.exists()
-    assert messages == ["removed 1 unfinished cache entries left by killed runs"]
+    assert messages == ["removed 1 unfinished cache entry left by killed runs"]
     assert sorted(os.listdir(tmp_path / "models")) == sorted([elsewhere.name, scratch.name])
     assert cache.read_json("judgments", KEY) == [1] and cache.has("generations", KEY)
     assert cache.remove_stale_temps() == []
