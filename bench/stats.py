@@ -482,3 +482,357 @@ def _fit_logistic(
         if max(np.abs(step_a).max(), np.abs(step_b).max()) < 1e-10:
             break
     return a, b
+
+
+# Crossed seeds x prompts design ---------------------------------------------------------------
+
+CROSSED_MIN_DF = 3.0
+"""Fewest Satterthwaite degrees of freedom at which :func:`crossed_mean` calls its interval
+decidable. Below it the interval rests on one or two seed contrasts: it is printed, but flagged,
+because its width is then set by a variance estimated from one or two numbers."""
+
+
+@dataclass(frozen=True)
+class CrossedEstimate:
+    """The mean of a ``[k seeds, n prompts]`` grid with a t interval from its variance components.
+
+    Built by :func:`crossed_mean`; its docstring gives every equation.
+    """
+
+    value: float
+    """Grand mean of the complete prompts (a winrate, a mean reward, or a paired difference)."""
+    low: float
+    """Lower end of the t interval."""
+    high: float
+    """Upper end of the t interval."""
+    n: int
+    """Number of prompts used (those valid in every seed)."""
+    k: int
+    """Number of seeds (rows)."""
+    confidence: float
+    """Nominal coverage of the interval."""
+    standard_error: float
+    """Estimated standard error of ``value``: ``sqrt(variance_of_mean)``."""
+    variance_of_mean: float
+    """Estimated ``Var(grand mean)`` after clamping the components at zero."""
+    df: float
+    """Satterthwaite degrees of freedom of ``variance_of_mean`` (``n - 1`` when ``k = 1``)."""
+    seed_variance: float
+    """Seed component ``sigma2_seed``, clamped at 0 (NaN when ``k = 1``: not identified)."""
+    prompt_variance: float
+    """Prompt component ``sigma2_prompt``, clamped at 0 (NaN when ``k = 1``)."""
+    residual_variance: float
+    """Residual (seed x prompt interaction plus judge noise) ``sigma2_resid`` (total variance of
+    the values when ``k = 1``)."""
+    ms_seeds: float
+    """Mean square of the seed (row) means, ``n * var(row means)``; NaN when ``k = 1``."""
+    ms_prompts: float
+    """Mean square of the prompt (column) means, ``k * var(column means)``."""
+    ms_residual: float
+    """Residual mean square of the two-way table; NaN when ``k = 1``."""
+    n_dropped_prompts: int
+    """Prompts dropped because at least one seed had NaN there."""
+    seed_variance_identified: bool
+    """False when ``k = 1``: seed-to-seed variation is then not in the interval."""
+    decidable: bool
+    """False when the interval cannot be trusted to support a claim (see ``note``)."""
+    note: str
+    """Empty, or a sentence on what the interval leaves out or why it is undecidable."""
+
+
+def crossed_mean(values: ArrayLike, *, confidence: float = 0.95) -> CrossedEstimate:
+    """Grand mean of a crossed seeds x prompts grid, with a variance-components t interval.
+
+    Every seed of every method is judged on the same evaluation prompts, so seeds and prompts
+    are *crossed*: a hard prompt is hard for every seed. The estimand is the expected value for
+    a fresh seed on a fresh prompt, and the grand mean's sampling variance has three parts.
+    Model (random effects; holds for any exchangeable crossed array through its ANOVA / Hoeffding
+    decomposition, Owen 2007, "The pigeonhole bootstrap", Ann. Appl. Stat. 1(2), sec. 2)::
+
+        y[s, j] = mu + a[s] + b[j] + e[s, j],   s = 1..k seeds, j = 1..n prompts,
+        Var(a) = sigma2_seed, Var(b) = sigma2_prompt, Var(e) = sigma2_resid, all uncorrelated,
+        Var(ybar) = sigma2_seed / k + sigma2_prompt / n + sigma2_resid / (k n).        (1)
+
+    Mean squares of the two-way table without replication, with their expectations (the
+    standard expected mean squares of the two-way random-effects ANOVA, e.g. Searle, Casella &
+    McCulloch 1992, "Variance Components", sec. 4.7; Owen 2007, eq. 2.3)::
+
+        MS_seeds   = n * sum_s (ybar[s, .] - ybar)^2 / (k - 1)     E = s2_resid + n s2_seed
+        MS_prompts = k * sum_j (ybar[., j] - ybar)^2 / (n - 1)     E = s2_resid + k s2_prompt
+        MS_resid   = sum_sj (y - ybar[s, .] - ybar[., j] + ybar)^2 / ((k - 1)(n - 1))
+                                                                   E = s2_resid
+
+    (``s2_x`` short for ``sigma2_x``)
+    so ``(MS_seeds + MS_prompts - MS_resid) / (k n)`` is unbiased for (1). The components are
+    estimated by moments and clamped at zero, ``sigma2_seed = max(0, (MS_seeds - MS_resid) / n)``,
+    ``sigma2_prompt = max(0, (MS_prompts - MS_resid) / k)``, ``sigma2_resid = MS_resid``, and put
+    into (1). When neither clamp binds this is the unbiased combination above; when one does,
+    it drops the mean squares of that component (e.g. ``MS_prompts / (k n)`` when the seed
+    component is clamped), never going below ``MS_resid / (k n)``.
+
+    Interval: ``ybar +- t_{df, (1 + c) / 2} * sqrt(Var_hat)``, with the Satterthwaite (1946)
+    degrees of freedom of the linear combination ``Var_hat = sum_i c_i MS_i`` actually used::
+
+        df = Var_hat^2 / sum_i (c_i MS_i)^2 / df_i,
+        df_seeds = k - 1, df_prompts = n - 1, df_resid = (k - 1)(n - 1).
+
+    With few seeds and a large seed component ``df`` approaches ``k - 1`` and the interval is
+    the seed-level t interval; below :data:`CROSSED_MIN_DF` it is flagged ``decidable=False``.
+
+    One seed (``k = 1``): seeds are not replicated, so the seed component is not identified.
+    The interval is the one-sample t over prompts, ``Var_hat = var(y) / n`` with ``n - 1``
+    degrees of freedom; it covers this seed's mean over fresh prompts, not a fresh seed's, and
+    the result says so (``seed_variance_identified=False``, ``note``).
+
+    Invalid values: a prompt with NaN in any seed is dropped from every seed (listwise), so that
+    the grid stays complete and balanced and every seed is compared on the same prompts;
+    ``n_dropped_prompts`` counts them. (Issue 10 scores a policy's invalid output as a loss, so
+    NaN is left for failed judgments, which are not the policy's doing.)
+
+    Args:
+        values: ``[k, n]`` per-seed, per-prompt values (a 1-D ``[n]`` array is one seed); NaN =
+            invalid. Tie-aware winrate scores (1, 1/2, 0) go in as they are.
+        confidence: nominal coverage ``c``, in (0, 1).
+
+    Returns:
+        The :class:`CrossedEstimate`.
+
+    Raises:
+        ValueError: not 1-D or 2-D, no seed, fewer than 2 complete prompts, or a bad
+            ``confidence``.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    grid = np.asarray(values, dtype=np.float64)
+    if grid.ndim == 1:
+        grid = grid[None, :]
+    if grid.ndim != 2 or grid.shape[0] == 0:
+        raise ValueError(
+            f"crossed_mean needs a [k seeds, n prompts] array with k >= 1, got shape {grid.shape}"
+        )
+    complete = ~np.isnan(grid).any(axis=0)
+    n_dropped = int(grid.shape[1] - complete.sum())
+    grid = grid[:, complete]
+    k, n = grid.shape
+    if n < 2:
+        raise ValueError(
+            f"crossed_mean needs at least 2 prompts valid in every seed, got {n} "
+            f"({n_dropped} dropped for NaN)"
+        )
+    moments = _crossed_moments(grid)
+    quantile = float(student_t_quantile((1.0 + confidence) / 2.0, moments["df"]))
+    half_width = quantile * float(np.sqrt(moments["variance_of_mean"]))
+    value = float(moments["mean"])
+    df = float(moments["df"])
+    if k == 1:
+        identified, decidable = False, True
+        note = (
+            "one seed: the interval covers this seed's mean over fresh prompts; "
+            "seed-to-seed variation is not identified and not in it"
+        )
+    else:
+        identified = True
+        decidable = bool(df >= CROSSED_MIN_DF)
+        note = (
+            ""
+            if decidable
+            else (
+                f"undecidable: {df:.1f} degrees of freedom (< {CROSSED_MIN_DF:g}); "
+                f"the seed-to-seed variance is estimated from {k} seeds only, run more seeds"
+            )
+        )
+    return CrossedEstimate(
+        value=value,
+        low=value - half_width,
+        high=value + half_width,
+        n=int(n),
+        k=int(k),
+        confidence=confidence,
+        standard_error=float(np.sqrt(moments["variance_of_mean"])),
+        variance_of_mean=float(moments["variance_of_mean"]),
+        df=df,
+        seed_variance=float(moments["seed_variance"]),
+        prompt_variance=float(moments["prompt_variance"]),
+        residual_variance=float(moments["residual_variance"]),
+        ms_seeds=float(moments["ms_seeds"]),
+        ms_prompts=float(moments["ms_prompts"]),
+        ms_residual=float(moments["ms_residual"]),
+        n_dropped_prompts=n_dropped,
+        seed_variance_identified=identified,
+        decidable=decidable,
+        note=note,
+    )
+
+
+def crossed_difference(
+    a_values: ArrayLike, b_values: ArrayLike, *, confidence: float = 0.95
+) -> CrossedEstimate:
+    """Mean difference ``a - b`` of two methods on the same ``[k, n]`` seeds x prompts grid.
+
+    :func:`crossed_mean` of ``a - b``: row ``s`` pairs seed ``s`` of A with seed ``s`` of B (the
+    pair's two seeds are independent draws, so a row of differences is one draw of a "seed
+    pair"), column ``j`` is prompt ``j`` for both. A prompt's difficulty, shared by A and B,
+    cancels in ``a - b``; what is left of it is the prompt component of the differences. A cell
+    NaN on either side drops that prompt (listwise, as in :func:`crossed_mean`).
+
+    Args:
+        a_values: ``[k, n]`` values of method A (a 1-D ``[n]`` array is one seed).
+        b_values: ``[k, n]`` values of method B, same seeds order and prompts.
+        confidence: nominal coverage ``c``, in (0, 1).
+
+    Raises:
+        ValueError: the two grids differ in shape, or as :func:`crossed_mean`.
+    """
+    a_grid = np.asarray(a_values, dtype=np.float64)
+    b_grid = np.asarray(b_values, dtype=np.float64)
+    if a_grid.shape != b_grid.shape:
+        raise ValueError(
+            f"crossed_difference needs the same seeds and prompts on both sides: "
+            f"a has shape {a_grid.shape}, b has shape {b_grid.shape}"
+        )
+    return crossed_mean(a_grid - b_grid, confidence=confidence)
+
+
+def _crossed_moments(grid: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean squares, clamped components, ``Var_hat`` and its Satterthwaite df of complete grids.
+
+    Args:
+        grid: ``[..., k, n]`` complete (NaN-free) grids; leading axes are independent grids
+            (the coverage simulation passes ``[reps, k, n]``).
+
+    Returns:
+        Arrays of shape ``[...]`` keyed ``mean``, ``ms_seeds``, ``ms_prompts``, ``ms_residual``,
+        ``seed_variance``, ``prompt_variance``, ``residual_variance``, ``variance_of_mean``, ``df``
+        (equations in :func:`crossed_mean`). ``df`` is ``inf`` when ``Var_hat`` is 0.
+    """
+    k, n = grid.shape[-2], grid.shape[-1]
+    mean = grid.mean(axis=(-2, -1))
+    if k == 1:
+        total = grid[..., 0, :].var(axis=-1, ddof=1)
+        variance = total / n
+        df = np.full(np.shape(mean), float(n - 1))
+        missing = np.full(np.shape(mean), np.nan)
+        return {
+            "mean": mean,
+            "ms_seeds": missing,
+            "ms_prompts": total,
+            "ms_residual": missing,
+            "seed_variance": missing,
+            "prompt_variance": missing,
+            "residual_variance": total,
+            "variance_of_mean": variance,
+            "df": np.where(variance > 0, df, np.inf),
+        }
+    row_means = grid.mean(axis=-1)
+    column_means = grid.mean(axis=-2)
+    ms_seeds = n * row_means.var(axis=-1, ddof=1)
+    ms_prompts = k * column_means.var(axis=-1, ddof=1)
+    residuals = grid - row_means[..., :, None] - column_means[..., None, :] + mean[..., None, None]
+    df_seeds, df_prompts, df_residual = k - 1.0, n - 1.0, (k - 1.0) * (n - 1.0)
+    ms_residual = (residuals**2).sum(axis=(-2, -1)) / df_residual
+    seed_kept = ms_seeds > ms_residual
+    prompt_kept = ms_prompts > ms_residual
+    seed_variance = np.where(seed_kept, (ms_seeds - ms_residual) / n, 0.0)
+    prompt_variance = np.where(prompt_kept, (ms_prompts - ms_residual) / k, 0.0)
+    variance = seed_variance / k + prompt_variance / n + ms_residual / (k * n)
+    # Var_hat = sum_i c_i MS_i over the mean squares it actually uses (1 / (k n) for a kept
+    # component's MS; the residual's coefficient is 1 - (number of kept components)).
+    scale = 1.0 / (k * n)
+    residual_coefficient = 1.0 - seed_kept.astype(float) - prompt_kept.astype(float)
+    denominator = (
+        np.where(seed_kept, (scale * ms_seeds) ** 2 / df_seeds, 0.0)
+        + np.where(prompt_kept, (scale * ms_prompts) ** 2 / df_prompts, 0.0)
+        + (scale * residual_coefficient * ms_residual) ** 2 / df_residual
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(denominator > 0, variance**2 / denominator, np.inf)
+    return {
+        "mean": mean,
+        "ms_seeds": ms_seeds,
+        "ms_prompts": ms_prompts,
+        "ms_residual": ms_residual,
+        "seed_variance": seed_variance,
+        "prompt_variance": prompt_variance,
+        "residual_variance": ms_residual,
+        "variance_of_mean": variance,
+        "df": df,
+    }
+
+
+def student_t_quantile(probability: float, df: ArrayLike) -> np.ndarray:
+    """Quantile of Student's t at ``probability`` for real, even fractional, ``df``; numpy only.
+
+    Inverts the CDF ``F(t) = 1 - I_x(df / 2, 1 / 2) / 2`` for ``t > 0``, ``x = df / (df + t^2)``
+    (Abramowitz & Stegun 26.7.1), by bisection on ``t``; ``I_x`` is the regularised incomplete
+    beta by its continued fraction (Numerical Recipes 3rd ed., sec. 6.4). ``df = inf`` gives the
+    normal quantile. Accurate to about 1e-9.
+
+    Args:
+        probability: in (1/2, 1).
+        df: ``[...]`` degrees of freedom, > 0 (``inf`` allowed).
+
+    Returns:
+        ``[...]`` quantiles.
+    """
+    if not 0.5 < probability < 1.0:
+        raise ValueError(f"probability must lie in (1/2, 1), got {probability}")
+    df = np.asarray(df, dtype=np.float64)
+    finite_df = np.where(np.isfinite(df), np.minimum(df, 1e6), 1e6)  # t_1e6 = normal to 1e-6
+    tail = 2.0 * (1.0 - probability)  # two-sided tail mass I_x(df/2, 1/2) at the quantile
+    low = np.zeros_like(finite_df)
+    high = np.full_like(finite_df, 1.0)
+    # Grow the upper bracket until I_x at it is below the tail (t large enough).
+    for _ in range(200):
+        too_small = _incomplete_beta(finite_df / 2.0, finite_df / (finite_df + high**2)) > tail
+        if not too_small.any():
+            break
+        high = np.where(too_small, high * 2.0, high)
+    for _ in range(100):
+        middle = (low + high) / 2.0
+        above = _incomplete_beta(finite_df / 2.0, finite_df / (finite_df + middle**2)) > tail
+        low = np.where(above, middle, low)
+        high = np.where(above, high, middle)
+    return (low + high) / 2.0
+
+
+def _incomplete_beta(a: np.ndarray, x: np.ndarray, b: float = 0.5) -> np.ndarray:
+    """Regularised incomplete beta ``I_x(a, b)``, elementwise, by Lentz's continued fraction."""
+    a, x = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(x, dtype=np.float64))
+    swap = x > (a + 1.0) / (a + b + 2.0)  # the fraction converges fast below this point
+    aa = np.where(swap, b, a)
+    bb = np.where(swap, a, b)
+    xx = np.where(swap, 1.0 - x, x)
+    log_front = (
+        _log_gamma(aa + bb)
+        - _log_gamma(aa)
+        - _log_gamma(bb)
+        + aa * np.log(np.maximum(xx, 1e-300))
+        + bb * np.log(np.maximum(1.0 - xx, 1e-300))
+    )
+    tiny = 1e-300
+    c = np.ones_like(xx)
+    d = 1.0 - (aa + bb) * xx / (aa + 1.0)
+    d = 1.0 / np.where(np.abs(d) < tiny, tiny, d)
+    h = d.copy()
+    for m in range(1, 300):
+        for numerator in (
+            m * (bb - m) * xx / ((aa + 2 * m - 1) * (aa + 2 * m)),
+            -(aa + m) * (aa + bb + m) * xx / ((aa + 2 * m) * (aa + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / np.where(np.abs(d) < tiny, tiny, d)
+            c = 1.0 + numerator / c
+            c = np.where(np.abs(c) < tiny, tiny, c)
+            h = h * d * c
+        if np.all(np.abs(d * c - 1.0) < 1e-14):
+            break
+    fraction = np.exp(log_front) * h / aa
+    result = np.where(swap, 1.0 - fraction, fraction)
+    return np.where(xx <= 0.0, np.where(swap, 1.0, 0.0), result)
+
+
+def _log_gamma(z: np.ndarray) -> np.ndarray:
+    """``log Gamma(z)`` for ``z > 0``, elementwise (math.lgamma, which numpy lacks)."""
+    from math import lgamma
+
+    return np.vectorize(lgamma, otypes=[np.float64])(z)
