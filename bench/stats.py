@@ -486,10 +486,10 @@ def _fit_logistic(
 
 # Crossed seeds x prompts design ---------------------------------------------------------------
 
-CROSSED_MIN_DF = 3.0
-"""Fewest Satterthwaite degrees of freedom at which :func:`crossed_mean` calls its interval
-decidable. Below it the interval rests on one or two seed contrasts: it is printed, but flagged,
-because its width is then set by a variance estimated from one or two numbers."""
+CROSSED_MIN_DF = 2.0
+""":func:`crossed_mean` calls its interval undecidable when it is wider, in standard errors, than
+a t interval with this many degrees of freedom (4.30 at 95%): the seed-to-seed variance then
+dominates and rests on a single seed contrast (k = 2). The interval is still printed, flagged."""
 
 
 @dataclass(frozen=True)
@@ -514,13 +514,17 @@ class CrossedEstimate:
     standard_error: float
     """Estimated standard error of ``value``: ``sqrt(variance_of_mean)``."""
     variance_of_mean: float
-    """Estimated ``Var(grand mean)`` after clamping the components at zero."""
+    """Estimated ``Var(grand mean)``, eq. (2) of :func:`crossed_mean`."""
     df: float
-    """Satterthwaite degrees of freedom of ``variance_of_mean`` (``n - 1`` when ``k = 1``)."""
+    """Satterthwaite degrees of freedom of ``variance_of_mean`` (``n - 1`` when ``k = 1``); a
+    diagnostic, the interval uses ``quantile``."""
+    quantile: float
+    """Half-width of the interval in standard errors: ``(high - low) / 2 / standard_error``."""
     seed_variance: float
-    """Seed component ``sigma2_seed``, clamped at 0 (NaN when ``k = 1``: not identified)."""
+    """Seed component ``max(0, (MS_seeds - MS_resid) / n)``, reported (``Var_hat`` uses
+    ``MS_seeds`` itself); NaN when ``k = 1``: not identified."""
     prompt_variance: float
-    """Prompt component ``sigma2_prompt``, clamped at 0 (NaN when ``k = 1``)."""
+    """Prompt component ``sigma2_prompt``, clamped at 0, eq. (2) (NaN when ``k = 1``)."""
     residual_variance: float
     """Residual (seed x prompt interaction plus judge noise) ``sigma2_resid`` (total variance of
     the values when ``k = 1``)."""
@@ -562,22 +566,35 @@ def crossed_mean(values: ArrayLike, *, confidence: float = 0.95) -> CrossedEstim
         MS_resid   = sum_sj (y - ybar[s, .] - ybar[., j] + ybar)^2 / ((k - 1)(n - 1))
                                                                    E = s2_resid
 
-    (``s2_x`` short for ``sigma2_x``)
-    so ``(MS_seeds + MS_prompts - MS_resid) / (k n)`` is unbiased for (1). The components are
-    estimated by moments and clamped at zero, ``sigma2_seed = max(0, (MS_seeds - MS_resid) / n)``,
-    ``sigma2_prompt = max(0, (MS_prompts - MS_resid) / k)``, ``sigma2_resid = MS_resid``, and put
-    into (1). When neither clamp binds this is the unbiased combination above; when one does,
-    it drops the mean squares of that component (e.g. ``MS_prompts / (k n)`` when the seed
-    component is clamped), never going below ``MS_resid / (k n)``.
+    (``s2_x`` short for ``sigma2_x``), so ``(MS_seeds + MS_prompts - MS_resid) / (k n)`` is
+    unbiased for (1). Read it as two parts: ``MS_seeds / (k n) = var(row means) / k`` is the
+    seed-level variance of the mean (seed effects plus residual noise, ``k - 1`` df), and
+    ``(MS_prompts - MS_resid) / k = sigma2_prompt`` is the prompt difficulty shared by every
+    seed, which the row means cannot see because they all contain it. The estimate used::
 
-    Interval: ``ybar +- t_{df, (1 + c) / 2} * sqrt(Var_hat)``, with the Satterthwaite (1946)
-    degrees of freedom of the linear combination ``Var_hat = sum_i c_i MS_i`` actually used::
+        sigma2_prompt = max(0, (MS_prompts - MS_resid) / k),                             (2)
+        Var_hat = MS_seeds / (k n) + sigma2_prompt / n.
 
-        df = Var_hat^2 / sum_i (c_i MS_i)^2 / df_i,
-        df_seeds = k - 1, df_prompts = n - 1, df_resid = (k - 1)(n - 1).
+    Only the prompt component is clamped (a negative estimate means the prompts add nothing
+    beyond the residual noise). The seed mean square is never dropped, even when it is below
+    ``MS_resid``: clamping ``sigma2_seed`` at zero and then using ``MS_prompts`` with its large
+    df is what under-covered in simulation (0.92-0.94 at k = 3, benchmarks/coverage_bench.py).
 
-    With few seeds and a large seed component ``df`` approaches ``k - 1`` and the interval is
-    the seed-level t interval; below :data:`CROSSED_MIN_DF` it is flagged ``decidable=False``.
+    Interval (Banerjee 1961, "On confidence interval for two-means problem based on separate
+    estimates of variances and tabulated values of t-table", Sankhya A 23, 359-378): each part
+    of ``Var_hat`` gets the t quantile of its own mean square's degrees of freedom::
+
+        half_width = sqrt(t_{k-1}^2 * MS_seeds / (k n) + t_{n-1}^2 * sigma2_prompt / n),   (3)
+        interval = ybar +- half_width,   t_d = t quantile at (1 + c) / 2 with d df.
+
+    When one part dominates, (3) is the exact t interval of that part (the seed-level t with
+    ``k - 1`` df when prompts add nothing, the prompt-level t when seeds agree); in between it is
+    conservative, where the Satterthwaite (1946) t with plug-in df under-covered (0.91-0.94 at
+    k = 2-3, seed sd 0.1-0.4, prompt sd 1). The Satterthwaite df,
+    ``Var_hat^2 / sum_i (c_i MS_i)^2 / df_i`` over the mean squares in (2), is reported as a
+    diagnostic. With k = 2 and the seed part dominant, (3) is up to ``t_1 = 12.7`` standard
+    errors wide: honest but unable to decide anything, so an interval wider than a 2-df t
+    (:data:`CROSSED_MIN_DF`) is flagged ``decidable=False`` with a note.
 
     One seed (``k = 1``): seeds are not replicated, so the seed component is not identified.
     The interval is the one-sample t over prompts, ``Var_hat = var(y) / n`` with ``n - 1``
@@ -619,9 +636,9 @@ def crossed_mean(values: ArrayLike, *, confidence: float = 0.95) -> CrossedEstim
             f"crossed_mean needs at least 2 prompts valid in every seed, got {n} "
             f"({n_dropped} dropped for NaN)"
         )
-    moments = _crossed_moments(grid)
-    quantile = float(student_t_quantile((1.0 + confidence) / 2.0, moments["df"]))
-    half_width = quantile * float(np.sqrt(moments["variance_of_mean"]))
+    moments = _crossed_moments(grid, confidence)
+    half_width = float(moments["half_width"])
+    quantile = float(moments["quantile"])
     value = float(moments["mean"])
     df = float(moments["df"])
     if k == 1:
@@ -632,13 +649,15 @@ def crossed_mean(values: ArrayLike, *, confidence: float = 0.95) -> CrossedEstim
         )
     else:
         identified = True
-        decidable = bool(df >= CROSSED_MIN_DF)
+        limit = float(student_t_quantile((1.0 + confidence) / 2.0, CROSSED_MIN_DF))
+        decidable = quantile <= limit
         note = (
             ""
             if decidable
             else (
-                f"undecidable: {df:.1f} degrees of freedom (< {CROSSED_MIN_DF:g}); "
-                f"the seed-to-seed variance is estimated from {k} seeds only, run more seeds"
+                f"undecidable: the interval is {quantile:.1f} standard errors wide on each side "
+                f"(more than t with {CROSSED_MIN_DF:g} df, {limit:.1f}) because the seed-to-seed "
+                f"variance, estimated from {k} seeds, dominates; run more seeds"
             )
         )
     return CrossedEstimate(
@@ -651,6 +670,7 @@ def crossed_mean(values: ArrayLike, *, confidence: float = 0.95) -> CrossedEstim
         standard_error=float(np.sqrt(moments["variance_of_mean"])),
         variance_of_mean=float(moments["variance_of_mean"]),
         df=df,
+        quantile=quantile,
         seed_variance=float(moments["seed_variance"]),
         prompt_variance=float(moments["prompt_variance"]),
         residual_variance=float(moments["residual_variance"]),
@@ -693,18 +713,21 @@ def crossed_difference(
     return crossed_mean(a_grid - b_grid, confidence=confidence)
 
 
-def _crossed_moments(grid: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean squares, clamped components, ``Var_hat`` and its Satterthwaite df of complete grids.
+def _crossed_moments(grid: np.ndarray, confidence: float) -> dict[str, np.ndarray]:
+    """Mean squares, components, ``Var_hat``, its df and the interval's half-width of grids.
 
     Args:
         grid: ``[..., k, n]`` complete (NaN-free) grids; leading axes are independent grids
             (the coverage simulation passes ``[reps, k, n]``).
+        confidence: nominal coverage ``c``.
 
     Returns:
         Arrays of shape ``[...]`` keyed ``mean``, ``ms_seeds``, ``ms_prompts``, ``ms_residual``,
-        ``seed_variance``, ``prompt_variance``, ``residual_variance``, ``variance_of_mean``, ``df``
-        (equations in :func:`crossed_mean`). ``df`` is ``inf`` when ``Var_hat`` is 0.
+        ``seed_variance``, ``prompt_variance``, ``residual_variance``, ``variance_of_mean``,
+        ``df``, ``half_width``, ``quantile`` (equations in :func:`crossed_mean`). ``df`` is
+        ``inf`` when ``Var_hat`` is 0; ``quantile`` is then ``t_{n - 1}``.
     """
+    probability = (1.0 + confidence) / 2.0
     k, n = grid.shape[-2], grid.shape[-1]
     mean = grid.mean(axis=(-2, -1))
     if k == 1:
@@ -712,6 +735,7 @@ def _crossed_moments(grid: np.ndarray) -> dict[str, np.ndarray]:
         variance = total / n
         df = np.full(np.shape(mean), float(n - 1))
         missing = np.full(np.shape(mean), np.nan)
+        quantile = np.full(np.shape(mean), float(student_t_quantile(probability, n - 1.0)))
         return {
             "mean": mean,
             "ms_seeds": missing,
@@ -722,6 +746,8 @@ def _crossed_moments(grid: np.ndarray) -> dict[str, np.ndarray]:
             "residual_variance": total,
             "variance_of_mean": variance,
             "df": np.where(variance > 0, df, np.inf),
+            "half_width": quantile * np.sqrt(variance),
+            "quantile": quantile,
         }
     row_means = grid.mean(axis=-1)
     column_means = grid.mean(axis=-2)
@@ -730,22 +756,26 @@ def _crossed_moments(grid: np.ndarray) -> dict[str, np.ndarray]:
     residuals = grid - row_means[..., :, None] - column_means[..., None, :] + mean[..., None, None]
     df_seeds, df_prompts, df_residual = k - 1.0, n - 1.0, (k - 1.0) * (n - 1.0)
     ms_residual = (residuals**2).sum(axis=(-2, -1)) / df_residual
-    seed_kept = ms_seeds > ms_residual
-    prompt_kept = ms_prompts > ms_residual
-    seed_variance = np.where(seed_kept, (ms_seeds - ms_residual) / n, 0.0)
-    prompt_variance = np.where(prompt_kept, (ms_prompts - ms_residual) / k, 0.0)
-    variance = seed_variance / k + prompt_variance / n + ms_residual / (k * n)
-    # Var_hat = sum_i c_i MS_i over the mean squares it actually uses (1 / (k n) for a kept
-    # component's MS; the residual's coefficient is 1 - (number of kept components)).
+    # Var_hat = MS_seeds / (k n) + max(0, MS_prompts - MS_resid) / (k n): the seed mean square
+    # is never clamped away (see crossed_mean), only the prompt component is.
     scale = 1.0 / (k * n)
-    residual_coefficient = 1.0 - seed_kept.astype(float) - prompt_kept.astype(float)
-    denominator = (
-        np.where(seed_kept, (scale * ms_seeds) ** 2 / df_seeds, 0.0)
-        + np.where(prompt_kept, (scale * ms_prompts) ** 2 / df_prompts, 0.0)
-        + (scale * residual_coefficient * ms_residual) ** 2 / df_residual
+    seed_variance = np.maximum(ms_seeds - ms_residual, 0.0) / n
+    prompt_kept = ms_prompts > ms_residual
+    prompt_variance = np.where(prompt_kept, (ms_prompts - ms_residual) / k, 0.0)
+    variance = scale * ms_seeds + prompt_variance / n
+    denominator = (scale * ms_seeds) ** 2 / df_seeds + np.where(
+        prompt_kept,
+        (scale * ms_prompts) ** 2 / df_prompts + (scale * ms_residual) ** 2 / df_residual,
+        0.0,
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         df = np.where(denominator > 0, variance**2 / denominator, np.inf)
+    # Banerjee's interval: each part of Var_hat gets the t quantile of its own mean square.
+    t_seeds = float(student_t_quantile(probability, df_seeds))
+    t_prompts = float(student_t_quantile(probability, df_prompts))
+    half_width = np.sqrt(t_seeds**2 * scale * ms_seeds + t_prompts**2 * prompt_variance / n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quantile = np.where(variance > 0, half_width / np.sqrt(variance), t_prompts)
     return {
         "mean": mean,
         "ms_seeds": ms_seeds,
@@ -756,6 +786,8 @@ def _crossed_moments(grid: np.ndarray) -> dict[str, np.ndarray]:
         "residual_variance": ms_residual,
         "variance_of_mean": variance,
         "df": df,
+        "half_width": half_width,
+        "quantile": quantile,
     }
 
 
