@@ -87,7 +87,7 @@ def new_coverage(grids: np.ndarray, truth: float) -> tuple[float, float]:
     moments = _crossed_moments(grids, CONFIDENCE)
     covered = np.abs(moments["mean"] - truth) <= moments["half_width"]
     limit = student_t_quantile((1.0 + CONFIDENCE) / 2.0, CROSSED_MIN_DF)
-    undecidable = (moments["quantile"] > limit) & (grids.shape[1] > 1)
+    undecidable = (moments["quantile"] > limit * (1.0 + 1e-9)) & (grids.shape[1] > 1)
     return float(covered.mean()), float(undecidable.mean())
 
 

@@ -206,3 +206,13 @@ def test_pooled_bootstrap_under_covers_when_seeds_share_prompts():
         for rep, grid in enumerate(a[:300])
     ]
     assert np.mean(covered) < 0.93
+
+
+def test_three_seeds_without_a_prompt_component_are_the_seed_level_t_and_decidable():
+    # Column means 2/3 (x3) and 1/3 (x3): MS_prompts = 0.1 < MS_resid = 0.37, sigma2_prompt = 0,
+    # so the interval is the t over the 3 seed means, t_2 = 4.30 standard errors: not flagged.
+    estimate = crossed_mean([[1, 0, 1, 0, 1, 1], [0, 1, 0, 1, 0, 0], [1, 1, 1, 0, 0, 0]])
+    assert estimate.prompt_variance == 0.0
+    assert estimate.quantile == pytest.approx(T_975[2])
+    assert estimate.df == pytest.approx(2.0)
+    assert estimate.decidable
