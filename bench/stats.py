@@ -551,7 +551,7 @@ def crossed_mean(values: ArrayLike, *, confidence: float = 0.95) -> CrossedEstim
     are *crossed*: a hard prompt is hard for every seed. The estimand is the expected value for
     a fresh seed on a fresh prompt, and the grand mean's sampling variance has three parts.
     Model (random effects; holds for any exchangeable crossed array through its ANOVA / Hoeffding
-    decomposition, Owen 2007, "The pigeonhole bootstrap", Ann. Appl. Stat. 1(2), sec. 2)::
+    decomposition, Owen 2007, "The pigeonhole bootstrap", Ann. Appl. Stat. 1(2), 386-411)::
 
         y[s, j] = mu + a[s] + b[j] + e[s, j],   s = 1..k seeds, j = 1..n prompts,
         Var(a) = sigma2_seed, Var(b) = sigma2_prompt, Var(e) = sigma2_resid, all uncorrelated,
@@ -559,7 +559,7 @@ def crossed_mean(values: ArrayLike, *, confidence: float = 0.95) -> CrossedEstim
 
     Mean squares of the two-way table without replication, with their expectations (the
     standard expected mean squares of the two-way random-effects ANOVA, e.g. Searle, Casella &
-    McCulloch 1992, "Variance Components", sec. 4.7; Owen 2007, eq. 2.3)::
+    McCulloch 1992, "Variance Components", ch. 4 on balanced data; Owen 2007)::
 
         MS_seeds   = n * sum_s (ybar[s, .] - ybar)^2 / (k - 1)     E = s2_resid + n s2_seed
         MS_prompts = k * sum_j (ybar[., j] - ybar)^2 / (n - 1)     E = s2_resid + k s2_prompt
