@@ -482,3 +482,390 @@ def _fit_logistic(
         if max(np.abs(step_a).max(), np.abs(step_b).max()) < 1e-10:
             break
     return a, b
+
+
+# Crossed seeds x prompts design ---------------------------------------------------------------
+
+CROSSED_MIN_DF = 2.0
+""":func:`crossed_mean` calls its interval undecidable when it is wider, in standard errors, than
+a t interval with this many degrees of freedom (4.30 at 95%): the seed-to-seed variance then
+dominates and rests on a single seed contrast (k = 2). The interval is still printed, flagged."""
+
+
+@dataclass(frozen=True)
+class CrossedEstimate:
+    """The mean of a ``[k seeds, n prompts]`` grid with a t interval from its variance components.
+
+    Built by :func:`crossed_mean`; its docstring gives every equation.
+    """
+
+    value: float
+    """Grand mean of the complete prompts (a winrate, a mean reward, or a paired difference)."""
+    low: float
+    """Lower end of the t interval."""
+    high: float
+    """Upper end of the t interval."""
+    n: int
+    """Number of prompts used (those valid in every seed)."""
+    k: int
+    """Number of seeds (rows)."""
+    confidence: float
+    """Nominal coverage of the interval."""
+    standard_error: float
+    """Estimated standard error of ``value``: ``sqrt(variance_of_mean)``."""
+    variance_of_mean: float
+    """Estimated ``Var(grand mean)``, eq. (2) of :func:`crossed_mean`."""
+    df: float
+    """Satterthwaite degrees of freedom of ``variance_of_mean`` (``n - 1`` when ``k = 1``); a
+    diagnostic, the interval uses ``quantile``."""
+    quantile: float
+    """Half-width of the interval in standard errors: ``(high - low) / 2 / standard_error``."""
+    seed_variance: float
+    """Seed component ``max(0, (MS_seeds - MS_resid) / n)``, reported (``Var_hat`` uses
+    ``MS_seeds`` itself); NaN when ``k = 1``: not identified."""
+    prompt_variance: float
+    """Prompt component ``sigma2_prompt``, clamped at 0, eq. (2) (NaN when ``k = 1``)."""
+    residual_variance: float
+    """Residual (seed x prompt interaction plus judge noise) ``sigma2_resid`` (total variance of
+    the values when ``k = 1``)."""
+    ms_seeds: float
+    """Mean square of the seed (row) means, ``n * var(row means)``; NaN when ``k = 1``."""
+    ms_prompts: float
+    """Mean square of the prompt (column) means, ``k * var(column means)``."""
+    ms_residual: float
+    """Residual mean square of the two-way table; NaN when ``k = 1``."""
+    n_dropped_prompts: int
+    """Prompts dropped because at least one seed had NaN there."""
+    seed_variance_identified: bool
+    """False when ``k = 1``: seed-to-seed variation is then not in the interval."""
+    decidable: bool
+    """False when the interval cannot be trusted to support a claim (see ``note``)."""
+    note: str
+    """Empty, or a sentence on what the interval leaves out or why it is undecidable."""
+
+
+def crossed_mean(values: ArrayLike, *, confidence: float = 0.95) -> CrossedEstimate:
+    """Grand mean of a crossed seeds x prompts grid, with a variance-components t interval.
+
+    Every seed of every method is judged on the same evaluation prompts, so seeds and prompts
+    are *crossed*: a hard prompt is hard for every seed. The estimand is the expected value for
+    a fresh seed on a fresh prompt, and the grand mean's sampling variance has three parts.
+    Model (random effects; holds for any exchangeable crossed array through its ANOVA / Hoeffding
+    decomposition, Owen 2007, "The pigeonhole bootstrap", Ann. Appl. Stat. 1(2), 386-411)::
+
+        y[s, j] = mu + a[s] + b[j] + e[s, j],   s = 1..k seeds, j = 1..n prompts,
+        Var(a) = sigma2_seed, Var(b) = sigma2_prompt, Var(e) = sigma2_resid, all uncorrelated,
+        Var(ybar) = sigma2_seed / k + sigma2_prompt / n + sigma2_resid / (k n).        (1)
+
+    Mean squares of the two-way table without replication, with their expectations (the
+    standard expected mean squares of the two-way random-effects ANOVA, e.g. Searle, Casella &
+    McCulloch 1992, "Variance Components", ch. 4 on balanced data; Owen 2007)::
+
+        MS_seeds   = n * sum_s (ybar[s, .] - ybar)^2 / (k - 1)     E = s2_resid + n s2_seed
+        MS_prompts = k * sum_j (ybar[., j] - ybar)^2 / (n - 1)     E = s2_resid + k s2_prompt
+        MS_resid   = sum_sj (y - ybar[s, .] - ybar[., j] + ybar)^2 / ((k - 1)(n - 1))
+                                                                   E = s2_resid
+
+    (``s2_x`` short for ``sigma2_x``), so ``(MS_seeds + MS_prompts - MS_resid) / (k n)`` is
+    unbiased for (1). Read it as two parts: ``MS_seeds / (k n) = var(row means) / k`` is the
+    seed-level variance of the mean (seed effects plus residual noise, ``k - 1`` df), and
+    ``(MS_prompts - MS_resid) / k = sigma2_prompt`` is the prompt difficulty shared by every
+    seed, which the row means cannot see because they all contain it. The estimate used::
+
+        sigma2_prompt = max(0, (MS_prompts - MS_resid) / k),                             (2)
+        Var_hat = MS_seeds / (k n) + sigma2_prompt / n.
+
+    Only the prompt component is clamped (a negative estimate means the prompts add nothing
+    beyond the residual noise). The seed mean square is never dropped, even when it is below
+    ``MS_resid``: clamping ``sigma2_seed`` at zero and then using ``MS_prompts`` with its large
+    df is what under-covered in simulation (0.92-0.94 at k = 3, benchmarks/coverage_bench.py).
+
+    Interval (Banerjee 1961, "On confidence interval for two-means problem based on separate
+    estimates of variances and tabulated values of t-table", Sankhya A 23, 359-378): each part
+    of ``Var_hat`` gets the t quantile of its own mean square's degrees of freedom::
+
+        half_width = sqrt(t_{k-1}^2 * MS_seeds / (k n) + t_{n-1}^2 * sigma2_prompt / n),   (3)
+        interval = ybar +- half_width,   t_d = t quantile at (1 + c) / 2 with d df.
+
+    When one part dominates, (3) is the exact t interval of that part (the seed-level t with
+    ``k - 1`` df when prompts add nothing, the prompt-level t when seeds agree); in between it is
+    conservative, where the Satterthwaite (1946) t with plug-in df under-covered (0.88-0.94 at
+    k = 2-3, seed sd 0.1-0.4, prompt sd 1). The Satterthwaite df,
+    ``Var_hat^2 / sum_i (c_i MS_i)^2 / df_i`` over the mean squares in (2), is reported as a
+    diagnostic. With k = 2 and the seed part dominant, (3) is up to ``t_1 = 12.7`` standard
+    errors wide: honest but unable to decide anything, so an interval wider than a 2-df t
+    (:data:`CROSSED_MIN_DF`) is flagged ``decidable=False`` with a note.
+
+    One seed (``k = 1``): seeds are not replicated, so the seed component is not identified.
+    The interval is the one-sample t over prompts, ``Var_hat = var(y) / n`` with ``n - 1``
+    degrees of freedom; it covers this seed's mean over fresh prompts, not a fresh seed's, and
+    the result says so (``seed_variance_identified=False``, ``note``).
+
+    Invalid values: a prompt with NaN in any seed is dropped from every seed (listwise), so that
+    the grid stays complete and balanced and every seed is compared on the same prompts;
+    ``n_dropped_prompts`` counts them. (Issue 10 scores a policy's invalid output as a loss, so
+    NaN is left for failed judgments, which are not the policy's doing.)
+
+    Args:
+        values: ``[k, n]`` per-seed, per-prompt values (a 1-D ``[n]`` array is one seed); NaN =
+            invalid. Tie-aware winrate scores (1, 1/2, 0) go in as they are.
+        confidence: nominal coverage ``c``, in (0, 1).
+
+    Returns:
+        The :class:`CrossedEstimate`.
+
+    Raises:
+        ValueError: not 1-D or 2-D, no seed, fewer than 2 complete prompts, or a bad
+            ``confidence``.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    grid = np.asarray(values, dtype=np.float64)
+    if grid.ndim == 1:
+        grid = grid[None, :]
+    if grid.ndim != 2 or grid.shape[0] == 0:
+        raise ValueError(
+            f"crossed_mean needs a [k seeds, n prompts] array with k >= 1, got shape {grid.shape}"
+        )
+    complete = ~np.isnan(grid).any(axis=0)
+    n_dropped = int(grid.shape[1] - complete.sum())
+    grid = grid[:, complete]
+    k, n = grid.shape
+    if n < 2:
+        raise ValueError(
+            f"crossed_mean needs at least 2 prompts valid in every seed, got {n} "
+            f"({n_dropped} dropped for NaN)"
+        )
+    moments = _crossed_moments(grid, confidence)
+    half_width = float(moments["half_width"])
+    quantile = float(moments["quantile"])
+    value = float(moments["mean"])
+    df = float(moments["df"])
+    if k == 1:
+        identified, decidable = False, True
+        note = (
+            "one seed: the interval covers this seed's mean over fresh prompts; "
+            "seed-to-seed variation is not identified and not in it"
+        )
+    else:
+        identified = True
+        limit = float(student_t_quantile((1.0 + confidence) / 2.0, CROSSED_MIN_DF))
+        # With k = 3 and no prompt component the quantile is t_2 itself: equal, not wider.
+        decidable = quantile <= limit * (1.0 + 1e-9)
+        note = (
+            ""
+            if decidable
+            else (
+                f"undecidable: the interval is {quantile:.1f} standard errors wide on each side "
+                f"(more than t with {CROSSED_MIN_DF:g} df, {limit:.1f}) because the seed-to-seed "
+                f"variance, estimated from {k} seeds, dominates; run more seeds"
+            )
+        )
+    return CrossedEstimate(
+        value=value,
+        low=value - half_width,
+        high=value + half_width,
+        n=int(n),
+        k=int(k),
+        confidence=confidence,
+        standard_error=float(np.sqrt(moments["variance_of_mean"])),
+        variance_of_mean=float(moments["variance_of_mean"]),
+        df=df,
+        quantile=quantile,
+        seed_variance=float(moments["seed_variance"]),
+        prompt_variance=float(moments["prompt_variance"]),
+        residual_variance=float(moments["residual_variance"]),
+        ms_seeds=float(moments["ms_seeds"]),
+        ms_prompts=float(moments["ms_prompts"]),
+        ms_residual=float(moments["ms_residual"]),
+        n_dropped_prompts=n_dropped,
+        seed_variance_identified=identified,
+        decidable=decidable,
+        note=note,
+    )
+
+
+def crossed_difference(
+    a_values: ArrayLike, b_values: ArrayLike, *, confidence: float = 0.95
+) -> CrossedEstimate:
+    """Mean difference ``a - b`` of two methods on the same ``[k, n]`` seeds x prompts grid.
+
+    :func:`crossed_mean` of ``a - b``: row ``s`` pairs seed ``s`` of A with seed ``s`` of B (the
+    pair's two seeds are independent draws, so a row of differences is one draw of a "seed
+    pair"), column ``j`` is prompt ``j`` for both. A prompt's difficulty, shared by A and B,
+    cancels in ``a - b``; what is left of it is the prompt component of the differences. A cell
+    NaN on either side drops that prompt (listwise, as in :func:`crossed_mean`).
+
+    Args:
+        a_values: ``[k, n]`` values of method A (a 1-D ``[n]`` array is one seed).
+        b_values: ``[k, n]`` values of method B, same seeds order and prompts.
+        confidence: nominal coverage ``c``, in (0, 1).
+
+    Raises:
+        ValueError: the two grids differ in shape, or as :func:`crossed_mean`.
+    """
+    a_grid = np.asarray(a_values, dtype=np.float64)
+    b_grid = np.asarray(b_values, dtype=np.float64)
+    if a_grid.shape != b_grid.shape:
+        raise ValueError(
+            f"crossed_difference needs the same seeds and prompts on both sides: "
+            f"a has shape {a_grid.shape}, b has shape {b_grid.shape}"
+        )
+    return crossed_mean(a_grid - b_grid, confidence=confidence)
+
+
+def _crossed_moments(grid: np.ndarray, confidence: float) -> dict[str, np.ndarray]:
+    """Mean squares, components, ``Var_hat``, its df and the interval's half-width of grids.
+
+    Args:
+        grid: ``[..., k, n]`` complete (NaN-free) grids; leading axes are independent grids
+            (the coverage simulation passes ``[reps, k, n]``).
+        confidence: nominal coverage ``c``.
+
+    Returns:
+        Arrays of shape ``[...]`` keyed ``mean``, ``ms_seeds``, ``ms_prompts``, ``ms_residual``,
+        ``seed_variance``, ``prompt_variance``, ``residual_variance``, ``variance_of_mean``,
+        ``df``, ``half_width``, ``quantile`` (equations in :func:`crossed_mean`). ``df`` is
+        ``inf`` when ``Var_hat`` is 0; ``quantile`` is then ``t_{n - 1}``.
+    """
+    probability = (1.0 + confidence) / 2.0
+    k, n = grid.shape[-2], grid.shape[-1]
+    mean = grid.mean(axis=(-2, -1))
+    if k == 1:
+        total = grid[..., 0, :].var(axis=-1, ddof=1)
+        variance = total / n
+        df = np.full(np.shape(mean), float(n - 1))
+        missing = np.full(np.shape(mean), np.nan)
+        quantile = np.full(np.shape(mean), float(student_t_quantile(probability, n - 1.0)))
+        return {
+            "mean": mean,
+            "ms_seeds": missing,
+            "ms_prompts": total,
+            "ms_residual": missing,
+            "seed_variance": missing,
+            "prompt_variance": missing,
+            "residual_variance": total,
+            "variance_of_mean": variance,
+            "df": np.where(variance > 0, df, np.inf),
+            "half_width": quantile * np.sqrt(variance),
+            "quantile": quantile,
+        }
+    row_means = grid.mean(axis=-1)
+    column_means = grid.mean(axis=-2)
+    ms_seeds = n * row_means.var(axis=-1, ddof=1)
+    ms_prompts = k * column_means.var(axis=-1, ddof=1)
+    residuals = grid - row_means[..., :, None] - column_means[..., None, :] + mean[..., None, None]
+    df_seeds, df_prompts, df_residual = k - 1.0, n - 1.0, (k - 1.0) * (n - 1.0)
+    ms_residual = (residuals**2).sum(axis=(-2, -1)) / df_residual
+    # Var_hat = MS_seeds / (k n) + max(0, MS_prompts - MS_resid) / (k n): the seed mean square
+    # is never clamped away (see crossed_mean), only the prompt component is.
+    scale = 1.0 / (k * n)
+    seed_variance = np.maximum(ms_seeds - ms_residual, 0.0) / n
+    prompt_kept = ms_prompts > ms_residual
+    prompt_variance = np.where(prompt_kept, (ms_prompts - ms_residual) / k, 0.0)
+    variance = scale * ms_seeds + prompt_variance / n
+    denominator = (scale * ms_seeds) ** 2 / df_seeds + np.where(
+        prompt_kept,
+        (scale * ms_prompts) ** 2 / df_prompts + (scale * ms_residual) ** 2 / df_residual,
+        0.0,
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(denominator > 0, variance**2 / denominator, np.inf)
+    # Banerjee's interval: each part of Var_hat gets the t quantile of its own mean square.
+    t_seeds = float(student_t_quantile(probability, df_seeds))
+    t_prompts = float(student_t_quantile(probability, df_prompts))
+    half_width = np.sqrt(t_seeds**2 * scale * ms_seeds + t_prompts**2 * prompt_variance / n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quantile = np.where(variance > 0, half_width / np.sqrt(variance), t_prompts)
+    return {
+        "mean": mean,
+        "ms_seeds": ms_seeds,
+        "ms_prompts": ms_prompts,
+        "ms_residual": ms_residual,
+        "seed_variance": seed_variance,
+        "prompt_variance": prompt_variance,
+        "residual_variance": ms_residual,
+        "variance_of_mean": variance,
+        "df": df,
+        "half_width": half_width,
+        "quantile": quantile,
+    }
+
+
+def student_t_quantile(probability: float, df: ArrayLike) -> np.ndarray:
+    """Quantile of Student's t at ``probability`` for real, even fractional, ``df``; numpy only.
+
+    Inverts the CDF ``F(t) = 1 - I_x(df / 2, 1 / 2) / 2`` for ``t > 0``, ``x = df / (df + t^2)``
+    (Abramowitz & Stegun 26.7.1), by bisection on ``t``; ``I_x`` is the regularised incomplete
+    beta by its continued fraction (Numerical Recipes 3rd ed., sec. 6.4). ``df = inf`` gives the
+    normal quantile. Accurate to about 1e-9.
+
+    Args:
+        probability: in (1/2, 1).
+        df: ``[...]`` degrees of freedom, > 0 (``inf`` allowed).
+
+    Returns:
+        ``[...]`` quantiles.
+    """
+    if not 0.5 < probability < 1.0:
+        raise ValueError(f"probability must lie in (1/2, 1), got {probability}")
+    df = np.asarray(df, dtype=np.float64)
+    finite_df = np.where(np.isfinite(df), np.minimum(df, 1e6), 1e6)  # t_1e6 = normal to 1e-6
+    tail = 2.0 * (1.0 - probability)  # two-sided tail mass I_x(df/2, 1/2) at the quantile
+    low = np.zeros_like(finite_df)
+    high = np.full_like(finite_df, 1.0)
+    # Grow the upper bracket until I_x at it is below the tail (t large enough).
+    for _ in range(200):
+        too_small = _incomplete_beta(finite_df / 2.0, finite_df / (finite_df + high**2)) > tail
+        if not too_small.any():
+            break
+        high = np.where(too_small, high * 2.0, high)
+    for _ in range(100):
+        middle = (low + high) / 2.0
+        above = _incomplete_beta(finite_df / 2.0, finite_df / (finite_df + middle**2)) > tail
+        low = np.where(above, middle, low)
+        high = np.where(above, high, middle)
+    return (low + high) / 2.0
+
+
+def _incomplete_beta(a: np.ndarray, x: np.ndarray, b: float = 0.5) -> np.ndarray:
+    """Regularised incomplete beta ``I_x(a, b)``, elementwise, by Lentz's continued fraction."""
+    a, x = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(x, dtype=np.float64))
+    swap = x > (a + 1.0) / (a + b + 2.0)  # the fraction converges fast below this point
+    aa = np.where(swap, b, a)
+    bb = np.where(swap, a, b)
+    xx = np.where(swap, 1.0 - x, x)
+    log_front = (
+        _log_gamma(aa + bb)
+        - _log_gamma(aa)
+        - _log_gamma(bb)
+        + aa * np.log(np.maximum(xx, 1e-300))
+        + bb * np.log(np.maximum(1.0 - xx, 1e-300))
+    )
+    tiny = 1e-300
+    c = np.ones_like(xx)
+    d = 1.0 - (aa + bb) * xx / (aa + 1.0)
+    d = 1.0 / np.where(np.abs(d) < tiny, tiny, d)
+    h = d.copy()
+    for m in range(1, 300):
+        for numerator in (
+            m * (bb - m) * xx / ((aa + 2 * m - 1) * (aa + 2 * m)),
+            -(aa + m) * (aa + bb + m) * xx / ((aa + 2 * m) * (aa + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / np.where(np.abs(d) < tiny, tiny, d)
+            c = 1.0 + numerator / c
+            c = np.where(np.abs(c) < tiny, tiny, c)
+            h = h * d * c
+        if np.all(np.abs(d * c - 1.0) < 1e-14):
+            break
+    fraction = np.exp(log_front) * h / aa
+    result = np.where(swap, 1.0 - fraction, fraction)
+    return np.where(xx <= 0.0, np.where(swap, 1.0, 0.0), result)
+
+
+def _log_gamma(z: np.ndarray) -> np.ndarray:
+    """``log Gamma(z)`` for ``z > 0``, elementwise (math.lgamma, which numpy lacks)."""
+    from math import lgamma
+
+    return np.vectorize(lgamma, otypes=[np.float64])(z)
