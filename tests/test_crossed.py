@@ -104,6 +104,76 @@ def test_one_seed_is_the_one_sample_t_and_says_seed_variance_is_left_out():
     assert estimate.decidable
 
 
+def test_one_seed_with_bounds_is_the_wilson_type_score_interval_by_hand():
+    values = [1.0, 1.0, 1.0, 0.5, 0.0]
+    estimate = crossed_mean(values, bounds=(0, 1))
+    # m = 0.7, s2 = (3 * 0.09 + 0.04 + 0.49) / 4 = 0.2, r = 0.2 / (0.7 * 0.3) = 20/21,
+    # n_eff = 5 / r = 5.25; q = t_4 = 2.776445, q^2 / n_eff = 1.468314.
+    q = 2.7764451052
+    n_eff = 5.25
+    shrink = q**2 / n_eff
+    centre = (0.7 + shrink / 2) / (1 + shrink)  # 0.581027
+    half = q / (1 + shrink) * np.sqrt(0.21 / n_eff + q**2 / (4 * n_eff**2))  # 0.372930
+    assert (estimate.low, estimate.high) == pytest.approx((centre - half, centre + half))
+    assert (estimate.low, estimate.high) == pytest.approx((0.208098, 0.953956), abs=1e-6)
+    # The point estimate and its standard error stay those of the sample; only the interval moves.
+    assert (estimate.value, estimate.variance_of_mean) == pytest.approx((0.7, 0.2 / 5))
+    assert estimate.bounds == (0.0, 1.0) and "Wilson" in estimate.note
+    # The same values on another scale give the same interval on that scale.
+    shifted = crossed_mean(2 * np.array(values) - 1, bounds=(-1, 1))
+    assert (shifted.low, shifted.high) == pytest.approx(
+        (2 * centre - 2 * half - 1, 2 * centre + 2 * half - 1)
+    )
+
+
+def test_one_seed_all_wins_has_a_nonzero_width_and_reaches_the_bound():
+    # r = 1 at m = 1: the Wilson interval for 100 wins out of 100, [n / (n + q^2), 1].
+    estimate = crossed_mean(np.ones(100), bounds=(0, 1))
+    q = student_t_quantile(0.975, 99)
+    assert estimate.high == pytest.approx(1.0)
+    assert estimate.low == pytest.approx(100 / (100 + q**2))
+    assert estimate.high - estimate.low > 0.03
+    # All losses mirror it; the t interval (no bounds) collapses to a point.
+    losses = crossed_mean(np.zeros(100), bounds=(0, 1))
+    assert (losses.low, losses.high) == pytest.approx((0.0, 1 - estimate.low))
+    assert crossed_mean(np.ones(100)).low == 1.0
+
+
+def test_one_seed_interval_with_bounds_stays_inside_them_where_the_t_leaves():
+    values = [1.0] * 18 + [0.5, 0.0]  # mean 0.925 of 20
+    bounded = crossed_mean(values, bounds=(0, 1))
+    assert crossed_mean(values).high > 1.0
+    assert 0.0 < bounded.low < bounded.value < bounded.high < 1.0
+
+
+def test_crossed_difference_passes_its_bounds_through():
+    a = np.array([[1.0, 1.0, 0.5, 0.0, 1.0, 0.5]])
+    b = np.array([[0.0, 0.5, 0.5, 1.0, 0.5, 0.5]])
+    # NaN fields (components not identified at k = 1) compare equal under assert_equal only.
+    np.testing.assert_equal(
+        dataclasses.asdict(crossed_difference(a, b, bounds=(-1, 1))),
+        dataclasses.asdict(crossed_mean(a - b, bounds=(-1, 1))),
+    )
+    with pytest.raises(ValueError, match=r"outside bounds \(0, 1\), e.g. -1.*\(-1, 1\)"):
+        crossed_difference(a, b, bounds=(0, 1))
+
+
+def test_bounds_are_validated_with_a_message_that_names_the_problem():
+    with pytest.raises(ValueError, match=r"1 value\(s\) lie outside bounds \(0, 1\), e.g. 1.5"):
+        crossed_mean([0.5, 1.5, np.nan], bounds=(0, 1))
+    with pytest.raises(ValueError, match="finite with low < high, got \\(1.0, 0.0\\)"):
+        crossed_mean([0.5, 0.5], bounds=(1, 0))
+    with pytest.raises(ValueError, match="finite with low < high"):
+        crossed_mean([0.5, 0.5], bounds=(0, np.inf))
+    with pytest.raises(ValueError, match="a pair \\(low, high\\) of numbers"):
+        crossed_mean([0.5, 0.5], bounds=(0,))
+    # NaN marks an invalid value, not one out of bounds; with k >= 2 the bounds are only checked.
+    assert crossed_mean([[0.5, np.nan, 1.0]], bounds=(0, 1)).n == 2
+    grid = [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
+    with_bounds = crossed_mean(grid, bounds=(0, 1))
+    assert dataclasses.replace(with_bounds, bounds=None) == crossed_mean(grid)
+
+
 def test_several_seeds_identify_the_seed_variance():
     rng = np.random.default_rng(1)
     estimate = crossed_mean(rng.integers(0, 3, size=(3, 200)) / 2)
