@@ -489,7 +489,8 @@ def _fit_logistic(
 CROSSED_MIN_DF = 2.0
 """:func:`crossed_mean` calls its interval undecidable when it is wider, in standard errors, than
 a t interval with this many degrees of freedom (4.30 at 95%): the seed-to-seed variance then
-dominates and rests on a single seed contrast (k = 2). The interval is still printed, flagged."""
+dominates and rests on a single seed contrast (k = 2). The interval is still printed, flagged.
+A zero variance estimate with k >= 2 is flagged too (an interval without a scale)."""
 
 
 @dataclass(frozen=True)
@@ -502,8 +503,8 @@ class CrossedEstimate:
     value: float
     """Grand mean of the complete prompts (a winrate, a mean reward, or a paired difference)."""
     low: float
-    """Lower end of the interval (the t interval, or with ``k = 1`` and ``bounds`` the
-    Wilson-type score interval, eq. (4) of :func:`crossed_mean`)."""
+    """Lower end of the interval: the t interval (3) of :func:`crossed_mean`, or with
+    ``bounds`` the Wilson-type score interval (4)."""
     high: float
     """Upper end of the interval."""
     n: int
@@ -521,7 +522,7 @@ class CrossedEstimate:
     diagnostic, the interval uses ``quantile``."""
     quantile: float
     """Half-width of the interval in standard errors: ``(high - low) / 2 / standard_error``
-    (``t_{n - 1}`` when ``standard_error`` is 0)."""
+    (when ``standard_error`` is 0: ``t_{n - 1}`` with one seed, ``inf`` with more)."""
     seed_variance: float
     """Seed component ``max(0, (MS_seeds - MS_resid) / n)``, reported (``Var_hat`` uses
     ``MS_seeds`` itself); NaN when ``k = 1``: not identified."""
@@ -605,43 +606,58 @@ def crossed_mean(
     errors wide: honest but unable to decide anything, so an interval wider than a 2-df t
     (:data:`CROSSED_MIN_DF`) is flagged ``decidable=False`` with a note.
 
+    With ``k >= 2`` a zero ``Var_hat`` (the seeds' means exactly equal and the prompts adding
+    nothing beyond the residual, which discrete scores make common: 5% of repetitions at
+    k = 2, n = 100, p = 0.95 in simulation) gives a zero-width interval that never covers; it
+    is flagged ``decidable=False`` as well.
+
     One seed (``k = 1``): seeds are not replicated, so the seed component is not identified.
     The estimand is then this seed's mean over fresh prompts, not a fresh seed's, and the
     result says so (``seed_variance_identified=False``, ``note``). ``Var_hat = s2 / n``, with
     ``s2`` the variance of the ``n`` values (divisor ``n - 1``). Without ``bounds`` the
     interval is the one-sample t, ``ybar +- t_{n-1} sqrt(Var_hat)``.
 
-    One seed with ``bounds = (L, U)`` (winrate scores: ``(0, 1)``; a paired difference of
-    them: ``(-1, 1)``): a Wilson-type score interval for a bounded mean (Wilson 1927,
-    "Probable inference, the law of succession, and statistical inference", JASA 22, 209-212).
-    Near a bound the t interval fails because the spread of bounded values shrinks with the
-    distance of their mean to the bound: a sample whose mean lands close to 1 also has a small
-    variance, so its t interval is narrowest exactly when it is furthest off, and it reaches
-    past the bound on the other side (the Wald interval's failure for a proportion; Brown, Cai
-    & DasGupta 2001, "Interval estimation for a binomial proportion", Statist. Sci. 16,
-    101-133). Wilson's interval evaluates the variance at the candidate mean instead of at the
-    sample mean. Scores with ties are not Bernoulli, so their variance is taken as a multiple
-    ``r`` of a Bernoulli's of the same mean, ``r`` estimated from the sample (a quasi-binomial
-    variance, ``Var(u) = r mu (1 - mu)``)::
+    Bounded values, ``bounds = (L, U)`` (winrate scores: ``(0, 1)``; a paired difference of
+    them: ``(-1, 1)``): a Wilson-type score interval for a bounded mean (Wilson 1927, "Probable
+    inference, the law of succession, and statistical inference", JASA 22, 209-212). Near a
+    bound the t interval fails because the spread of bounded values shrinks with the distance
+    of their mean to the bound: a sample whose mean lands close to 1 also has a small variance,
+    so its t interval is narrowest exactly when it is furthest off (the Wald interval's failure
+    for a proportion; Brown, Cai & DasGupta 2001, "Interval estimation for a binomial
+    proportion", Statist. Sci. 16, 101-133), and it can reach past the bound. Wilson's interval
+    evaluates the variance at the candidate mean instead of at the sample mean. Scores with ties
+    are not Bernoulli, so the variance of the mean is taken as proportional to a Bernoulli's of
+    the same mean, ``mu (1 - mu) / n_eff``, with the effective ``n_eff`` estimated at the sample
+    (a quasi-binomial variance); ``q`` is the t interval's own quantile, so the interval has the
+    width of (3) or of the one-sample t, moved and reshaped by the bound::
 
-        u = (y - L) / (U - L),   m = mean(u),   s2_u = var(u)  (divisor n - 1),
-        r = s2_u / (m (1 - m)),  r = 1 when m is 0 or 1,   n_eff = n / r,
-        the mu with (m - mu)^2 <= q^2 mu (1 - mu) / n_eff, q = t_{n-1} at (1 + c) / 2:   (4)
+        m = (ybar - L) / (U - L),
+        1 / n_eff = Var_hat / ((U - L)^2 m (1 - m)),
+                    or 1 / (k n) (r = 1) when m is 0 or 1 or Var_hat = 0,
+        q = t_{n-1} (k = 1);  (3)'s half-width / sqrt(Var_hat) (k >= 2; t_{k-1} when 0 / 0),
+        interval: the mu with (m - mu)^2 <= q^2 mu (1 - mu) / n_eff,                     (4)
         centre = (m + q^2 / (2 n_eff)) / (1 + q^2 / n_eff),
         half   = q / (1 + q^2 / n_eff) * sqrt(m (1 - m) / n_eff + q^2 / (4 n_eff^2)),
         interval = L + (U - L) * [centre - half, centre + half].
 
-    With binary values ``r = n / (n - 1)``, so (4) is Wilson's interval with ``t`` for ``z``
-    and the unbiased variance. ``r = 1`` at ``m = 0`` or 1 keeps the interval from collapsing
-    when every prompt is a win (then it is ``[n / (n + q^2), 1]`` on the ``u`` scale); values
-    all equal strictly inside the bounds give ``r = 0`` and a zero-width interval, as the t
-    does. Simulated (benchmarks/coverage_bench.py, 4,000 repetitions a cell, prompt effects
-    with sd 0 or 1, seed effects with sd up to 0.4, ties): the t interval covered 0.92 at
-    ``n = 100``, ``p = 0.95`` and (4) 0.95 to 0.96 over ``n`` in {100, 500} and ``p`` in {0.5,
-    0.8, 0.95}, for winrates and for paired differences with bounds ``(-1, 1)``; at 20,000
-    repetitions its misses fall on both sides (about 0.02 below, 0.03 above) where the t's were
-    0.06 / 0.01 at ``n = 100``. With ``k >= 2`` the bounds are checked but the interval is (3),
-    which covered in the same simulation.
+    With one seed ``n_eff = n / r``, ``r = s2_u / (m (1 - m))`` the variance ratio of the
+    rescaled values ``u = (y - L) / (U - L)`` to a Bernoulli of the same mean; with binary
+    values ``r = n / (n - 1)``, so (4) is Wilson's interval with t for z and the unbiased
+    variance. ``r = 1`` at ``m = 0`` or 1 keeps the interval from collapsing when every prompt
+    is a win (it is then ``[n / (n + q^2), 1]`` on the ``u`` scale), and likewise when every
+    value is the same inside the bounds (all ties). The point estimate and ``Var_hat`` stay the
+    sample's; only the interval moves, toward the middle of the range.
+
+    Simulated (benchmarks/coverage_bench.py; ties; bounds ``(0, 1)`` for winrates and
+    ``(-1, 1)`` for differences; 20,000 repetitions a cell unless said): one seed against this
+    seed's mean at p = 0.95, n = 100, the t covered 0.916-0.928 (its misses nearly all on one
+    side) and (4) 0.947; with k = 3 or 5 seeds, seed sd 0.4 and no prompt effect at p = 0.95,
+    (3) covered 0.935-0.943 and (4) 0.943-0.957. In the other cells checked so (p = 0.5, 0.8;
+    k = 1, 3, 5) the two differed by less than 0.005; with k = 2, where ``q`` reaches t_1 =
+    12.7, (4) is the wider near a bound. Over the whole 4,000-repetition grid (k in {1, 2, 3,
+    5}, n in {100, 500}, seed sd 0-0.4, prompt sd 0 or 1, p in {0.5, 0.8, 0.95}) (4) covered
+    0.942-0.960 with one seed and 0.945-0.975 with 3 or 5; with 2 it over-covers, up to 0.987,
+    in cells whose intervals are mostly (83-97%) flagged undecidable.
 
     Invalid values: a prompt with NaN in any seed is dropped from every seed (listwise), so that
     the grid stays complete and balanced and every seed is compared on the same prompts;
@@ -652,8 +668,8 @@ def crossed_mean(
         values: ``[k, n]`` per-seed, per-prompt values (a 1-D ``[n]`` array is one seed); NaN =
             invalid. Tie-aware winrate scores (1, 1/2, 0) go in as they are.
         confidence: nominal coverage ``c``, in (0, 1).
-        bounds: ``(L, U)``, the range every value is known to lie in, or ``None``. With one
-            seed it selects the score interval (4); winrate scores are in ``(0, 1)``.
+        bounds: ``(L, U)``, the range every value is known to lie in, or ``None``; it selects
+            the score interval (4). Winrate scores lie in ``(0, 1)``.
 
     Returns:
         The :class:`CrossedEstimate`.
@@ -695,18 +711,23 @@ def crossed_mean(
             note += f" (Wilson-type score interval for a mean bounded by {bounds})"
     else:
         identified = True
+        decidable = bool(moments["decidable"])
+        t_quantile = float(moments["t_quantile"])
         limit = float(student_t_quantile((1.0 + confidence) / 2.0, CROSSED_MIN_DF))
-        # With k = 3 and no prompt component the quantile is t_2 itself: equal, not wider.
-        decidable = quantile <= limit * (1.0 + 1e-9)
-        note = (
-            ""
-            if decidable
-            else (
-                f"undecidable: the interval is {quantile:.1f} standard errors wide on each side "
-                f"(more than t with {CROSSED_MIN_DF:g} df, {limit:.1f}) because the seed-to-seed "
-                f"variance, estimated from {k} seeds, dominates; run more seeds"
+        if decidable:
+            note = ""
+        elif np.isinf(t_quantile):
+            note = (
+                f"undecidable: the variance estimate is 0 (the {k} seeds have equal means and "
+                "the prompts add nothing beyond the residual), so the interval has no scale; "
+                "run more seeds"
             )
-        )
+        else:
+            note = (
+                f"undecidable: the interval is {t_quantile:.1f} standard errors wide on each "
+                f"side (more than t with {CROSSED_MIN_DF:g} df, {limit:.1f}) because the "
+                f"seed-to-seed variance, estimated from {k} seeds, dominates; run more seeds"
+            )
     return CrossedEstimate(
         value=value,
         low=float(moments["low"]),
@@ -791,111 +812,122 @@ def crossed_difference(
 def _crossed_moments(
     grid: np.ndarray, confidence: float, bounds: tuple[float, float] | None = None
 ) -> dict[str, np.ndarray]:
-    """Mean squares, components, ``Var_hat``, its df and the interval of grids.
+    """Mean squares, components, ``Var_hat``, its df, the interval and its flag, of grids.
 
     Args:
         grid: ``[..., k, n]`` complete (NaN-free) grids; leading axes are independent grids
             (the coverage simulation passes ``[reps, k, n]``).
         confidence: nominal coverage ``c``.
         bounds: ``(L, U)`` with every value inside (checked by :func:`crossed_mean`), or
-            ``None``; with ``k = 1`` it selects the score interval (4).
+            ``None``; it selects the score interval (4).
 
     Returns:
         Arrays of shape ``[...]`` keyed ``mean``, ``ms_seeds``, ``ms_prompts``, ``ms_residual``,
         ``seed_variance``, ``prompt_variance``, ``residual_variance``, ``variance_of_mean``,
-        ``df``, ``low``, ``high``, ``half_width`` (``(high - low) / 2``), ``quantile``
-        (equations in :func:`crossed_mean`). ``df`` is ``inf`` when ``Var_hat`` is 0;
-        ``quantile`` is then ``t_{n - 1}``.
+        ``df``, ``low``, ``high``, ``half_width`` (``(high - low) / 2``), ``quantile``,
+        ``t_quantile`` (the half-width of the t interval (3) in standard errors) and
+        ``decidable`` (equations in :func:`crossed_mean`). When ``Var_hat`` is 0, ``df`` is
+        ``inf`` and both quantiles are ``t_{n - 1}`` with one seed, ``inf`` (undecidable) with
+        more.
     """
     probability = (1.0 + confidence) / 2.0
     k, n = grid.shape[-2], grid.shape[-1]
     mean = grid.mean(axis=(-2, -1))
+    t_prompts = float(student_t_quantile(probability, n - 1.0))
     if k == 1:
         total = grid[..., 0, :].var(axis=-1, ddof=1)
-        variance = total / n
-        df = np.full(np.shape(mean), float(n - 1))
         missing = np.full(np.shape(mean), np.nan)
-        t_prompts = float(student_t_quantile(probability, n - 1.0))
-        if bounds is None:
-            low, high = mean - t_prompts * np.sqrt(variance), mean + t_prompts * np.sqrt(variance)
-        else:
-            low, high = _bounded_score_interval(mean, total, n, t_prompts, bounds)
-        half_width = (high - low) / 2.0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            quantile = np.where(variance > 0, half_width / np.sqrt(variance), t_prompts)
-        return {
-            "mean": mean,
+        variance = total / n
+        moments = {
             "ms_seeds": missing,
             "ms_prompts": total,
             "ms_residual": missing,
             "seed_variance": missing,
             "prompt_variance": missing,
             "residual_variance": total,
-            "variance_of_mean": variance,
-            "df": np.where(variance > 0, df, np.inf),
-            "low": low,
-            "high": high,
-            "half_width": half_width,
-            "quantile": quantile,
+            "df": np.where(variance > 0, float(n - 1), np.inf),
         }
-    row_means = grid.mean(axis=-1)
-    column_means = grid.mean(axis=-2)
-    ms_seeds = n * row_means.var(axis=-1, ddof=1)
-    ms_prompts = k * column_means.var(axis=-1, ddof=1)
-    residuals = grid - row_means[..., :, None] - column_means[..., None, :] + mean[..., None, None]
-    df_seeds, df_prompts, df_residual = k - 1.0, n - 1.0, (k - 1.0) * (n - 1.0)
-    ms_residual = (residuals**2).sum(axis=(-2, -1)) / df_residual
-    # Var_hat = MS_seeds / (k n) + max(0, MS_prompts - MS_resid) / (k n): the seed mean square
-    # is never clamped away (see crossed_mean), only the prompt component is.
-    scale = 1.0 / (k * n)
-    seed_variance = np.maximum(ms_seeds - ms_residual, 0.0) / n
-    prompt_kept = ms_prompts > ms_residual
-    prompt_variance = np.where(prompt_kept, (ms_prompts - ms_residual) / k, 0.0)
-    variance = scale * ms_seeds + prompt_variance / n
-    denominator = (scale * ms_seeds) ** 2 / df_seeds + np.where(
-        prompt_kept,
-        (scale * ms_prompts) ** 2 / df_prompts + (scale * ms_residual) ** 2 / df_residual,
-        0.0,
-    )
+        t_half_width = t_prompts * np.sqrt(variance)
+        # Nothing to flag with one seed; a zero variance is a zero-width t, (4) widens it.
+        degenerate_quantile, degenerate_flag = t_prompts, t_prompts
+    else:
+        row_means = grid.mean(axis=-1)
+        column_means = grid.mean(axis=-2)
+        ms_seeds = n * row_means.var(axis=-1, ddof=1)
+        ms_prompts = k * column_means.var(axis=-1, ddof=1)
+        residuals = (
+            grid - row_means[..., :, None] - column_means[..., None, :] + mean[..., None, None]
+        )
+        df_seeds, df_prompts, df_residual = k - 1.0, n - 1.0, (k - 1.0) * (n - 1.0)
+        ms_residual = (residuals**2).sum(axis=(-2, -1)) / df_residual
+        # Var_hat = MS_seeds / (k n) + max(0, MS_prompts - MS_resid) / (k n): the seed mean
+        # square is never clamped away (see crossed_mean), only the prompt component is.
+        scale = 1.0 / (k * n)
+        prompt_kept = ms_prompts > ms_residual
+        prompt_variance = np.where(prompt_kept, (ms_prompts - ms_residual) / k, 0.0)
+        variance = scale * ms_seeds + prompt_variance / n
+        denominator = (scale * ms_seeds) ** 2 / df_seeds + np.where(
+            prompt_kept,
+            (scale * ms_prompts) ** 2 / df_prompts + (scale * ms_residual) ** 2 / df_residual,
+            0.0,
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df = np.where(denominator > 0, variance**2 / denominator, np.inf)
+        moments = {
+            "ms_seeds": ms_seeds,
+            "ms_prompts": ms_prompts,
+            "ms_residual": ms_residual,
+            "seed_variance": np.maximum(ms_seeds - ms_residual, 0.0) / n,
+            "prompt_variance": prompt_variance,
+            "residual_variance": ms_residual,
+            "df": df,
+        }
+        # Banerjee's interval: each part of Var_hat gets the t quantile of its own mean square.
+        t_seeds = float(student_t_quantile(probability, df_seeds))
+        t_half_width = np.sqrt(t_seeds**2 * scale * ms_seeds + t_prompts**2 * prompt_variance / n)
+        # Var_hat = 0 (seeds with equal means, prompts adding nothing): no scale, no claim.
+        degenerate_quantile, degenerate_flag = t_seeds, np.inf
     with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(denominator > 0, variance**2 / denominator, np.inf)
-    # Banerjee's interval: each part of Var_hat gets the t quantile of its own mean square.
-    t_seeds = float(student_t_quantile(probability, df_seeds))
-    t_prompts = float(student_t_quantile(probability, df_prompts))
-    half_width = np.sqrt(t_seeds**2 * scale * ms_seeds + t_prompts**2 * prompt_variance / n)
+        t_quantile = np.where(variance > 0, t_half_width / np.sqrt(variance), degenerate_flag)
+    limit = float(student_t_quantile(probability, CROSSED_MIN_DF))
+    # With k = 3 and no prompt component the quantile is t_2 itself: equal, not wider.
+    decidable = np.full(np.shape(mean), True) if k == 1 else t_quantile <= limit * (1.0 + 1e-9)
+    if bounds is None:
+        low, high = mean - t_half_width, mean + t_half_width
+    else:
+        score_quantile = np.where(variance > 0, t_quantile, degenerate_quantile)
+        low, high = _bounded_score_interval(mean, variance, score_quantile, k * n, bounds)
+    half_width = (high - low) / 2.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        quantile = np.where(variance > 0, half_width / np.sqrt(variance), t_prompts)
+        quantile = np.where(variance > 0, half_width / np.sqrt(variance), degenerate_flag)
     return {
         "mean": mean,
-        "ms_seeds": ms_seeds,
-        "ms_prompts": ms_prompts,
-        "ms_residual": ms_residual,
-        "seed_variance": seed_variance,
-        "prompt_variance": prompt_variance,
-        "residual_variance": ms_residual,
+        **moments,
         "variance_of_mean": variance,
-        "df": df,
-        "low": mean - half_width,
-        "high": mean + half_width,
+        "low": low,
+        "high": high,
         "half_width": half_width,
         "quantile": quantile,
+        "t_quantile": t_quantile,
+        "decidable": decidable,
     }
 
 
 def _bounded_score_interval(
     mean: np.ndarray,
-    variance: np.ndarray,
-    n: int,
-    quantile: float,
+    variance_of_mean: np.ndarray,
+    quantile: ArrayLike,
+    n_values: int,
     bounds: tuple[float, float],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Eq. (4) of :func:`crossed_mean`: the Wilson-type interval for ``[...]`` bounded means.
 
     Args:
-        mean: ``[...]`` sample means of values in ``bounds``.
-        variance: ``[...]`` their sample variances (divisor ``n - 1``).
-        n: number of values behind each mean.
-        quantile: ``q``, the t (or normal) quantile.
+        mean: ``[...]`` grand means of values in ``bounds``.
+        variance_of_mean: ``[...]`` their ``Var_hat``.
+        quantile: ``[...]`` (or scalar) ``q``, the t interval's half-width in standard errors.
+        n_values: ``k n``, the values behind each mean; ``1 / n_eff = 1 / n_values`` (``r = 1``)
+            where the mean sits on a bound or ``Var_hat`` is 0.
         bounds: ``(L, U)``.
 
     Returns:
@@ -905,13 +937,15 @@ def _bounded_score_interval(
     width = upper - lower
     m = np.clip((mean - lower) / width, 0.0, 1.0)  # clip: rounding at a bound
     bernoulli = m * (1.0 - m)
+    spread_seen = (bernoulli > 0) & (variance_of_mean > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(bernoulli > 0, variance / width**2 / bernoulli, 1.0)
-    # Written with q^2 / n_eff = q^2 r / n, so r = 0 (all values equal inside) needs no 1 / 0.
-    shrink = quantile**2 * ratio / n
+        inverse_n_eff = np.where(
+            spread_seen, variance_of_mean / width**2 / bernoulli, 1.0 / n_values
+        )
+    shrink = quantile**2 * inverse_n_eff  # q^2 / n_eff
     centre = (m + shrink / 2.0) / (1.0 + shrink)
     # m (1 - m) / n_eff + q^2 / (4 n_eff^2)
-    spread = ratio * bernoulli / n + (shrink / 2.0 / quantile) ** 2
+    spread = bernoulli * inverse_n_eff + (shrink / 2.0 / quantile) ** 2
     half = quantile / (1.0 + shrink) * np.sqrt(spread)
     return lower + width * (centre - half), lower + width * (centre + half)
 
