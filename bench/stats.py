@@ -85,17 +85,22 @@ class Estimate:
         }
 
 
-def verdict_scores(verdicts: Sequence[Verdict]) -> np.ndarray:
-    """Per-prompt scores in prompt order: WIN 1.0, TIE 0.5, LOSS 0.0, INVALID NaN.
+def verdict_scores(verdicts: Sequence[Verdict], *, valid_only: bool = False) -> np.ndarray:
+    """Per-prompt scores in prompt order: WIN 1.0, TIE 0.5, LOSS 0.0, INVALID 0.0, FAILED NaN.
 
     Args:
         verdicts: ``[n_prompts]`` verdicts (members of :class:`Verdict` or their letters).
+        valid_only: score an invalid output (the policy's fault) NaN too, as the secondary
+            valid-only winrate does; by default it is a loss, as in the headline winrate.
 
     Returns:
         float64 array of shape ``[n_prompts]``; its NaN-free mean is the winrate
-        ``(wins + ties / 2) / n_valid``.
+        ``(wins + ties / 2) / n`` over the prompts it counts.
     """
-    scores = [Verdict(verdict).score for verdict in verdicts]
+    scores = [
+        Verdict(verdict).valid_score if valid_only else Verdict(verdict).score
+        for verdict in verdicts
+    ]
     return np.array([np.nan if score is None else score for score in scores], dtype=np.float64)
 
 
@@ -200,45 +205,72 @@ def paired_difference(
     return _hierarchical_bootstrap(differences, n_resamples, confidence, seed)
 
 
-def winrate_estimate(verdicts: Sequence[Verdict | str]) -> Estimate:
+WINRATE_BOUNDS = (0.0, 1.0)
+"""The range of a winrate score (loss 0, tie 1/2, win 1): `crossed_mean`'s bounded interval."""
+
+
+def winrate_estimate(verdicts: Sequence[Verdict | str], *, valid_only: bool = False) -> Estimate:
     """The winrate of one run's per-prompt verdicts with its 95% CI, as its result line states it.
 
-    This is the one computation behind a result line's ``winrate``, ``ci_low``, ``ci_high`` and
-    ``n``: the runner writes them with it, and `pftbench submit` and `pftbench check` recompute
-    them with it. :func:`bootstrap_mean` of :func:`verdict_scores` at its defaults (2,000
-    resamples, seed 0), so a recomputation gives back exactly the stored numbers.
+    The one computation behind a result line's ``winrate``, ``ci_low``, ``ci_high`` and ``n``
+    (and, with ``valid_only``, its ``valid_winrate`` fields): the runner writes them with it,
+    and `pftbench submit` and `pftbench check` recompute them with it, so a recomputation gives
+    back exactly the stored numbers. It is :func:`crossed_mean` of one seed with the winrate's
+    bounds (:data:`WINRATE_BOUNDS`), the interval the coverage benchmark checks.
 
     Args:
         verdicts: ``[n_prompts]`` verdicts (members of :class:`Verdict` or their letters).
+        valid_only: leave invalid outputs out (the secondary winrate) instead of counting them
+            as losses (the headline). Failed judgments are left out either way.
 
     Returns:
-        The estimate; NaN with ``n = 0`` when no verdict is valid (a policy that never finishes
-        an output), which a result line records rather than failing.
+        The estimate; NaN with ``n = 0`` when no prompt counts (every judgment failed, or with
+        ``valid_only`` a policy that never finishes an output), which a result line records
+        rather than failing.
     """
-    scores = verdict_scores(verdicts)
-    if not np.isfinite(scores).any():
-        return Estimate(float("nan"), float("nan"), float("nan"), 0)
-    return bootstrap_mean(scores)
+    return one_seed_estimate(verdict_scores(verdicts, valid_only=valid_only), WINRATE_BOUNDS)
 
 
-def mean_reward_estimate(rewards: Sequence[float | None] | None) -> Estimate | None:
+def mean_reward_estimate(
+    rewards: Sequence[float | None] | None, floor: float | None = None
+) -> Estimate | None:
     """The mean per-prompt reward of one run with its 95% CI, as its result line states it.
 
     The one computation behind ``mean_reward``, ``reward_ci_low`` and ``reward_ci_high`` (the
-    runner, `pftbench submit` and `pftbench check` all call it): :func:`bootstrap_mean` at its
-    defaults over the rewards, None (an invalid output) dropped.
+    runner, `pftbench submit` and `pftbench check` all call it): :func:`crossed_mean` of one
+    seed over the rewards.
 
     Args:
-        rewards: ``[n_prompts]`` rewards, None where the output had none; or None.
+        rewards: ``[n_prompts]`` rewards, None where the output was invalid; or None.
+        floor: the reward an invalid output counts as (the judge's worst score, so that failing
+            never pays); None leaves invalid outputs out of the mean.
 
     Returns:
-        The estimate, or None when there is no reward at all.
+        The estimate, or None when there is no reward at all (no rewards, or every output
+        invalid and no floor).
     """
-    if rewards is None or all(reward is None for reward in rewards):
+    if rewards is None or (floor is None and all(reward is None for reward in rewards)):
         return None
-    return bootstrap_mean(
-        np.array([np.nan if reward is None else reward for reward in rewards], dtype=np.float64)
-    )
+    missing = np.nan if floor is None else float(floor)
+    values = np.array([missing if reward is None else reward for reward in rewards], dtype=float)
+    return one_seed_estimate(values, None)
+
+
+def one_seed_estimate(values: ArrayLike, bounds: tuple[float, float] | None) -> Estimate:
+    """:func:`crossed_mean` of one seed's ``[n]`` values (NaN dropped) as an :class:`Estimate`.
+
+    NaN with ``n = 0`` when no value is valid; with a single valid value the interval is the
+    ``bounds`` (NaN without them): one prompt says nothing about the spread.
+    """
+    array = _as_1d(values, "values")
+    valid = array[~np.isnan(array)]
+    if valid.size == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    if valid.size == 1:
+        low, high = bounds if bounds is not None else (float("nan"), float("nan"))
+        return Estimate(float(valid[0]), float(low), float(high), 1)
+    estimate = crossed_mean(valid, bounds=bounds)
+    return Estimate(estimate.value, estimate.low, estimate.high, estimate.n)
 
 
 def per_seed(groups: Sequence[ArrayLike], **kwargs) -> list[Estimate]:
@@ -492,6 +524,13 @@ a t interval with this many degrees of freedom (4.30 at 95%): the seed-to-seed v
 dominates and rests on a single seed contrast (k = 2). The interval is still printed, flagged.
 A zero variance estimate with k >= 2 is flagged too (an interval without a scale)."""
 
+MIN_DECIDABLE_SEEDS = 3
+"""Fewest seeds whose interval may support a claim (k = 1 aside, whose interval is about its own
+seed). With two seeds the seed variance rests on one contrast: the interval is wide when the
+seeds disagree and narrow when they happen to agree, so the narrow ones are the wrong ones. In
+simulation (benchmarks/coverage_bench.py, 20,000 repetitions, four cells) the k = 2 intervals
+that passed the width rule covered only 0.32 to 0.87; every k = 2 interval is flagged."""
+
 
 @dataclass(frozen=True)
 class CrossedEstimate:
@@ -716,6 +755,12 @@ def crossed_mean(
         limit = float(student_t_quantile((1.0 + confidence) / 2.0, CROSSED_MIN_DF))
         if decidable:
             note = ""
+        elif k < MIN_DECIDABLE_SEEDS:
+            note = (
+                f"undecidable: {k} seeds estimate the seed-to-seed variance from one contrast, "
+                "so the interval is narrow exactly when the two seeds happen to agree (those "
+                f"covered 0.32-0.87 in simulation); run at least {MIN_DECIDABLE_SEEDS} seeds"
+            )
         elif np.isinf(t_quantile):
             note = (
                 f"undecidable: the variance estimate is 0 (the {k} seeds have equal means and "
@@ -891,7 +936,10 @@ def _crossed_moments(
         t_quantile = np.where(variance > 0, t_half_width / np.sqrt(variance), degenerate_flag)
     limit = float(student_t_quantile(probability, CROSSED_MIN_DF))
     # With k = 3 and no prompt component the quantile is t_2 itself: equal, not wider.
-    decidable = np.full(np.shape(mean), True) if k == 1 else t_quantile <= limit * (1.0 + 1e-9)
+    # Two seeds are never decidable: see MIN_DECIDABLE_SEEDS.
+    decidable = np.full(np.shape(mean), k == 1) | (
+        (k >= MIN_DECIDABLE_SEEDS) & (t_quantile <= limit * (1.0 + 1e-9))
+    )
     if bounds is None:
         low, high = mean - t_half_width, mean + t_half_width
     else:

@@ -235,7 +235,8 @@ def test_too_few_complete_prompts_or_a_bad_shape_raise():
 def test_a_zero_variance_estimate_with_several_seeds_is_flagged_undecidable():
     # Seeds with equal means and no prompt component: Var_hat = 0 and a zero-width interval,
     # which never covered in simulation (5% of repetitions at k = 2, n = 100, p = 0.95).
-    for grid in (np.full((3, 10), 0.5), [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]]):
+    latin = [[1.0, 0.0, 0.5], [0.0, 0.5, 1.0], [0.5, 1.0, 0.0]]  # rows and columns alike
+    for grid in (np.full((3, 10), 0.5), latin):
         estimate = crossed_mean(grid)
         assert estimate.value == estimate.low == estimate.high == 0.5
         assert estimate.quantile == np.inf
@@ -263,6 +264,17 @@ def test_two_seeds_that_disagree_are_flagged_undecidable():
     estimate = crossed_mean([[1.0] * 60 + [0.0] * 40, [1.0] * 40 + [0.0] * 60])
     assert estimate.quantile > T_975[2]
     assert not estimate.decidable
+
+
+def test_two_seeds_that_agree_are_flagged_undecidable_too():
+    # Narrow because the two seeds happened to agree: such intervals covered 0.32-0.87.
+    rng = np.random.default_rng(3)
+    rows = (rng.random((3, 200)) < 0.7).astype(float)
+    estimate = crossed_mean(rows[:2])
+    assert np.isfinite(estimate.quantile) and not estimate.decidable
+    assert "run at least 3 seeds" in estimate.note
+    three = crossed_mean(rows)
+    assert three.decidable and three.note == ""
 
 
 # Coverage under the crossed design --------------------------------------------------------------
