@@ -70,10 +70,20 @@ class Judge(Protocol):
     """Names the judge and what pins it (the model, the prompt file): shown next to every number."""
     version: int
     """Bumped whenever the judge's verdicts could change for the same inputs."""
+    worst_score: float | None
+    """The lowest score the judge can give a valid output (the task's lowest gold reward, 0 for
+    ROUGE-L), at which an invalid output counts in the mean reward; None when there is none (a
+    reward model's scores are unbounded). Optional: a judge without it has None."""
 
     def judge(
         self, prompts: list[str], outputs: list[Sample], references: list[str]
     ) -> list[Judgment]: ...
+
+
+def worst_score(judge: Judge) -> float | None:
+    """The judge's `worst_score`, None for a judge that does not declare one."""
+    value = getattr(judge, "worst_score", None)
+    return None if value is None else float(value)
 
 
 def judge_stats(judge: Judge) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class GoldJudge:
                 f"the gold judge needs a task with a gold reward; {task.name!r} has none"
             )
         self.task = task
+        self.worst_score = task.worst_gold_reward()
 
     def judge(
         self, prompts: list[str], outputs: list[Sample], references: list[str]

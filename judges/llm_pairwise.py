@@ -6,15 +6,15 @@ task's prompt and the two outputs as "A" and "B", and asks the endpoint for an a
 
 - **Both orders** (default): the policy's output is A in one request and B in the other, so the
   judge's position bias cancels. Two orders that agree give that verdict; two that disagree give
-  a tie, or an invalid verdict with `on_disagreement: invalid`. With `both_orders: false` one
+  a tie, or a failed judgment with `on_disagreement: invalid`. With `both_orders: false` one
   order is drawn per item from the hash of its texts (the paper's randomised order, reproducible).
 - **Strict verdicts** (`parse_answer`): the answer is exactly `A` or `B`, or its last non-empty
   line is `Preferred: A` or `Preferred: B` (the letter may be in double quotes) and no other line
-  starts with `Preferred:`. Anything else is INVALID, counted, never a side. With
-  `use_logprobs`, the letter is read from the top log-probs at the verdict's position when the
-  endpoint returns them.
+  starts with `Preferred:`. Anything else is FAILED (the judge's failure: counted, left out of
+  every winrate, never a side). With `use_logprobs`, the letter is read from the top log-probs
+  at the verdict's position when the endpoint returns them.
 - An item whose output the task cannot judge (`task.validity`: unfinished, malformed) is INVALID
-  without a request. An item with an invalid order is INVALID.
+  without a request (a loss in the headline winrate). An item with a failed order is FAILED.
 - **Cache** (`bench.judge_cache`): every answer is written to SQLite as it arrives, keyed by the
   judge's configuration hash, the rendered texts and the order; a rerun sends only what is
   missing, and a run that dies keeps what it got.
@@ -116,7 +116,7 @@ class LlmPairwiseParams(BaseModel):
     temperature: float = Field(0.0, ge=0)
     """Sampling temperature of the judge; 0 makes its answers (nearly) deterministic."""
     max_tokens: int = Field(256, ge=1)
-    """Answer length limit; an answer cut off before its verdict is INVALID."""
+    """Answer length limit; an answer cut off before its verdict is FAILED."""
     use_logprobs: bool = False
     """Ask for the top log-probs and read the A/B verdict from them where the endpoint gives
     them."""
@@ -236,7 +236,7 @@ class Order(str, Enum):
 def order_verdict(letter: str | None, order: Order) -> Verdict:
     """One request's verdict from the policy's side: WIN when the judge preferred its letter."""
     if letter is None:
-        return Verdict.INVALID
+        return Verdict.FAILED
     policy_letter = "A" if order is Order.POLICY_FIRST else "B"
     return Verdict.WIN if letter == policy_letter else Verdict.LOSS
 
@@ -244,14 +244,15 @@ def order_verdict(letter: str | None, order: Order) -> Verdict:
 def combine_orders(verdicts: list[Verdict], on_disagreement: Literal["tie", "invalid"]) -> Verdict:
     """One item's verdict from its orders' verdicts.
 
-    Any invalid order makes the item INVALID; orders that agree give their verdict; orders that
-    disagree (the judge followed the position, not the content) give TIE or INVALID.
+    Any order without a verdict makes the item FAILED (the judge's failure, not the policy's);
+    orders that agree give their verdict; orders that disagree (the judge followed the position,
+    not the content) give TIE or, with `on_disagreement: invalid`, FAILED.
     """
-    if not verdicts or Verdict.INVALID in verdicts:
-        return Verdict.INVALID
+    if not verdicts or Verdict.FAILED in verdicts:
+        return Verdict.FAILED
     if len(set(verdicts)) == 1:
         return verdicts[0]
-    return Verdict.TIE if on_disagreement == "tie" else Verdict.INVALID
+    return Verdict.TIE if on_disagreement == "tie" else Verdict.FAILED
 
 
 ANSWER_ORDERS = (Order.POLICY_FIRST, Order.REFERENCE_FIRST)
@@ -308,7 +309,7 @@ def replay_llm_pairwise(
                 f"the answers of prompt {index} are {answers!r}, not two of A, B, "
                 f"{NO_VERDICT}, {NOT_ASKED}"
             )
-            verdicts.append((Verdict.INVALID, f"its answers {answers!r} are unreadable"))
+            verdicts.append((Verdict.FAILED, f"its answers {answers!r} are unreadable"))
             continue
         if params.both_orders and NOT_ASKED in answers:
             problems.append(
@@ -375,9 +376,9 @@ class RunStats:
     n_failed_requests: int = 0
     """Requests that failed for good (the run then stops with JudgeRequestError)."""
     n_malformed_responses: int = 0
-    """Replies that were not a chat completion: INVALID, not cached (a rerun asks again)."""
+    """Replies that were not a chat completion: FAILED, not cached (a rerun asks again)."""
     n_unparsed_answers: int = 0
-    """Answers (fresh or cached) that broke the verdict grammar: INVALID."""
+    """Answers (fresh or cached) that broke the verdict grammar: FAILED."""
     n_logprob_verdicts: int = 0
     """Answers whose letter was read from the log-probs."""
     n_disagreements: int = 0
@@ -403,6 +404,8 @@ class LlmPairwiseJudge:
     """`judge()` over an OpenAI-compatible endpoint; see the module docstring."""
 
     version = 1
+    worst_score = None
+    """A pairwise judge scores no output."""
 
     def __init__(
         self,
@@ -511,7 +514,7 @@ class LlmPairwiseJudge:
                 continue
             answered = order_answers({order: self._letter(answers.get(key)) for order, key in plan})
             verdicts = answer_verdicts(answered)
-            if Verdict.INVALID not in verdicts and len(set(verdicts)) > 1:
+            if Verdict.FAILED not in verdicts and len(set(verdicts)) > 1:
                 with self._stats_lock:
                     self._stats.n_disagreements += 1
             verdict = answers_verdict(answered, self.params.on_disagreement)
@@ -539,7 +542,7 @@ class LlmPairwiseJudge:
     def _ask(self, missing: list[_Request], judge_hash: str) -> dict[str, CachedAnswer]:
         """Ask for every missing answer, `max_in_flight` at a time; store each as it arrives.
 
-        Malformed replies are left out of the result (their items become INVALID) and out of the
+        Malformed replies are left out of the result (their items become FAILED) and out of the
         cache. The first request that fails for good stops the run: nothing new is sent, the
         requests in flight are waited for (their answers are stored too), then it raises.
         """

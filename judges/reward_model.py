@@ -92,6 +92,8 @@ def model_fingerprint(path: str) -> str | None:
 
 class RewardModelJudge:
     version = 1
+    worst_score = None
+    """A reward model's scores are unbounded: invalid outputs stay out of the mean reward."""
 
     def __init__(self, params: RewardModelParams, task: Task) -> None:
         if params.path is None:

@@ -35,6 +35,8 @@ class RougeParams(BaseModel):
 class RougeJudge:
     id = "rouge_l:rouge-score-tokens-nostem"
     version = 1
+    worst_score = 0.0
+    """ROUGE-L F1 of an output sharing no token with the reference."""
 
     def __init__(self, params: RougeParams, task: Task) -> None:
         self.params = params

@@ -42,7 +42,7 @@ from judges.llm_pairwise import (
 from judges.reward_model import RewardModelJudge, RewardModelParams, rm_verdict
 from judges.rouge import RougeJudge, RougeParams
 
-W, L, T, INV = Verdict.WIN, Verdict.LOSS, Verdict.TIE, Verdict.INVALID
+W, L, T, INV, FAIL = Verdict.WIN, Verdict.LOSS, Verdict.TIE, Verdict.INVALID, Verdict.FAILED
 
 
 class StubTask(Task):
@@ -132,7 +132,7 @@ def test_a_letter_is_a_win_for_the_policy_only_on_its_side() -> None:
     assert order_verdict("B", Order.POLICY_FIRST) is L
     assert order_verdict("B", Order.REFERENCE_FIRST) is W
     assert order_verdict("A", Order.REFERENCE_FIRST) is L
-    assert order_verdict(None, Order.POLICY_FIRST) is INV
+    assert order_verdict(None, Order.POLICY_FIRST) is FAIL
 
 
 @pytest.mark.parametrize(
@@ -142,11 +142,11 @@ def test_a_letter_is_a_win_for_the_policy_only_on_its_side() -> None:
         ([L, L], "invalid", L),
         ([W, L], "tie", T),
         ([L, W], "tie", T),
-        ([W, L], "invalid", INV),
-        ([W, INV], "tie", INV),
-        ([INV, INV], "tie", INV),
+        ([W, L], "invalid", FAIL),
+        ([W, FAIL], "tie", FAIL),
+        ([FAIL, FAIL], "tie", FAIL),
         ([W], "tie", W),
-        ([], "tie", INV),
+        ([], "tie", FAIL),
     ],
 )
 def test_two_orders_combine_as_documented(verdicts, on_disagreement, expected) -> None:
@@ -271,7 +271,7 @@ def test_the_judge_records_the_answer_of_each_order(tmp_path: Path) -> None:
     outputs = [*OUTPUTS, sample("unfinished", finished=False)]
     judgments = judge.judge([*PROMPTS, "POST: x. TL;DR:"], outputs, [*REFERENCES, "y"])
     assert [j.order_answers for j in judgments] == ["AB", "A?", None]
-    assert [j.verdict for j in judgments] == [W, INV, INV]
+    assert [j.verdict for j in judgments] == [W, FAIL, INV]
     assert judgments[0].verdict is answers_verdict("AB", "tie")
 
 

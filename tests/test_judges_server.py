@@ -186,7 +186,7 @@ def test_the_judge_asks_both_orders_and_counts_tokens_and_cost(
     with caplog.at_level(logging.DEBUG):
         verdicts = judge_all(judge)
     assert proxy.n_chat == proxy.n_answered == 2 * len(POSTS)
-    assert Verdict.INVALID not in verdicts
+    assert Verdict.FAILED not in verdicts
     assert verdicts == expected_from_cache(judge)
     stats = judge.stats()
     assert stats["n_sent"] == 16 and stats["n_cached"] == 0 and stats["n_retries"] == 0
@@ -202,7 +202,7 @@ def test_the_judge_asks_both_orders_and_counts_tokens_and_cost(
 def test_logprob_verdicts_are_the_likelier_letter(tmp_path: Path, proxy: FaultProxy) -> None:
     judge = make_judge(tmp_path, proxy, use_logprobs=True, both_orders=False)
     verdicts = judge_all(judge, n=4)
-    assert proxy.n_chat == 4 and Verdict.INVALID not in verdicts
+    assert proxy.n_chat == 4 and Verdict.FAILED not in verdicts
     assert judge.stats()["n_logprob_verdicts"] == 4
     for row in judge.cache.get_many(_all_keys(judge.cache.path)).values():
         token, candidates = row.logprobs[0]
@@ -277,7 +277,7 @@ def test_the_server_stopping_mid_run_keeps_what_was_answered(
     rerun = make_judge(tmp_path, proxy, max_in_flight=2)
     verdicts = judge_all(rerun)
     assert proxy.n_chat == 16 - 5  # only what was missing
-    assert Verdict.INVALID not in verdicts and verdicts == expected_from_cache(rerun)
+    assert Verdict.FAILED not in verdicts and verdicts == expected_from_cache(rerun)
 
 
 _KILLED_RUN = """
@@ -325,38 +325,40 @@ def test_a_killed_run_keeps_every_answer_it_stored(tmp_path: Path, proxy: FaultP
     proxy.delay_next(0, seconds=0)
     proxy.reset_counts()
     verdicts = judge_all(make_judge(tmp_path, proxy))
-    assert proxy.n_chat == 16 - stored and Verdict.INVALID not in verdicts
+    assert proxy.n_chat == 16 - stored and Verdict.FAILED not in verdicts
 
 
-def test_garbage_answers_are_invalid_and_counted(tmp_path: Path, proxy: FaultProxy) -> None:
+def test_garbage_answers_are_failed_judgments_and_counted(
+    tmp_path: Path, proxy: FaultProxy
+) -> None:
     proxy.garbage = "text"
     judge = make_judge(tmp_path, proxy)
-    assert judge_all(judge, n=4) == [Verdict.INVALID] * 4
+    assert judge_all(judge, n=4) == [Verdict.FAILED] * 4
     stats = judge.stats()
     assert stats["n_unparsed_answers"] == 8 and stats["n_sent"] == 8
-    # A real (if useless) answer: stored, and still invalid when read back.
+    # A real (if useless) answer: stored, and still a failed judgment when read back.
     stored = judge.cache.get_many(_all_keys(judge.cache.path))
     assert {row.answer for row in stored.values()} == {GARBAGE}
 
 
-def test_garbage_bodies_are_invalid_counted_and_asked_again(
+def test_garbage_bodies_are_failed_judgments_counted_and_asked_again(
     tmp_path: Path, proxy: FaultProxy
 ) -> None:
     proxy.garbage = "body"
     judge = make_judge(tmp_path, proxy)
-    assert judge_all(judge, n=3) == [Verdict.INVALID] * 3
+    assert judge_all(judge, n=3) == [Verdict.FAILED] * 3
     assert judge.stats()["n_malformed_responses"] == 6
     assert judge.cache.count() == 0  # not an answer: not cached
     proxy.garbage = None
     proxy.reset_counts()
-    assert Verdict.INVALID not in judge_all(make_judge(tmp_path, proxy), n=3)
+    assert Verdict.FAILED not in judge_all(make_judge(tmp_path, proxy), n=3)
     assert proxy.n_chat == 6
 
 
 def test_429s_are_retried_with_growing_delays(tmp_path: Path, proxy: FaultProxy) -> None:
     proxy.fail_next(3, status=429)
     judge = make_judge(tmp_path, proxy, max_in_flight=1, both_orders=False, backoff_s=0.2)
-    assert judge_all(judge, n=1) != [Verdict.INVALID]
+    assert judge_all(judge, n=1) != [Verdict.FAILED]
     stats = judge.stats()
     assert proxy.n_injected == 3 and proxy.n_chat == 4 and stats["n_retries"] == 3
     delays = stats["retry_delays_s"]
@@ -373,12 +375,12 @@ def test_429s_are_retried_with_growing_delays(tmp_path: Path, proxy: FaultProxy)
 def test_5xx_and_timeouts_are_retried(tmp_path: Path, proxy: FaultProxy) -> None:
     proxy.fail_next(2, status=503)
     judge = make_judge(tmp_path, proxy, max_in_flight=1, both_orders=False)
-    assert judge_all(judge, n=1) != [Verdict.INVALID]
+    assert judge_all(judge, n=1) != [Verdict.FAILED]
     assert judge.stats()["n_retries"] == 2
 
     proxy.delay_next(1, seconds=3.0)
     slow = make_judge(tmp_path / "slow", proxy, max_in_flight=1, both_orders=False, timeout_s=1.0)
-    assert judge_all(slow, n=1) != [Verdict.INVALID]
+    assert judge_all(slow, n=1) != [Verdict.FAILED]
     assert slow.stats()["n_retries"] == 1 and slow.stats()["n_sent"] == 1
 
 

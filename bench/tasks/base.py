@@ -77,6 +77,11 @@ class Task(ABC):
         """The exact reward of `output`, or None when the output is invalid."""
         raise NotImplementedError(f"task {self.name!r} has no gold reward")
 
+    def worst_gold_reward(self) -> float | None:
+        """The lowest gold reward any valid output can get, the reward an invalid output counts
+        as in the mean reward; None when the task has no such bound (or no gold reward)."""
+        return None
+
     def max_new_tokens(self) -> int | None:
         """The output length the task is built for (None: the suite decides)."""
         return None

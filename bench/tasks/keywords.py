@@ -255,6 +255,23 @@ class KeywordsTask(Task):
             - extra * min(p.repeat_penalty, p.absent_penalty)
         )
 
+    def worst_gold_reward(self) -> float:
+        """The lowest gold reward of a valid output: over every length from min to max words,
+        the worst of no rewarded word (or all of them, were the bonus negative) and of every word
+        the same absent word (absent each time, repeated all but once), or no penalty where a
+        penalty is negative. A bound, reached when the vocabulary allows."""
+        p = self.params
+        worst = float("inf")
+        for length in range(p.min_words, p.max_words + 1):
+            bonus = min(0.0, p.salient_bonus) * length
+            penalties = (
+                max(0.0, p.absent_penalty) * length
+                + max(0.0, p.repeat_penalty) * (length - 1)
+                + p.length_penalty * length
+            )
+            worst = min(worst, bonus - penalties)
+        return worst
+
     def validity(self, outputs: list[Sample]) -> list[bool]:
         return [s.finished and self.summary_words(s.text) is not None for s in outputs]
 
