@@ -5,6 +5,7 @@
     pftbench leaderboard [--results-dir D] [--out FILE] [--html FILE]
     pftbench submit FILE... [--suites-dir D] [--results-dir D]
     pftbench check SUITE... [--method M] [--budget B] [--seed S] [--baseline-dir D] [--cache-dir D]
+    pftbench migrate FOLDER...
 
 `pftbench run` writes its result lines to ./results (yours, ignored by git). The committed
 leaderboard/results is written only on purpose: by `pftbench submit`, which checks the lines
@@ -153,6 +154,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     board.set_defaults(func=_leaderboard)
 
+    migrate = commands.add_parser(
+        "migrate", help="rewrite result lines of an older schema (old text kept as *.jsonl.v1)"
+    )
+    migrate.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
+    migrate.set_defaults(func=_migrate)
+
     submit = commands.add_parser(
         "submit", help="check a bundle of result lines and merge it into the leaderboard"
     )
@@ -279,6 +286,22 @@ def _leaderboard(args: argparse.Namespace) -> int:
     write_html(args.results_dir, html_out)
     plots = write_plots(args.results_dir, out.parent / "plots")
     print(f"written to {out}, {html_out} and {len(plots)} plots in {out.parent / 'plots'}/")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from bench.migrate import migrate_folder
+
+    for folder in args.folders:
+        try:
+            changed = migrate_folder(folder)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"pftbench: {error}", file=sys.stderr)
+            return 2
+        for path, count in changed:
+            print(f"{path}: {count} line(s) rewritten in schema 2 (old text in {path.name}.v1)")
+        if not changed:
+            print(f"{folder}: every line is already current")
     return 0
 
 

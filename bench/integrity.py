@@ -3,11 +3,12 @@
 A result line states numbers (winrate, its CI, mean reward, its CI) and the per-prompt data they
 come from (`outcomes`, `rewards`). Both `pftbench submit` (a bundle line) and `pftbench check`
 (a committed line, before a fresh rerun is compared with it) ask this module whether the numbers
-are what the data gives, with the very functions the runner wrote them with
-(`bench.stats.winrate_estimate`, `bench.stats.mean_reward_estimate`), so a recomputation of an
-honest line gives back exactly its numbers. The counts (wins, losses, ties, n, n_invalid) are
-checked against `outcomes` when a line is loaded (`ResultLine`'s validator): a line whose counts
-disagree never loads.
+are what the data gives, with the very function the runner wrote them with
+(`bench.results.line_numbers`), so a recomputation of an honest line gives back exactly its
+numbers. The counts (wins, losses, ties, n, n_invalid, n_failed) are checked against `outcomes`
+when a line is loaded (`ResultLine`'s validator): a line whose counts disagree never loads.
+A line's `reward_floor` (what an invalid output counts as in its mean reward) is checked against
+the judge's worst score where that needs no model: the gold judge's task, ROUGE-L's 0.
 
 `outcome_problems` goes one step further back, for `pftbench submit`: each prompt's verdict must
 follow from what the line records the judge saw, by the judge's own rule (its registered
@@ -28,10 +29,8 @@ from pydantic import ValidationError
 from bench.hashing import content_hash
 from bench.judging import Replay
 from bench.registry import JUDGES, UnknownNameError
-from bench.results import ResultLine
-from bench.stats import Estimate, mean_reward_estimate, winrate_estimate
+from bench.results import NUMBER_FIELDS, ResultLine, line_numbers
 from bench.tasks.base import Task, build_task
-from bench.verdicts import outcomes_from_string
 
 NUMBER_TOLERANCE = 1e-6
 """How far a stated number may be from its recomputation (JSON round trips, rounding)."""
@@ -61,19 +60,41 @@ class Discrepancy:
 def number_discrepancies(line: ResultLine) -> list[Discrepancy]:
     """The summary numbers of `line` that its outcomes and rewards do not give (empty: all do).
 
-    winrate, ci_low and ci_high are recomputed from `outcomes` (NaN when no verdict is valid);
-    mean_reward, reward_ci_low and reward_ci_high from `rewards` (None when there is no reward).
+    winrate, valid_winrate and their CIs are recomputed from `outcomes` (NaN when no prompt
+    counts); mean_reward and its CI from `rewards` and `reward_floor` (None when there is no
+    reward), all by `bench.results.line_numbers`.
     """
-    winrate = winrate_estimate(outcomes_from_string(line.outcomes))
-    reward = mean_reward_estimate(line.rewards)
-    expected: list[tuple[str, float | None, str]] = [
-        *_fields(("winrate", "ci_low", "ci_high"), winrate, "its outcomes"),
-        *_fields(("mean_reward", "reward_ci_low", "reward_ci_high"), reward, "its rewards"),
-    ]
+    recomputed = line_numbers(line.outcomes, line.rewards, line.reward_floor)
     return [
-        Discrepancy(name, getattr(line, name), value, source)
-        for name, value, source in expected
-        if not _same(getattr(line, name), value)
+        Discrepancy(name, getattr(line, name), recomputed[name], _SOURCE.get(name, "its outcomes"))
+        for name in NUMBER_FIELDS
+        if not _same(getattr(line, name), recomputed[name])
+    ]
+
+
+_SOURCE = {
+    "mean_reward": "its rewards",
+    "reward_ci_low": "its rewards",
+    "reward_ci_high": "its rewards",
+}
+
+
+def floor_problems(line: ResultLine, tasks: dict[str, Task] | None = None) -> list[str]:
+    """Why `line`'s reward_floor is not its judge's worst score (empty: it is, or it cannot be
+    checked without loading a model). A higher floor would lift the mean reward of a policy
+    that fails."""
+    kind = line.judge["kind"]
+    if line.rewards is None or kind not in ("gold", "rouge"):
+        return []
+    if kind == "rouge":
+        expected: float | None = 0.0
+    else:
+        expected = _task(line, {} if tasks is None else tasks).worst_gold_reward()
+    if _same(line.reward_floor, expected):
+        return []
+    return [
+        f"its reward_floor is {_number(line.reward_floor)}, but the {kind} judge's worst score "
+        f"is {_number(expected)}"
     ]
 
 
@@ -111,8 +132,10 @@ def outcome_problems(line: ResultLine, tasks: dict[str, Task] | None = None) -> 
         )
         if recorded != verdict.value
     ]
-    return _shown(replay.problems, "recorded values") + _shown(
-        wrong, "prompts whose outcome does not follow from the record"
+    return (
+        floor_problems(line, tasks)
+        + _shown(replay.problems, "recorded values")
+        + _shown(wrong, "prompts whose outcome does not follow from the record")
     )
 
 
@@ -128,15 +151,6 @@ def _shown(problems: list[str], what: str) -> list[str]:
     if len(problems) <= MAX_SHOWN:
         return problems
     return [*problems[:MAX_SHOWN], f"and {len(problems) - MAX_SHOWN} more {what} like these"]
-
-
-def _fields(
-    names: tuple[str, str, str], estimate: Estimate | None, source: str
-) -> list[tuple[str, float | None, str]]:
-    if estimate is None:
-        return [(name, None, source) for name in names]
-    values = (estimate.value, estimate.low, estimate.high)
-    return [(name, value, source) for name, value in zip(names, values, strict=True)]
 
 
 def _same(stated: float | None, recomputed: float | None) -> bool:

@@ -40,10 +40,13 @@ PROVENANCE_PACKAGES = (
 
 _VERDICT_LETTERS = frozenset(verdict.value for verdict in Verdict)
 
-SCHEMA_VERSION = 1
-"""The result-line layout this code writes and reads. Fields added since version 1
-(output_lengths, reference_lengths, data_hash, reference_rewards, order_answers) are optional,
-so older lines still load."""
+SCHEMA_VERSION = 2
+"""The result-line layout this code writes and reads. Version 2 (issue 10) counts an invalid
+output as a loss in `winrate` and at `reward_floor` in `mean_reward`, keeps the valid-only
+winrate in `valid_winrate`, and counts failed judgments (F) apart in `n_failed`; version-1 lines
+are refused with a pointer to `pftbench migrate`, which rewrites them (`bench.migrate`). Fields
+added within a version (output_lengths, reference_lengths, data_hash, reference_rewards,
+order_answers) are optional, so older lines of it still load."""
 
 PER_PROMPT_EXTRAS = (
     "output_lengths",
@@ -70,7 +73,7 @@ class ResultLine(BaseModel):
     # and pydantic read back, rather than null, which would not load back into a float field.
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
-    schema_version: int = 1
+    schema_version: int = SCHEMA_VERSION
     """Version of this layout; bumped (with a migration) whenever a field changes meaning."""
 
     suite: str
@@ -93,26 +96,40 @@ class ResultLine(BaseModel):
     """Training seed."""
 
     winrate: float
-    """(wins + ties / 2) / n over valid judgments."""
+    """The headline winrate: (wins + ties / 2) / n, where an invalid output is a loss."""
     ci_low: float
-    """Lower end of the 95% bootstrap interval of the winrate."""
+    """Lower end of the winrate's 95% interval (`bench.stats.winrate_estimate`)."""
     ci_high: float
-    """Upper end of the 95% bootstrap interval of the winrate."""
+    """Upper end of the winrate's 95% interval."""
     n: int
-    """Number of valid judgments (wins + losses + ties)."""
+    """Prompts in the headline winrate: wins + losses + ties + invalid outputs (all but the
+    failed judgments)."""
     n_invalid: int
-    """Number of invalid judgments, counted apart and excluded from the winrate."""
+    """Invalid outputs (I: unfinished, malformed): losses in `winrate`, left out of
+    `valid_winrate`."""
+    n_failed: int = 0
+    """Failed judgments (F: the judge's fault, not the policy's): left out of every winrate."""
     wins: int
     losses: int
     ties: int
+    valid_winrate: float | None = None
+    """Secondary: (wins + ties / 2) / (wins + losses + ties), invalid outputs left out; NaN
+    when no output was valid."""
+    valid_ci_low: float | None = None
+    valid_ci_high: float | None = None
 
     mean_reward: float | None
-    """Mean gold reward of the policy's outputs, when the task has one."""
+    """Mean reward of the policy's outputs (the judge's score: the gold reward, the RM's score,
+    ROUGE-L), an invalid output counted at `reward_floor`; None when the judge scores nothing."""
     reward_ci_low: float | None
     reward_ci_high: float | None
+    reward_floor: float | None = None
+    """The reward an invalid output counts as in `mean_reward`: the judge's worst score (the
+    task's lowest gold reward, 0 for ROUGE). None when the judge has no worst score (a reward
+    model's is unbounded): invalid outputs are then left out of `mean_reward`."""
 
     outcomes: str
-    """One verdict letter (W/L/T/I) per eval prompt, in prompt order: the raw data to pool."""
+    """One verdict letter (W/L/T/I/F) per eval prompt, in prompt order: the raw data to pool."""
     rewards: list[float | None] | None
     """Per-prompt reward of the policy's output (None where invalid), in prompt order."""
     output_lengths: list[int] | None = None
@@ -153,13 +170,19 @@ class ResultLine(BaseModel):
     def _outcomes_are_verdict_letters(cls, outcomes: str) -> str:
         unknown = sorted(set(outcomes) - _VERDICT_LETTERS)
         if unknown:
-            raise ValueError(f"outcomes may hold only W, L, T, I; found {unknown}")
+            raise ValueError(f"outcomes may hold only W, L, T, I, F; found {unknown}")
         return outcomes
 
     @field_validator("schema_version")
     @classmethod
     def _schema_is_known(cls, schema_version: int) -> int:
         if schema_version != SCHEMA_VERSION:
+            if schema_version < SCHEMA_VERSION:
+                raise ValueError(
+                    f"schema_version {schema_version} predates this pftbench's version "
+                    f"{SCHEMA_VERSION} (invalid outputs now count as losses); rewrite the file "
+                    "with `pftbench migrate <folder>`"
+                )
             raise ValueError(
                 f"schema_version {schema_version} is not known; this pftbench reads version "
                 f"{SCHEMA_VERSION}"
@@ -183,7 +206,8 @@ class ResultLine(BaseModel):
             "losses": counted["L"],
             "ties": counted["T"],
             "n_invalid": counted["I"],
-            "n": counted["W"] + counted["L"] + counted["T"],
+            "n_failed": counted["F"],
+            "n": counted["W"] + counted["L"] + counted["T"] + counted["I"],
         }
         wrong = [
             f"{name}={getattr(self, name)} (outcomes say {value})"
@@ -203,6 +227,58 @@ class ResultLine(BaseModel):
                     f"{name} has {len(per_prompt)} entries for {len(self.outcomes)} outcomes"
                 )
         return self
+
+
+NUMBER_FIELDS = (
+    "winrate",
+    "ci_low",
+    "ci_high",
+    "valid_winrate",
+    "valid_ci_low",
+    "valid_ci_high",
+    "mean_reward",
+    "reward_ci_low",
+    "reward_ci_high",
+)
+"""The stated numbers of a line that `line_numbers` derives from its per-prompt records."""
+
+
+def line_numbers(
+    outcomes: str, rewards: list[float | None] | None, reward_floor: float | None
+) -> dict[str, Any]:
+    """Every summary field of a result line, from its per-prompt records: the one derivation.
+
+    The runner writes a line with it, `pftbench migrate` rewrites old lines with it, and
+    `bench.integrity` recomputes a stated line with it. Returns the counts (wins, losses, ties,
+    n_invalid, n_failed, n), the headline winrate and its CI (`bench.stats.winrate_estimate`:
+    invalid outputs are losses), the valid-only winrate, and the mean reward with invalid
+    outputs at `reward_floor` (`bench.stats.mean_reward_estimate`), with `reward_floor` itself.
+    """
+    from bench.stats import mean_reward_estimate, winrate_estimate
+    from bench.verdicts import outcomes_from_string
+
+    verdicts = outcomes_from_string(outcomes)
+    winrate = winrate_estimate(verdicts)
+    valid = winrate_estimate(verdicts, valid_only=True)
+    reward = mean_reward_estimate(rewards, reward_floor)
+    return {
+        "winrate": winrate.value,
+        "ci_low": winrate.low,
+        "ci_high": winrate.high,
+        "n": winrate.n,
+        "n_invalid": outcomes.count(Verdict.INVALID.value),
+        "n_failed": outcomes.count(Verdict.FAILED.value),
+        "wins": outcomes.count(Verdict.WIN.value),
+        "losses": outcomes.count(Verdict.LOSS.value),
+        "ties": outcomes.count(Verdict.TIE.value),
+        "valid_winrate": valid.value,
+        "valid_ci_low": valid.low,
+        "valid_ci_high": valid.high,
+        "mean_reward": reward.value if reward else None,
+        "reward_ci_low": reward.low if reward else None,
+        "reward_ci_high": reward.high if reward else None,
+        "reward_floor": reward_floor,
+    }
 
 
 def provenance(repo_dir: Path) -> dict[str, Any]:

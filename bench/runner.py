@@ -26,30 +26,26 @@ from typing import Any
 
 from bench import distributed
 from bench.cache import Cache, atomic_write_text
-from bench.config import Cell, Expectation, Suite
+from bench.config import Cell, Suite
+from bench.expectations import check_expectation
 from bench.hashing import content_hash
-from bench.judging import build_judge, judge_stats
+from bench.judging import build_judge, judge_stats, worst_score
 from bench.method_api import METADATA_FILE
 from bench.registry import BACKENDS, JUDGES, METHODS
-from bench.results import ResultLine, append_result, provenance
-from bench.stats import (
-    mean_reward_estimate,
-    paired_difference,
-    pooled_bootstrap_mean,
-    verdict_scores,
-    winrate_estimate,
-)
+from bench.results import ResultLine, append_result, line_numbers, provenance
+from bench.stats import mean_reward_estimate, winrate_estimate
 from bench.tasks.base import PreferencePair, Sample, Task, build_task
 from bench.verdicts import outcomes_from_string, outcomes_to_string
 
 CACHE_VERSION = 1
 """Part of every stage's cache key: bump when a stage's code changes what it produces."""
 
-RECORD_VERSION = 5
+RECORD_VERSION = 6
 """Part of a cell record's key: bump when the result line gains or changes a field."""
 
-JUDGMENTS_VERSION = 2
-"""Part of the judgments stage's key: bump when what it records changes (2: order_answers)."""
+JUDGMENTS_VERSION = 3
+"""Part of the judgments stage's key: bump when what it records changes (2: order_answers;
+3: a judge's failure is F, apart from the policy's invalid output I)."""
 
 DIAGNOSTICS_VERSION = 2
 """Part of the diagnostics stage's key: bump when an estimator changes (2: KL on sampled tokens)."""
@@ -217,10 +213,7 @@ class Runner:
         diagnostics = self._diagnostics(cell, task, keys)
         timings["diagnostics"] = diagnostics.pop("wall_s")
 
-        outcomes = outcomes_from_string(judged["outcomes"])
-        winrate = winrate_estimate(outcomes)
         rewards = judged["output_scores"]
-        reward = mean_reward_estimate(rewards)
         samples = [Sample(**s) for s in generations["samples"]]
         eval_examples = task.examples("eval", suite.generation.n_eval_prompts)
         metrics = {
@@ -250,17 +243,7 @@ class Runner:
             budget=cell.budget.label,
             n_pairs=pool_meta["n_pairs_by_budget"][cell.budget.label],
             seed=cell.seed,
-            winrate=winrate.value,
-            ci_low=winrate.low,
-            ci_high=winrate.high,
-            n=winrate.n,
-            n_invalid=sum(v.value == "I" for v in outcomes),
-            wins=sum(v.value == "W" for v in outcomes),
-            losses=sum(v.value == "L" for v in outcomes),
-            ties=sum(v.value == "T" for v in outcomes),
-            mean_reward=reward.value if reward else None,
-            reward_ci_low=reward.low if reward else None,
-            reward_ci_high=reward.high if reward else None,
+            **line_numbers(judged["outcomes"], rewards, worst_score(judge)),
             outcomes=judged["outcomes"],
             rewards=rewards,
             reference_rewards=_recorded(judged["reference_scores"]),
@@ -636,59 +619,23 @@ class Runner:
         """One plain sentence per failed expectation of the cell (empty when all hold).
 
         With `seeds`, the numbers pool those seeds' cells (seeds x prompts); else the cell's own.
+        The rules are `bench.expectations`'; this runs the cells they need.
         """
+        seeds = seeds or [cell.seed]
         failures = []
         for expectation in cell.suite.expectations_for(cell):
-            failures += self._check_one(cell, expectation, seeds or [cell.seed])
+            failures += check_expectation(
+                expectation,
+                cell.method.name,
+                cell.budget.label,
+                seeds,
+                lambda method: self._lines(cell, method, seeds),
+            )
         return failures
 
     def _lines(self, cell: Cell, method: str, seeds: list[int]) -> list[ResultLine]:
         entry = next(m for m in cell.suite.methods if m.name == method)
         return [self.run_cell(Cell(cell.suite, entry, cell.budget, seed)) for seed in seeds]
-
-    def _check_one(self, cell: Cell, expectation: Expectation, seeds: list[int]) -> list[str]:
-        lines = self._lines(cell, cell.method.name, seeds)
-        where = f"{cell.method.name} at {cell.budget.label} ({_seed_words(seeds)})"
-        scores = [verdict_scores(outcomes_from_string(line.outcomes)) for line in lines]
-        winrate = pooled_bootstrap_mean(scores)
-        failures = []
-        if expectation.min_winrate is not None and winrate.value < expectation.min_winrate:
-            failures.append(
-                f"{where} has winrate {winrate}, "
-                f"below the expected minimum {expectation.min_winrate}."
-            )
-        if expectation.max_winrate is not None and winrate.value > expectation.max_winrate:
-            failures.append(
-                f"{where} has winrate {winrate}, "
-                f"above the expected maximum {expectation.max_winrate}."
-            )
-        if expectation.min_mean_reward is not None:
-            reward = pooled_bootstrap_mean([_nan_array(line.rewards) for line in lines])
-            if reward.value < expectation.min_mean_reward:
-                failures.append(
-                    f"{where} has mean reward {reward}, below the expected minimum "
-                    f"{expectation.min_mean_reward}."
-                )
-        for other, must_beat in ((expectation.beats, True), (expectation.not_beats, False)):
-            if other is None:
-                continue
-            other_scores = [
-                verdict_scores(outcomes_from_string(line.outcomes))
-                for line in self._lines(cell, other, seeds)
-            ]
-            diff = paired_difference(scores, other_scores)
-            if must_beat and not diff.low > 0:
-                failures.append(
-                    f"{where} was expected to beat {other}, but the winrate difference is {diff}, "
-                    f"whose 95% CI does not lie above 0."
-                )
-            if not must_beat and diff.low > 0:
-                failures.append(
-                    f"{where} was expected not to beat {other}, "
-                    f"but the winrate difference is {diff}, "
-                    f"whose 95% CI lies above 0."
-                )
-        return failures
 
 
 def estimate_kl(
@@ -734,16 +681,6 @@ def _variant_summary(judged: dict[str, Any]) -> dict[str, Any]:
         "mean_reward": reward.value if reward else None,
         "outcomes": judged["outcomes"],
     }
-
-
-def _seed_words(seeds: list[int]) -> str:
-    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} pooled"
-
-
-def _nan_array(values: list[float | None] | None) -> Any:
-    import numpy as np
-
-    return np.array([np.nan if v is None else v for v in (values or [])], dtype=float)
 
 
 def _recorded(per_prompt: list[Any]) -> list[Any] | None:

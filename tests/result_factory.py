@@ -7,10 +7,8 @@ from pathlib import Path
 
 from bench.config import Cell
 from bench.hashing import content_hash
-from bench.results import ResultLine
-from bench.stats import mean_reward_estimate, winrate_estimate
+from bench.results import ResultLine, line_numbers
 from bench.tasks.base import build_task
-from bench.verdicts import outcomes_from_string
 
 OUTCOMES = "WWLTWLWWLI" * 6
 """60 verdicts, one per evaluation prompt of the tiny suite."""
@@ -39,6 +37,7 @@ def cell_line(cell: Cell, outcomes: str = OUTCOMES) -> dict:
         "output_lengths": [3] * len(outcomes),
         "reference_lengths": [2] * len(outcomes),
         "reference_rewards": reference_rewards,
+        "reward_floor": task.worst_gold_reward(),
         "data_hash": "d" * 64,
         "judge": {"kind": "gold", "id": "gold", "version": 1, "params": {}},
         "config_hash": content_hash(config),
@@ -78,23 +77,7 @@ def forged_outcomes(line: dict, outcomes: str) -> dict:
 def with_numbers(line: dict) -> dict:
     """A copy of a result line (as JSON) whose numbers and counts are what its outcomes and
     rewards give, computed as the runner computes them."""
-    outcomes = line["outcomes"]
-    winrate = winrate_estimate(outcomes_from_string(outcomes))
-    reward = mean_reward_estimate(line["rewards"])
-    return {
-        **line,
-        "winrate": winrate.value,
-        "ci_low": winrate.low,
-        "ci_high": winrate.high,
-        "n": winrate.n,
-        "wins": outcomes.count("W"),
-        "losses": outcomes.count("L"),
-        "ties": outcomes.count("T"),
-        "n_invalid": outcomes.count("I"),
-        "mean_reward": reward.value if reward else None,
-        "reward_ci_low": reward.low if reward else None,
-        "reward_ci_high": reward.high if reward else None,
-    }
+    return {**line, **line_numbers(line["outcomes"], line["rewards"], line.get("reward_floor"))}
 
 
 def shared_cache_dir(tmp_path_factory) -> Path:
@@ -136,7 +119,6 @@ def synthetic_line(
         "seed": seed,
         "judge": {"kind": "gold", "params": {}},
     }
-    winrate = winrate_estimate(outcomes_from_string(outcomes))
     return ResultLine(
         suite=suite,
         suite_version=1,
@@ -147,17 +129,7 @@ def synthetic_line(
         budget=f"n={n_pairs}",
         n_pairs=n_pairs,
         seed=seed,
-        winrate=winrate.value,
-        ci_low=winrate.low,
-        ci_high=winrate.high,
-        n=winrate.n,
-        n_invalid=outcomes.count("I"),
-        wins=outcomes.count("W"),
-        losses=outcomes.count("L"),
-        ties=outcomes.count("T"),
-        mean_reward=None,
-        reward_ci_low=None,
-        reward_ci_high=None,
+        **line_numbers(outcomes, None, None),
         outcomes=outcomes,
         rewards=None,
         output_lengths=[int(x) for x in output_lengths],

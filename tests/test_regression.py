@@ -34,8 +34,8 @@ def test_a_reproduced_cell_holds(tmp_path, dpo_line):
     comparison = baseline_of(tmp_path, dpo_line).compare(ResultLine.model_validate(dpo_line))
     assert comparison.status is Status.HELD
     assert comparison.sentence == (
-        "tiny-keywords v1 dpo[n=40,seed=0] has winrate 0.611 [0.491, 0.741] n=54, "
-        "within the committed 0.611 [0.491, 0.741] n=54."
+        "tiny-keywords v1 dpo[n=40,seed=0] has winrate 0.550 [0.428, 0.666] n=60, "
+        "within the committed 0.550 [0.428, 0.666] n=60."
     )
 
 
@@ -44,8 +44,8 @@ def test_a_winrate_outside_the_committed_ci_is_shifted(tmp_path, dpo_line):
     comparison = baseline_of(tmp_path, dpo_line).compare(fresh)
     assert comparison.status is Status.SHIFTED
     assert comparison.sentence == (
-        "tiny-keywords v1 dpo[n=40,seed=0] has winrate 0.833 [0.733, 0.917] n=60, outside the "
-        f"committed 95% CI of 0.611 [0.491, 0.741] n=54 (config {fresh.config_hash[:12]}); the "
+        "tiny-keywords v1 dpo[n=40,seed=0] has winrate 0.833 [0.716, 0.908] n=60, outside the "
+        f"committed 95% CI of 0.550 [0.428, 0.666] n=60 (config {fresh.config_hash[:12]}); the "
         "verdicts of 32 of 60 prompts differ from the committed ones (first: prompt 2)."
     )
 
@@ -55,8 +55,8 @@ def test_a_verdict_that_differs_on_a_cpu_is_shifted_even_inside_the_ci(tmp_path,
     comparison = baseline_of(tmp_path, dpo_line).compare(ResultLine.model_validate(moved))
     assert comparison.status is Status.SHIFTED
     assert comparison.sentence == (
-        "tiny-keywords v1 dpo[n=40,seed=0] has winrate 0.648 [0.528, 0.769] n=54, within the "
-        "committed 0.611 [0.491, 0.741] n=54, but the verdicts of 2 of 60 prompts differ from "
+        "tiny-keywords v1 dpo[n=40,seed=0] has winrate 0.583 [0.460, 0.697] n=60, within the "
+        "committed 0.550 [0.428, 0.666] n=60, but the verdicts of 2 of 60 prompts differ from "
         "the committed ones (first: prompt 2), and two CPU runs of one config with the same "
         "processor, torch and thread count reproduce every verdict "
         f"(config {moved['config_hash'][:12]})."
@@ -97,7 +97,7 @@ def test_a_committed_winrate_edited_by_hand_is_corrupt_not_held(tmp_path, dpo_li
     assert comparison.sentence == (
         "tiny-keywords v1 dpo[n=40,seed=0]: the committed line "
         f"{tmp_path / 'committed' / 'tiny-keywords.jsonl'}:1 is not self-consistent, so it is "
-        "no baseline: its winrate is 0.7111, but its outcomes give 0.6111."
+        "no baseline: its winrate is 0.6500, but its outcomes give 0.5500."
     )
 
 
@@ -127,7 +127,7 @@ def test_a_changed_config_is_new_and_says_what_changed(tmp_path, dpo_line):
     assert comparison.status is Status.NEW
     assert (
         "is new: its config differs from the committed one's (method.config.lr is 0.001, the "
-        "committed config gives 0.01), so its winrate 0.611 [0.491, 0.741] n=54 has nothing to "
+        "committed config gives 0.01), so its winrate 0.550 [0.428, 0.666] n=60 has nothing to "
         "compare with" in comparison.sentence
     )
 

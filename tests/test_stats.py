@@ -10,10 +10,12 @@ import pytest
 from bench.stats import (
     Estimate,
     bootstrap_mean,
+    mean_reward_estimate,
     paired_difference,
     per_seed,
     pooled_bootstrap_mean,
     verdict_scores,
+    winrate_estimate,
 )
 from bench.verdicts import Verdict
 
@@ -23,13 +25,16 @@ WIN, LOSS, TIE, INVALID = Verdict.WIN, Verdict.LOSS, Verdict.TIE, Verdict.INVALI
 # verdict_scores and winrates
 
 
-def test_verdict_scores_map_win_tie_loss_and_invalid_to_nan():
-    scores = verdict_scores([WIN, LOSS, TIE, INVALID, WIN])
+def test_verdict_scores_count_an_invalid_output_as_a_loss_and_leave_a_failed_judgment_out():
+    scores = verdict_scores([WIN, LOSS, TIE, INVALID, WIN, Verdict.FAILED])
 
     assert scores.dtype == np.float64
-    assert scores.shape == (5,)
-    np.testing.assert_array_equal(scores[[0, 1, 2, 4]], [1.0, 0.0, 0.5, 1.0])
-    assert np.isnan(scores[3])
+    assert scores.shape == (6,)
+    np.testing.assert_array_equal(scores[:5], [1.0, 0.0, 0.5, 0.0, 1.0])
+    assert np.isnan(scores[5])
+    valid = verdict_scores([WIN, LOSS, TIE, INVALID, WIN, Verdict.FAILED], valid_only=True)
+    np.testing.assert_array_equal(valid[[0, 1, 2, 4]], [1.0, 0.0, 0.5, 1.0])
+    assert np.isnan(valid[3]) and np.isnan(valid[5])
 
 
 def test_verdict_scores_accept_letters_and_empty_input():
@@ -37,12 +42,32 @@ def test_verdict_scores_accept_letters_and_empty_input():
     assert verdict_scores([]).shape == (0,)
 
 
-def test_winrate_excludes_invalid_verdicts():
-    estimate = bootstrap_mean(verdict_scores([WIN, WIN, LOSS, TIE, INVALID]))
+def test_the_headline_winrate_loses_an_invalid_output_and_the_valid_one_leaves_it_out():
+    verdicts = [WIN, WIN, LOSS, TIE, INVALID, Verdict.FAILED]
+    headline = winrate_estimate(verdicts)
+    valid = winrate_estimate(verdicts, valid_only=True)
 
-    # (2 wins + 1 tie / 2) / 4 valid verdicts; the invalid one is neither a side nor counted.
-    assert estimate.value == pytest.approx(0.625)
-    assert estimate.n == 4
+    # (2 wins + 1 tie / 2) / 5: the invalid output is a loss, the failed judgment not counted.
+    assert (headline.value, headline.n) == (pytest.approx(0.5), 5)
+    # (2 wins + 1 tie / 2) / 4: the valid-only winrate leaves the invalid output out too.
+    assert (valid.value, valid.n) == (pytest.approx(0.625), 4)
+    assert 0.0 <= headline.low < headline.value < headline.high <= 1.0
+
+
+def test_a_line_without_any_counted_prompt_is_nan_with_n_0():
+    estimate = winrate_estimate([Verdict.FAILED, Verdict.FAILED])
+    assert math.isnan(estimate.value) and estimate.n == 0
+    assert math.isnan(winrate_estimate([INVALID], valid_only=True).value)
+    one = winrate_estimate([WIN])
+    assert (one.value, one.low, one.high, one.n) == (1.0, 0.0, 1.0, 1)
+
+
+def test_mean_reward_counts_an_invalid_output_at_the_floor():
+    rewards = [1.0, None, 3.0]
+    assert mean_reward_estimate(rewards).value == pytest.approx(2.0)
+    assert mean_reward_estimate(rewards, floor=-1.0).value == pytest.approx(1.0)
+    assert mean_reward_estimate([None, None], floor=-1.0).value == -1.0  # never finishes
+    assert mean_reward_estimate([None, None]) is None
 
 
 # bootstrap_mean

@@ -26,11 +26,12 @@ from bench.results import (
     ResultLine,
     append_result,
     latest_per_cell,
+    line_numbers,
     load_results,
     provenance,
     result_path,
 )
-from bench.stats import bootstrap_mean, pooled_bootstrap_mean, verdict_scores
+from bench.stats import crossed_mean, verdict_scores
 from bench.verdicts import outcomes_from_string
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -56,15 +57,11 @@ def make_line(
     seed: int = 0,
     rewards: list[float | None] | None = None,
     judge_id: str = "rouge",
+    reward_floor: float | None = None,
 ) -> ResultLine:
     """A consistent result line whose summary numbers are computed from `outcomes` and
     `rewards` the way the runner does."""
     config = {"suite": suite, "method": method, "budget": budget, "seed": seed}
-    scores = verdict_scores(outcomes_from_string(outcomes))
-    winrate = bootstrap_mean(scores)
-    reward = None
-    if rewards is not None:
-        reward = bootstrap_mean([math.nan if value is None else value for value in rewards])
     return ResultLine(
         suite=suite,
         suite_version=1,
@@ -75,17 +72,7 @@ def make_line(
         budget=budget,
         n_pairs=n_pairs,
         seed=seed,
-        winrate=winrate.value,
-        ci_low=winrate.low,
-        ci_high=winrate.high,
-        n=winrate.n,
-        n_invalid=outcomes.count("I"),
-        wins=outcomes.count("W"),
-        losses=outcomes.count("L"),
-        ties=outcomes.count("T"),
-        mean_reward=reward.value if reward else None,
-        reward_ci_low=reward.low if reward else None,
-        reward_ci_high=reward.high if reward else None,
+        **line_numbers(outcomes, rewards, reward_floor),
         outcomes=outcomes,
         rewards=rewards,
         judge={"kind": "reference", "id": judge_id, "version": 1},
@@ -346,11 +333,11 @@ def test_result_lines_round_trip(tmp_path):
 def test_nan_winrate_round_trips(tmp_path):
     line = make_line("WL").model_copy(
         update={
-            "outcomes": "II",
+            "outcomes": "FF",
             "wins": 0,
             "losses": 0,
             "n": 0,
-            "n_invalid": 2,
+            "n_failed": 2,
             "winrate": math.nan,
             "ci_low": math.nan,
             "ci_high": math.nan,
@@ -358,7 +345,7 @@ def test_nan_winrate_round_trips(tmp_path):
     )
     append_result(tmp_path, line)
     (loaded,) = load_results(tmp_path)
-    assert math.isnan(loaded.winrate) and loaded.outcomes == "II"
+    assert math.isnan(loaded.winrate) and loaded.outcomes == "FF"
     assert not append_result(tmp_path, line)
 
 
@@ -437,8 +424,11 @@ def test_provenance_records_the_commit_and_dirtiness(tmp_path):
 # --- leaderboard -----------------------------------------------------------------------------
 
 
-def test_one_seed_cell_equals_the_stored_line():
-    line = make_line("WWWLTTI", rewards=[1.0, 2.0, None, 0.5, 0.0, 1.5, None])
+@pytest.mark.parametrize("floor", [None, -1.0])
+def test_one_seed_cell_equals_the_stored_line(floor):
+    line = make_line(
+        "WWWLTTIF", rewards=[1.0, 2.0, None, 0.5, 0.0, 1.5, None, 1.0], reward_floor=floor
+    )
     (row,) = cell_table([line]).to_dict("records")
     assert row["seeds"] == [0]
     for column in [
@@ -447,6 +437,10 @@ def test_one_seed_cell_equals_the_stored_line():
         "ci_high",
         "n",
         "n_invalid",
+        "n_failed",
+        "valid_winrate",
+        "valid_ci_low",
+        "valid_ci_high",
         "mean_reward",
         "reward_ci_low",
         "reward_ci_high",
@@ -458,17 +452,17 @@ def test_one_seed_cell_equals_the_stored_line():
 
 
 def test_seeds_are_pooled_and_a_rerun_supersedes_its_seed():
-    seed0_old = make_line("LLLL", seed=0)
-    seed0 = make_line("WWLT", seed=0)
+    seed0_old = make_line("LLLLL", seed=0)
+    seed0 = make_line("WWLTF", seed=0)
     seed1 = make_line("WLLIT", seed=1)
-    seed2 = make_line("WWWW", seed=2)
-    other = make_line("LLWW", method="ipo")
+    seed2 = make_line("WWWWW", seed=2)
+    other = make_line("LLWWW", method="ipo")
     table = cell_table([seed0_old, seed2, other, seed0, seed1])
     assert list(table["method"]) == ["dpo", "ipo"]
     row = table.iloc[0]
-    expected = pooled_bootstrap_mean(
-        [verdict_scores(outcomes_from_string(o)) for o in ["WWLT", "WLLIT", "WWWW"]]
-    )
+    # Seeds share their prompts: the crossed grid, the prompt failed in seed 0 dropped from all.
+    grid = [verdict_scores(outcomes_from_string(o)) for o in ["WWLTF", "WLLIT", "WWWWW"]]
+    expected = crossed_mean(grid, bounds=(0.0, 1.0))
     assert row["seeds"] == [0, 1, 2]
     assert (row["winrate"], row["ci_low"], row["ci_high"], row["n"]) == (
         expected.value,
@@ -476,9 +470,16 @@ def test_seeds_are_pooled_and_a_rerun_supersedes_its_seed():
         expected.high,
         expected.n,
     )
-    assert row["winrate"] == pytest.approx(np.mean([0.625, 0.375, 1.0]))
-    assert row["n_invalid"] == 1
+    assert row["n"] == 4 and row["winrate"] == pytest.approx(np.mean([0.625, 0.25, 1.0]))
+    assert row["n_invalid"] == 1 and row["n_failed"] == 1
+    # Valid-only: seed 1's invalid output drops its prompt (4) from every seed too.
+    assert row["valid_winrate"] == pytest.approx(np.mean([2 / 3, 1 / 3, 1.0]))
     assert row["mean_reward"] is None
+
+
+def test_seeds_that_disagree_on_their_prompts_are_not_pooled():
+    with pytest.raises(ValueError, match="disagree on the number of prompts"):
+        cell_table([make_line("WWL", seed=0), make_line("WWLL", seed=1)])
 
 
 def test_seeds_with_different_pair_counts_are_not_pooled():
@@ -489,8 +490,8 @@ def test_seeds_with_different_pair_counts_are_not_pooled():
 def test_markdown_tables_show_sections_cells_and_order():
     lines = [
         make_line("WWLTI", method="dpo", budget="n=500", n_pairs=500, rewards=[1, 2, 3, 4, None]),
-        make_line("WWLT", method="dpo", budget="n=250", n_pairs=250, seed=0),
-        make_line("WLLT", method="dpo", budget="n=250", n_pairs=250, seed=1),
+        make_line("WWLTW", method="dpo", budget="n=250", n_pairs=250, seed=0),
+        make_line("WLLTL", method="dpo", budget="n=250", n_pairs=250, seed=1),
         make_line("WLLL", method="online_dpo", budget="frac=0.1", n_pairs=25),
         make_line("WL", suite="tldr_short", method="sft", judge_id="gpt-4o"),
     ]
@@ -508,8 +509,13 @@ def test_markdown_tables_show_sections_cells_and_order():
     ]
     solo = df[(df.method == "dpo") & (df.budget == "n=500")].iloc[0]
     pooled = df[(df.method == "dpo") & (df.budget == "n=250")].iloc[0]
-    assert f"{solo.winrate:.3f} [{solo.ci_low:.3f}, {solo.ci_high:.3f}] n=4 inv=1" in text
-    assert f"{pooled.winrate:.3f} [{pooled.ci_low:.3f}, {pooled.ci_high:.3f}] n=8 seeds=2" in text
+    solo_text = f"{solo.winrate:.3f} [{solo.ci_low:.3f}, {solo.ci_high:.3f}]"
+    assert f"{solo_text} n=5 inv=1 †no-commit |" in text
+    assert (
+        f"{pooled.winrate:.3f} [{pooled.ci_low:.3f}, {pooled.ci_high:.3f}] n=5 seeds=2 "
+        "(undecidable)" in text
+    )
+    assert "Valid-only winrate" in text  # a section with an invalid output shows both
     assert text.index("| dpo") < text.index("| online_dpo")
     assert f"{solo.mean_reward:.3f} [{solo.reward_ci_low:.3f}, {solo.reward_ci_high:.3f}]" in text
     assert text.count("Mean reward") == 1  # only the section with rewards has a reward table

@@ -17,6 +17,7 @@ from bench.hashing import content_hash
 from bench.integrity import number_discrepancies, outcome_problems
 from bench.leaderboard import cell_table, markdown_tables
 from bench.results import (
+    SCHEMA_VERSION,
     ResultLine,
     append_result,
     latest_per_cell,
@@ -89,7 +90,7 @@ def _drop(key: str):
 TAMPERINGS = {
     "winrate raised": (
         _set(("winrate",), 0.9),
-        "winrate is 0.9000, but its outcomes give 0.6111",
+        "winrate is 0.9000, but its outcomes give 0.5500",
         "",
     ),
     "config edited, hash kept": (
@@ -127,8 +128,8 @@ TAMPERINGS = {
         "",
     ),
     "schema: unknown version": (
-        _set(("schema_version",), 2),
-        "field `schema_version`: Value error, schema_version 2 is not known",
+        _set(("schema_version",), 3),
+        "field `schema_version`: Value error, schema_version 3 is not known",
         "",
     ),
     "seed missing": (_drop("seed"), "seeds are missing: the line has no seed", ""),
@@ -150,6 +151,7 @@ TAMPERINGS = {
             reference_lengths=line["reference_lengths"][:-1],
             reference_rewards=line["reference_rewards"][:-1],
             n_invalid=line["n_invalid"] - 1,
+            n=line["n"] - 1,
         ),
         "it has 59 outcomes, but its config evaluates 60 prompts",
         "",
@@ -242,7 +244,7 @@ def test_a_line_contradicting_a_merged_one_is_rejected(tmp_path, cells, capsys):
     assert submit(tmp_path, write_bundle(tmp_path / "b.jsonl", [other])) == 2
     err = capsys.readouterr().err
     assert "it contradicts " in err and "(merged) for the same config hash" in err
-    assert "(winrate 1.0000 here, 0.6111 there)" in err
+    assert "(winrate 1.0000 here, 0.5500 there)" in err
 
 
 @pytest.mark.parametrize(
@@ -329,7 +331,7 @@ def test_lines_without_the_newer_optional_fields_still_load(cells):
         line.pop(key)
     assert ResultLine.model_validate(line).output_lengths is None
     committed = load_results(REPO_ROOT / "leaderboard" / "results")
-    assert committed and all(line.schema_version == 1 for line in committed)
+    assert committed and all(line.schema_version == SCHEMA_VERSION for line in committed)
 
 
 def test_a_reproduced_line_that_adds_lengths_supersedes_the_old_one(tmp_path, cells):
@@ -420,12 +422,29 @@ def _judged_as(line: dict, kind: str, params: dict, **records) -> ResultLine:
 def test_rouge_outcomes_follow_from_the_scores_and_the_threshold(cells):
     line = cell_line(cells["sft[n=40,seed=0]"], outcomes="WLI" * 20)
     scores = [0.5, 0.49, None] * 20
-    rouge = _judged_as(line, "rouge", {"threshold": 0.5}, rewards=scores, reference_rewards=None)
+    records = {"rewards": scores, "reference_rewards": None, "reward_floor": 0.0}
+    rouge = _judged_as(line, "rouge", {"threshold": 0.5}, **records)
     assert outcome_problems(rouge) == []
-    strict = _judged_as(line, "rouge", {"threshold": 0.6}, rewards=scores, reference_rewards=None)
+    strict = _judged_as(line, "rouge", {"threshold": 0.6}, **records)
     assert outcome_problems(strict)[0] == (
         "outcome of prompt 0 is W, but its ROUGE-L 0.5 against the threshold 0.6: the rouge "
         "judge gives L"
+    )
+
+
+def test_a_reward_floor_above_the_judges_worst_score_is_refused(cells):
+    # A floor above the worst score lifts the mean reward of a policy that fails.
+    line = cell_line(cells["sft[n=40,seed=0]"], outcomes="WLI" * 20)
+    scores = [0.5, 0.49, None] * 20
+    lifted = _judged_as(
+        line, "rouge", {"threshold": 0.5}, rewards=scores, reference_rewards=None, reward_floor=0.4
+    )
+    assert outcome_problems(lifted) == [
+        "its reward_floor is 0.4000, but the rouge judge's worst score is 0.0000"
+    ]
+    gold = ResultLine.model_validate(with_numbers({**line, "reward_floor": 0.0}))
+    assert outcome_problems(gold)[0] == (
+        "its reward_floor is 0.0000, but the gold judge's worst score is -9.1000"
     )
 
 
@@ -448,8 +467,8 @@ def test_reward_model_outcomes_need_the_references_scores(cells):
         ("AB", "tie", "W"),
         ("BA", "tie", "L"),
         ("AA", "tie", "T"),
-        ("AA", "invalid", "I"),
-        ("A?", "tie", "I"),
+        ("AA", "invalid", "F"),
+        ("A?", "tie", "F"),
         ("A-", "tie", "W"),
         ("-A", "tie", "L"),
     ],
@@ -532,5 +551,5 @@ def test_lines_from_a_dirty_tree_are_merged_with_a_warning_and_marked(tmp_path, 
     merged = load_results(tmp_path / "board")
     assert [line.git_dirty for line in merged] == [False, True, None, True]
     table = markdown_tables(cell_table(merged))
-    assert "n=54 inv=6 †dirty |" in table and "n=54 inv=6 †no-commit |" in table
+    assert "n=60 inv=6 †dirty |" in table and "n=60 inv=6 †no-commit |" in table
     assert table.count("†") == 3
