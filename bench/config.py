@@ -322,9 +322,17 @@ class Expectation(BaseModel):
     max_winrate: Probability | None = None
     """The winrate against the reference must be at most this."""
     beats: str | None = None
-    """Another method entry: the 95% CI of the paired winrate difference lies above 0."""
+    """Another method entry: the 95% CI of the paired winrate difference lies above 0 (and the
+    interval is decidable: `bench.expectations`)."""
+    equivalent_to: str | None = None
+    """Another method entry: "no advantage either way", an equivalence claim; the whole 95% CI
+    of the paired winrate difference lies inside +-`margin`."""
+    margin: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    """The largest winrate difference that still counts as no advantage; needed with, and only
+    with, `equivalent_to`."""
     not_beats: str | None = None
-    """Another method entry: the CI of the paired winrate difference includes or lies below 0."""
+    """Removed (issue 10): it held whenever the CI included 0, so an underpowered run confirmed
+    it. Refused with a pointer to `equivalent_to` and `margin`."""
     min_mean_reward: float | None = None
     """The mean gold reward of the outputs must be at least this."""
     note: str = ""
@@ -338,12 +346,35 @@ class Expectation(BaseModel):
             raise ValueError(f"max_winrate must be >= min_winrate ({min_winrate})")
         return max_winrate
 
-    @field_validator("beats", "not_beats")
+    @field_validator("beats", "equivalent_to")
     @classmethod
     def _other_method(cls, other: str | None, info: ValidationInfo) -> str | None:
         if other is not None and other == info.data.get("method"):
             raise ValueError("expected another method entry than the expectation's own method")
         return other
+
+    @field_validator("not_beats")
+    @classmethod
+    def _not_beats_is_gone(cls, other: str | None) -> str | None:
+        if other is not None:
+            raise ValueError(
+                "not_beats is no longer a check: it held whenever the CI of the difference "
+                "included 0, so an underpowered run confirmed it; write `equivalent_to: "
+                f"{other}` with a `margin` (the largest winrate difference that still counts "
+                "as no advantage, e.g. 0.03)"
+            )
+        return other
+
+    @model_validator(mode="after")
+    def _margin_goes_with_equivalent_to(self) -> Expectation:
+        if self.equivalent_to is not None and self.margin is None:
+            raise ValueError(
+                "equivalent_to needs a margin: the largest winrate difference that still "
+                "counts as no advantage (e.g. margin: 0.03)"
+            )
+        if self.margin is not None and self.equivalent_to is None:
+            raise ValueError("margin is the equivalence margin of equivalent_to, which is not set")
+        return self
 
     @model_validator(mode="after")
     def _has_a_check(self) -> Expectation:
@@ -354,7 +385,7 @@ class Expectation(BaseModel):
         return self
 
 
-_EXPECTATION_CHECKS = ("min_winrate", "max_winrate", "beats", "not_beats", "min_mean_reward")
+_EXPECTATION_CHECKS = ("min_winrate", "max_winrate", "beats", "equivalent_to", "min_mean_reward")
 
 
 class Suite(BaseModel):
@@ -801,7 +832,7 @@ def _cross_reference_issues(data: dict[Any, Any]) -> list[RawIssue]:
     for index, expectation in enumerate(expectations if isinstance(expectations, list) else []):
         if not isinstance(expectation, dict):
             continue
-        for key in ("method", "beats", "not_beats"):
+        for key in ("method", "beats", "equivalent_to"):
             name = expectation.get(key)
             if method_names is not None and isinstance(name, str) and name not in method_names:
                 entries = ", ".join(method_names)

@@ -1,9 +1,9 @@
 """Leaderboard tables: result lines pooled over seeds, as a DataFrame, markdown and terminal text.
 
 Numbers are recomputed from the per-prompt `outcomes` and `rewards` stored in the result lines,
-not averaged from their summary fields, so that several seeds are pooled with the hierarchical
-bootstrap of `bench.stats` (resample seeds, then prompts). With one seed the recomputation gives
-back exactly the numbers of the stored line.
+not averaged from their summary fields, so that several seeds are pooled as the crossed seeds x
+prompts design they are (`bench.pooling`). With one seed the recomputation gives back exactly the
+numbers of the stored line. Each suite also states its minimum detectable effect (`mde_table`).
 """
 
 from __future__ import annotations
@@ -18,15 +18,10 @@ import numpy as np
 import pandas as pd
 
 from bench.cache import atomic_write_text
+from bench.pooling import CellNumbers, difference, pool, scores
+from bench.power import POWER, minimum_detectable_effect
 from bench.results import ResultLine, load_results
-from bench.stats import (
-    Estimate,
-    length_controlled_winrate,
-    paired_difference,
-    pooled_bootstrap_mean,
-    verdict_scores,
-)
-from bench.verdicts import outcomes_from_string
+from bench.stats import CrossedEstimate, Estimate, length_controlled_winrate
 
 CELL_COLUMNS = [
     "suite",
@@ -42,6 +37,12 @@ CELL_COLUMNS = [
     "ci_high",
     "n",
     "n_invalid",
+    "n_failed",
+    "decidable",
+    "note",
+    "valid_winrate",
+    "valid_ci_low",
+    "valid_ci_high",
     "mean_reward",
     "reward_ci_low",
     "reward_ci_high",
@@ -74,20 +75,35 @@ GAP_COLUMNS = [
     "ci_low",
     "ci_high",
     "n",
+    "decidable",
 ]
+
+MDE_COLUMNS = ["suite", "suite_version", "tier", "judge", "mde", "mde_low", "mde_high", "pairs"]
 
 MISSING = "-"
 """What an empty table cell shows (a method not run at that budget)."""
 
 EXPLANATION = (
     "Each cell is the winrate of a method's outputs against the reference outputs, judged on "
-    "the suite's evaluation prompts: winrate = (wins + ties/2) / n, where n counts the valid "
-    "judgments only. The brackets give a 95% percentile bootstrap confidence interval over "
-    "prompts. When several training seeds were run (seeds=S), the winrate is the mean of the "
-    "per-seed winrates and the interval comes from a hierarchical bootstrap that resamples "
-    "seeds, then prompts within each seed, so it includes run-to-run variation. Invalid outputs "
-    "or judgments (inv=K) are counted apart: they are neither wins nor losses and are not in n. "
-    "Columns are preference-pair budgets, in increasing number of pairs."
+    "the suite's evaluation prompts: winrate = (wins + ties/2) / n. An invalid output (inv=K: "
+    "unfinished or malformed, the policy's fault) counts as a loss and is in n; a failed "
+    "judgment (failed=K: the judge's fault) is left out of n. The valid-only winrate, which "
+    "leaves invalid outputs out too, is the secondary table. The brackets give a 95% "
+    "confidence interval. With several training seeds (seeds=S) every seed is judged on the "
+    "same prompts, so the interval comes from the variance components of that crossed seeds x "
+    "prompts design, a t quantile for each (bench.stats.crossed_mean); it covers the winrate of "
+    "a fresh seed on fresh prompts. An interval marked (undecidable) is too wide to support "
+    "any claim: two seeds that disagree. With one seed the interval covers that seed's "
+    "winrate over fresh prompts only: seed-to-seed variation is not in it. The mean reward "
+    "counts an invalid output at the judge's worst score. Columns are preference-pair "
+    "budgets, in increasing number of pairs."
+)
+
+MDE_EXPLANATION = (
+    f"MDE is the suite's minimum detectable effect: the paired winrate difference between two "
+    f"of its methods that its seeds and prompts detect with {POWER:.0%} power, from the "
+    "observed variances (bench.power); the median over every pair of methods at every budget, "
+    "with the range. A difference smaller than it is one this suite cannot be expected to see."
 )
 
 
@@ -168,16 +184,13 @@ def _pool_cell(
             f"{suite} v{suite_version} {method} {budget}: seeds disagree on n_pairs "
             f"{sorted(n_pairs)}; bump the suite version when the pair pool changes"
         )
-
-    score_groups = [verdict_scores(outcomes_from_string(line.outcomes)) for line in seed_lines]
-    winrate = _pooled(score_groups)
-    reward_groups = [
-        np.array([np.nan if reward is None else reward for reward in line.rewards], dtype=float)
-        for line in seed_lines
-        if line.rewards is not None
-    ]
-    reward = _pooled(reward_groups)
-    lc = _length_controlled(seed_lines, score_groups) if length_controlled else None
+    numbers = _pooled(seed_lines)
+    winrate, valid, reward = numbers.winrate, numbers.valid_winrate, numbers.mean_reward
+    lc = (
+        _length_controlled(seed_lines, [scores(line) for line in seed_lines])
+        if length_controlled
+        else None
+    )
     return {
         "suite": suite,
         "suite_version": suite_version,
@@ -186,12 +199,18 @@ def _pool_cell(
         "method": method,
         "budget": budget,
         "n_pairs": n_pairs.pop(),
-        "seeds": [line.seed for line in seed_lines],
+        "seeds": numbers.seeds,
         "winrate": winrate.value if winrate else math.nan,
         "ci_low": winrate.low if winrate else math.nan,
         "ci_high": winrate.high if winrate else math.nan,
         "n": winrate.n if winrate else 0,
-        "n_invalid": sum(line.n_invalid for line in seed_lines),
+        "n_invalid": numbers.n_invalid,
+        "n_failed": numbers.n_failed,
+        "decidable": winrate.decidable if winrate else True,
+        "note": winrate.note if winrate else "",
+        "valid_winrate": valid.value if valid else math.nan,
+        "valid_ci_low": valid.low if valid else math.nan,
+        "valid_ci_high": valid.high if valid else math.nan,
         "mean_reward": reward.value if reward else None,
         "reward_ci_low": reward.low if reward else None,
         "reward_ci_high": reward.high if reward else None,
@@ -200,6 +219,18 @@ def _pool_cell(
         "lc_ci_high": lc.high if lc else math.nan,
         "provenance": provenance_marks(seed_lines),
     }
+
+
+_POOLED: dict[tuple, CellNumbers] = {}
+"""Pooled numbers by the lines they pool: the README, the page and the plots each pool the
+same cells."""
+
+
+def _pooled(seed_lines: list[ResultLine]) -> CellNumbers:
+    key = tuple(_identity(line) for line in seed_lines)
+    if key not in _POOLED:
+        _POOLED[key] = pool(seed_lines)
+    return _POOLED[key]
 
 
 _LENGTH_CONTROLLED: dict[tuple, Estimate | None] = {}
@@ -244,13 +275,10 @@ def gap_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
     For each method entry whose id is in ONLINE_METHOD_IDS, at each budget where the suite also
     has the offline baseline (the entry named OFFLINE_BASELINE_ID, else the first entry with that
     id), `gap` is the paired winrate difference online - offline on the same prompts
-    (`bench.stats.paired_difference`), pooled over the seeds both ran; columns GAP_COLUMNS.
+    (`bench.pooling.difference`), pooled over the seeds both ran; columns GAP_COLUMNS.
     """
-    sections: dict[tuple, dict[tuple[str, str], dict[int, ResultLine]]] = {}
-    for (suite, version, tier, judge, method, budget), by_seed in cell_lines(lines).items():
-        sections.setdefault((suite, version, tier, judge), {})[method, budget] = by_seed
     rows = []
-    for (suite, version, tier, judge), cells in sections.items():
+    for (suite, version, tier, judge), cells in _sections_of(lines).items():
         entries = {}
         for (method, _), by_seed in cells.items():
             entries.setdefault(method, next(iter(by_seed.values())).method_id)
@@ -261,18 +289,9 @@ def gap_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
         for (method, budget), by_seed in cells.items():
             if entries[method] not in ONLINE_METHOD_IDS or (baseline, budget) not in cells:
                 continue
-            offline = cells[baseline, budget]
-            seeds = sorted(set(by_seed) & set(offline))
-            if not seeds:
-                continue
-            online_scores = [_scores(by_seed[seed]) for seed in seeds]
-            offline_scores = [_scores(offline[seed]) for seed in seeds]
-            if any(
-                a.shape != b.shape or np.all(np.isnan(a - b))
-                for a, b in zip(online_scores, offline_scores, strict=True)
-            ):
-                continue  # no prompt both judged validly: no difference to show
-            gap = paired_difference(online_scores, offline_scores)
+            gap, seeds = _difference(by_seed, cells[baseline, budget])
+            if gap is None:
+                continue  # no common seed, or no prompt both judged: no difference to show
             first = by_seed[seeds[0]]
             rows.append(
                 {
@@ -291,51 +310,114 @@ def gap_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
                     "ci_low": gap.low,
                     "ci_high": gap.high,
                     "n": gap.n,
+                    "decidable": gap.decidable,
                 }
             )
     return pd.DataFrame(rows, columns=GAP_COLUMNS)
 
 
-def _scores(line: ResultLine) -> np.ndarray:
-    return verdict_scores(outcomes_from_string(line.outcomes))
+def mde_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
+    """Each suite's minimum detectable effect: one row per (suite, version, tier, judge).
 
-
-def _pooled(groups: list[np.ndarray]) -> Estimate | None:
-    """Pooled bootstrap over the groups that hold a valid value; None when none does.
-
-    A seed whose every judgment is invalid has no winrate to pool; its invalids still show in
-    the row's n_invalid.
+    `mde` is the median, `mde_low` / `mde_high` the range, over every pair of its method entries
+    at every budget (seeds both ran), of `bench.power.minimum_detectable_effect` of their paired
+    winrate difference; `pairs` counts them. Columns MDE_COLUMNS; a suite with a single method
+    has no row.
     """
-    valid_groups = [group for group in groups if np.any(~np.isnan(group))]
-    if not valid_groups:
-        return None
-    # The bootstrap is seeded, so the values name the estimate.
-    key = tuple(group.tobytes() for group in valid_groups)
-    if key not in _POOLED:
-        _POOLED[key] = pooled_bootstrap_mean(valid_groups)
-    return _POOLED[key]
+    rows = []
+    for (suite, version, tier, judge), cells in _sections_of(lines).items():
+        methods = list(dict.fromkeys(method for method, _ in cells))
+        budgets = list(dict.fromkeys(budget for _, budget in cells))
+        effects = []
+        for budget in budgets:
+            for index, first in enumerate(methods):
+                for second in methods[index + 1 :]:
+                    if (first, budget) not in cells or (second, budget) not in cells:
+                        continue
+                    gap, _ = _difference(cells[first, budget], cells[second, budget])
+                    effect = minimum_detectable_effect(gap) if gap is not None else math.nan
+                    if not math.isnan(effect):
+                        effects.append(effect)
+        if effects:
+            rows.append(
+                {
+                    "suite": suite,
+                    "suite_version": version,
+                    "tier": tier,
+                    "judge": judge,
+                    "mde": float(np.median(effects)),
+                    "mde_low": min(effects),
+                    "mde_high": max(effects),
+                    "pairs": len(effects),
+                }
+            )
+    return pd.DataFrame(rows, columns=MDE_COLUMNS)
 
 
-_POOLED: dict[tuple, Estimate] = {}
-"""Pooled estimates by the values they pool (rendering pools each cell three times)."""
+def _sections_of(
+    lines: Sequence[ResultLine],
+) -> dict[tuple, dict[tuple[str, str], dict[int, ResultLine]]]:
+    """(suite, version, tier, judge) -> (method, budget) -> {seed: line}."""
+    sections: dict[tuple, dict[tuple[str, str], dict[int, ResultLine]]] = {}
+    for (suite, version, tier, judge, method, budget), by_seed in cell_lines(lines).items():
+        sections.setdefault((suite, version, tier, judge), {})[method, budget] = by_seed
+    return sections
 
 
-def markdown_tables(df: pd.DataFrame) -> str:
+def _identity(line: ResultLine) -> tuple:
+    """What a pooled number depends on in a line (two lines alike in it pool alike)."""
+    return (line.outcomes, line.reward_floor, tuple(line.rewards or ()), line.seed)
+
+
+_DIFFERENCES: dict[tuple, CrossedEstimate | None] = {}
+"""Paired differences by the lines they pair (the README, the page and the plots share them)."""
+
+
+def _difference(
+    a: dict[int, ResultLine], b: dict[int, ResultLine]
+) -> tuple[CrossedEstimate | None, list[int]]:
+    """A - B over the seeds both ran, and those seeds; None where there is no difference."""
+    seeds = sorted(set(a) & set(b))
+    a_lines, b_lines = [a[seed] for seed in seeds], [b[seed] for seed in seeds]
+    key = tuple(_identity(line) for line in a_lines + b_lines)
+    if key not in _DIFFERENCES:
+        try:
+            _DIFFERENCES[key] = difference(a_lines, b_lines) if seeds else None
+        except ValueError:
+            _DIFFERENCES[key] = None  # different prompts: not comparable
+    return _DIFFERENCES[key], seeds
+
+
+def markdown_tables(df: pd.DataFrame, mdes: pd.DataFrame | None = None) -> str:
     """Markdown sections, one per suite: a winrate table and, if any, a mean-reward table.
 
     Each section is headed `## <suite> (v<version>, <tier>, judge <judge id>)`; tables have
     one row per method (first-seen order) and one column per budget (by number of pairs).
+    With `mdes` (`mde_table`), each section states its minimum detectable effect; where some
+    output was invalid, a valid-only winrate table follows the headline one.
     """
     records = df.to_dict("records")
     sections: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
         key = (record["suite"], record["suite_version"], record["tier"], record["judge"])
         sections.setdefault(key, []).append(record)
+    mde_of = {
+        (r["suite"], r["suite_version"], r["tier"], r["judge"]): r
+        for r in (mdes.to_dict("records") if mdes is not None else [])
+    }
 
     parts = []
-    for (suite, suite_version, tier, judge), section in sections.items():
+    for key, section in sections.items():
+        suite, suite_version, tier, judge = key
         parts.append(f"## {suite} (v{suite_version}, {tier}, judge {judge})")
+        if key in mde_of:
+            parts.append(mde_sentence(mde_of[key]))
         parts.append(_method_by_budget(section, _winrate_cell))
+        if any(record["n_invalid"] > 0 for record in section):
+            parts.append(
+                "Valid-only winrate [95% CI] (secondary: invalid outputs left out, not lost):"
+            )
+            parts.append(_method_by_budget(section, _valid_cell))
         if any(not _is_missing(record["mean_reward"]) for record in section):
             parts.append("Mean reward [95% CI]:")
             parts.append(_method_by_budget(section, _reward_cell))
@@ -372,9 +454,18 @@ def _budget_header(budget: str, n_pairs: int) -> str:
     return budget if budget == f"n={n_pairs}" else f"{budget} ({n_pairs} pairs)"
 
 
+def mde_sentence(record: dict[str, Any]) -> str:
+    """One suite's MDE line: "MDE 0.052 (80% power; median of 21 method pairs, 0.031-0.074)"."""
+    return (
+        f"MDE {record['mde']:.3f} ({POWER:.0%} power; median of {record['pairs']} method "
+        f"pair{'s' if record['pairs'] != 1 else ''}, {record['mde_low']:.3f}-"
+        f"{record['mde_high']:.3f})"
+    )
+
+
 def _winrate_cell(record: dict[str, Any]) -> str:
     if record["n"] == 0:
-        text = "no valid judgment"
+        text = "no judged prompt"
     else:
         text = (
             f"{record['winrate']:.3f} [{record['ci_low']:.3f}, {record['ci_high']:.3f}] "
@@ -382,11 +473,24 @@ def _winrate_cell(record: dict[str, Any]) -> str:
         )
     if record["n_invalid"] > 0:
         text += f" inv={record['n_invalid']}"
+    if record.get("n_failed", 0) > 0:
+        text += f" failed={record['n_failed']}"
     if len(record["seeds"]) > 1:
         text += f" seeds={len(record['seeds'])}"
+    if not record.get("decidable", True):
+        text += " (undecidable)"
     if record.get("provenance"):
         text += f" {record['provenance']}"
     return text
+
+
+def _valid_cell(record: dict[str, Any]) -> str:
+    if _is_missing(record["valid_winrate"]):
+        return "no valid output"
+    return (
+        f"{record['valid_winrate']:.3f} "
+        f"[{record['valid_ci_low']:.3f}, {record['valid_ci_high']:.3f}]"
+    )
 
 
 def _reward_cell(record: dict[str, Any]) -> str:
@@ -416,7 +520,8 @@ def markdown_gap(gaps: pd.DataFrame) -> str:
             _budget_header(record["budget"], record["n_pairs"]),
             f"{record['gap']:+.3f} [{record['ci_low']:+.3f}, {record['ci_high']:+.3f}] "
             f"n={record['n']}"
-            + (f" seeds={len(record['seeds'])}" if len(record["seeds"]) > 1 else ""),
+            + (f" seeds={len(record['seeds'])}" if len(record["seeds"]) > 1 else "")
+            + ("" if record["decidable"] else " (undecidable)"),
         ]
         for record in gaps.to_dict("records")
     ]
@@ -466,7 +571,10 @@ def render(results_dir: Path, out: Path) -> str:
     """
     results_dir, out = Path(results_dir), Path(out)
     lines = load_results(results_dir)
-    tables = markdown_tables(cell_table(lines, length_controlled=True)) or "No results yet.\n"
+    tables = (
+        markdown_tables(cell_table(lines, length_controlled=True), mde_table(lines))
+        or "No results yet.\n"
+    )
     gap = markdown_gap(gap_table(lines))
     if gap:
         tables += "\n" + gap
@@ -476,6 +584,8 @@ def render(results_dir: Path, out: Path) -> str:
             "# pftbench leaderboard",
             "",
             EXPLANATION,
+            "",
+            MDE_EXPLANATION,
             "",
             LC_EXPLANATION,
             "",
@@ -500,16 +610,28 @@ def print_table(lines: Sequence[ResultLine]) -> str:
     """A compact aligned text table of the cells in `lines`, for a terminal; returns the text.
 
     One row per cell (seeds pooled), e.g. after a run: suite, method, budget, winrate with its
-    interval and n, invalids, the number of seeds, mean reward.
+    interval and n, invalid outputs, failed judgments, the number of seeds, mean reward; then
+    each suite's minimum detectable effect (`mde_table`).
     """
     df = cell_table(lines)
     if df.empty:
         return "(no results)"
-    header = ["suite", "method", "budget", "winrate [95% CI]", "n", "inv", "seeds", "reward"]
+    header = [
+        "suite",
+        "method",
+        "budget",
+        "winrate [95% CI]",
+        "n",
+        "inv",
+        "failed",
+        "seeds",
+        "reward",
+    ]
     rows = []
     for record in df.to_dict("records"):
         winrate = (
             f"{record['winrate']:.3f} [{record['ci_low']:.3f}, {record['ci_high']:.3f}]"
+            + ("" if record["decidable"] else " undecidable")
             if record["n"] > 0
             else MISSING
         )
@@ -522,12 +644,18 @@ def print_table(lines: Sequence[ResultLine]) -> str:
                 winrate,
                 str(record["n"]),
                 str(record["n_invalid"]),
+                str(record["n_failed"]),
                 str(len(record["seeds"])),
                 reward,
             ]
         )
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    return "\n".join(
+    table = "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     )
+    mdes = [
+        f"{record['suite']} v{record['suite_version']}: {mde_sentence(record)}"
+        for record in mde_table(lines).to_dict("records")
+    ]
+    return "\n".join([table, *mdes])

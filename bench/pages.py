@@ -28,11 +28,14 @@ from bench.cache import atomic_write_text
 from bench.leaderboard import (
     EXPLANATION,
     LC_EXPLANATION,
+    MDE_EXPLANATION,
     OFFLINE_BASELINE_ID,
     ONLINE_METHOD_IDS,
     cell_lines,
     cell_table,
     gap_table,
+    mde_sentence,
+    mde_table,
     task_of,
 )
 from bench.results import ResultLine, load_results
@@ -53,6 +56,8 @@ TABLE_COLUMNS = (
     ("LC 95% CI", False),
     ("n", True),
     ("invalid", True),
+    ("failed", True),
+    ("valid-only winrate [95% CI]", True),
     ("reward [95% CI]", True),
 )
 
@@ -101,10 +106,14 @@ def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
     sections = _sections(lines)
     gap_panels = _gap_panels(gap_table(lines))
     styles = _page_styles(sections, gap_panels)
+    mdes = {
+        (r["suite"], r["suite_version"], r["tier"], r["judge"]): mde_sentence(r)
+        for r in mde_table(lines).to_dict("records")
+    }
 
     body = [
         "<header><h1>pftbench leaderboard</h1>",
-        f"<p>{_e(EXPLANATION)}</p><p>{_e(LC_EXPLANATION)}</p>",
+        f"<p>{_e(EXPLANATION)}</p><p>{_e(MDE_EXPLANATION)}</p><p>{_e(LC_EXPLANATION)}</p>",
         "<p>Click a column header to sort; click &#9656; to show a row's provenance.</p>",
     ]
     if sections:
@@ -116,7 +125,7 @@ def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
     if not sections:
         body.append("<p id='empty'>No results yet.</p>")
     for key, rows in sections.items():
-        body.append(_suite_section(key, rows, styles))
+        body.append(_suite_section(key, rows, styles, mdes.get(key, "")))
     body.append(_gap_section(gap_panels, styles))
     body.append(
         f"</main><footer><p>Generated from the {len(lines)} result lines in "
@@ -189,6 +198,7 @@ def _suite_section(
     key: tuple,
     rows: list[tuple[dict[str, Any], list[ResultLine]]],
     styles: dict[str, SeriesStyle],
+    mde: str = "",
 ) -> str:
     suite, version, tier, judge = key
     task = task_of(rows[0][1][0])
@@ -204,7 +214,9 @@ def _suite_section(
     return (
         f'<section class="suite" id="{_anchor(key)}"><h2>{_e(_section_title(key))}</h2>'
         f"<p class='meta'>task <code>{_e(task)}</code>, suite version {_e(version)}, tier "
-        f"{_e(tier)}, judge <code>{_e(judge)}</code>; {len(rows)} rows.</p>"
+        f"{_e(tier)}, judge <code>{_e(judge)}</code>; {len(rows)} rows."
+        + (f' <span class="mde">{_e(mde)}</span>' if mde else "")
+        + "</p>"
         f'<figure class="plot">{plot}</figure>'
         f'<div class="scroll"><table class="cells" data-suite="{_e(suite)}"><thead><tr>{header}'
         f"</tr></thead><tbody>{body}</tbody></table></div></section>"
@@ -216,6 +228,12 @@ def _table_row(record: dict[str, Any], seed_lines: list[ResultLine]) -> str:
     has_winrate = record["n"] > 0
     has_lc = not _missing(record["lc_winrate"])
     has_reward = not _missing(record["mean_reward"])
+    has_valid = not _missing(record["valid_winrate"])
+    undecidable = (
+        ' <span class="flag" title="{}">undecidable</span>'.format(_e(record["note"]))
+        if not record["decidable"]
+        else ""
+    )
     cells = [
         (
             '<button type="button" class="expand" aria-expanded="false" '
@@ -235,11 +253,20 @@ def _table_row(record: dict[str, Any], seed_lines: list[ResultLine]) -> str:
         (str(record["n_pairs"]), record["n_pairs"]),
         (_seeds_cell(record["seeds"]), len(record["seeds"])),
         (_num(record["winrate"]) if has_winrate else "-", record["winrate"] if has_winrate else ""),
-        (_ci(record["ci_low"], record["ci_high"]) if has_winrate else "-", ""),
+        (_ci(record["ci_low"], record["ci_high"]) + undecidable if has_winrate else "-", ""),
         (_num(record["lc_winrate"]) if has_lc else "-", record["lc_winrate"] if has_lc else ""),
         (_ci(record["lc_ci_low"], record["lc_ci_high"]) if has_lc else "-", ""),
         (str(record["n"]), record["n"]),
         (str(record["n_invalid"]), record["n_invalid"]),
+        (str(record["n_failed"]), record["n_failed"]),
+        (
+            _num(record["valid_winrate"])
+            + " "
+            + _ci(record["valid_ci_low"], record["valid_ci_high"])
+            if has_valid
+            else "-",
+            record["valid_winrate"] if has_valid else "",
+        ),
         (
             _num(record["mean_reward"])
             + " "
@@ -375,8 +402,10 @@ def _gap_row(record: dict[str, Any]) -> str:
         f'<td>{_e(record["budget"])}</td><td class="num">{record["n_pairs"]}</td>'
         f'<td class="num">{_seeds_cell(record["seeds"])}</td>'
         f'<td class="num" data-sort="{record["gap"]!r}">{record["gap"]:+.3f}</td>'
-        f'<td class="num">[{record["ci_low"]:+.3f}, {record["ci_high"]:+.3f}]</td>'
-        f'<td class="num">{record["n"]}</td></tr>'
+        f'<td class="num">[{record["ci_low"]:+.3f}, {record["ci_high"]:+.3f}]'
+        + ("" if record["decidable"] else ' <span class="flag">undecidable</span>')
+        + "</td>"
+        + f'<td class="num">{record["n"]}</td></tr>'
     )
 
 
@@ -849,6 +878,7 @@ th[aria-sort=descending] button.sort::after { content: " \\25BC"; }
 button.expand { border: 1px solid var(--line); background: #fff; border-radius: 4px;
   cursor: pointer; width: 26px; }
 tr.cell-row:hover { background: #f3f8ff; } .muted { color: var(--muted); font-size: 12px; }
+.flag { color: #b35900; font-size: 12px; } .mde { font-weight: 600; }
 tr.provenance td { background: var(--bg2); white-space: normal; }
 dl.prov { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 6px 0;
   font-size: 12px; } dl.prov dt { color: var(--muted); } dl.prov dd { margin: 0;

@@ -116,7 +116,12 @@ VALID: dict[str, Any] = {
     "expectations": [
         {"method": "test_dpo", "budget": 1000, "min_winrate": 0.6},
         {"method": "test_dpo", "beats": "test_sft"},
-        {"method": "dpo_2x", "not_beats": "test_dpo", "note": "observed on 2026-11"},
+        {
+            "method": "dpo_2x",
+            "equivalent_to": "test_dpo",
+            "margin": 0.05,
+            "note": "observed on 2026-11",
+        },
     ],
 }
 
@@ -326,10 +331,36 @@ def test_expectation_naming_a_missing_method() -> None:
 
 
 def test_expectation_comparing_with_a_missing_method() -> None:
-    data = suite_data(expectations=[{"method": "test_dpo", "not_beats": "online_dpo"}])
-    assert only_issue(data).startswith(
-        f"{FILE}: expectations[0].not_beats: got 'online_dpo' (str); not a method entry"
+    data = suite_data(
+        expectations=[{"method": "test_dpo", "equivalent_to": "online_dpo", "margin": 0.05}]
     )
+    assert only_issue(data).startswith(
+        f"{FILE}: expectations[0].equivalent_to: got 'online_dpo' (str); not a method entry"
+    )
+
+
+def test_not_beats_is_refused_with_the_equivalence_that_replaces_it() -> None:
+    data = suite_data(expectations=[{"method": "test_dpo", "not_beats": "test_sft"}])
+    assert only_issue(data) == (
+        f"{FILE}: expectations[0].not_beats: got 'test_sft' (str); not_beats is no longer a "
+        "check: it held whenever the CI of the difference included 0, so an underpowered run "
+        "confirmed it; write `equivalent_to: test_sft` with a `margin` (the largest winrate "
+        "difference that still counts as no advantage, e.g. 0.03)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("expectation", "problem"),
+    [
+        ({"equivalent_to": "test_sft"}, "equivalent_to needs a margin"),
+        ({"beats": "test_sft", "margin": 0.05}, "margin is the equivalence margin"),
+        ({"equivalent_to": "test_sft", "margin": 0}, "got 0 (int); expected a value > 0"),
+        ({"equivalent_to": "test_sft", "margin": 1.5}, "expected a value <= 1.0"),
+    ],
+)
+def test_an_equivalence_needs_a_margin_in_range(expectation, problem) -> None:
+    data = suite_data(expectations=[{"method": "test_dpo", **expectation}])
+    assert problem in only_issue(data)
 
 
 def test_expectation_naming_a_missing_budget() -> None:
@@ -344,7 +375,7 @@ def test_expectation_needs_a_check() -> None:
     line = only_issue(suite_data(expectations=[{"method": "test_dpo", "note": "x"}]))
     assert line == (
         f"{FILE}: expectations[0]: got {{'method': 'test_dpo', 'note': 'x'}} (mapping); an "
-        "expectation needs at least one of: min_winrate, max_winrate, beats, not_beats, "
+        "expectation needs at least one of: min_winrate, max_winrate, beats, equivalent_to, "
         "min_mean_reward"
     )
 

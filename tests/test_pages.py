@@ -17,7 +17,7 @@ from bench.cli import main
 from bench.leaderboard import ONLINE_METHOD_IDS, cell_table, gap_table
 from bench.pages import MARKERS, PALETTE, render_html, series_styles, write_html
 from bench.results import append_result, load_results
-from bench.stats import paired_difference, verdict_scores
+from bench.stats import crossed_difference, verdict_scores
 from bench.verdicts import outcomes_from_string
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -102,17 +102,20 @@ def assert_rows_equal_results(page: Page, results: Path) -> None:
         assert cells[4] == str(len(record["seeds"]))  # a count; the ids are in its title
         assert float(row["data-winrate"]) == record["winrate"]
         assert cells[5] == f"{record['winrate']:.3f}"
-        assert cells[6] == f"[{record['ci_low']:.3f}, {record['ci_high']:.3f}]"
+        flag = "" if record["decidable"] else " undecidable"
+        assert cells[6] == f"[{record['ci_low']:.3f}, {record['ci_high']:.3f}]{flag}"
         if math.isnan(record["lc_winrate"]):
             assert cells[7] == cells[8] == "-"
         else:
             assert cells[7] == f"{record['lc_winrate']:.3f}"
             assert cells[8] == f"[{record['lc_ci_low']:.3f}, {record['lc_ci_high']:.3f}]"
         assert int(cells[9]) == record["n"] and int(cells[10]) == record["n_invalid"]
+        assert int(cells[11]) == record["n_failed"]
+        assert cells[12].startswith(f"{record['valid_winrate']:.3f} [")
         if math.isnan(record["mean_reward"] or math.nan):
-            assert cells[11] == "-"
+            assert cells[13] == "-"
         else:
-            assert cells[11].startswith(f"{record['mean_reward']:.3f} [")
+            assert cells[13].startswith(f"{record['mean_reward']:.3f} [")
 
 
 # -- the page's content -----------------------------------------------------------------------
@@ -150,12 +153,14 @@ def test_the_gap_is_the_paired_difference_against_dpo_pooled_over_seeds(results)
             if line.method == method and line.budget == "n=1000" and line.suite != "other-suite"
         ]
 
-    expected = paired_difference(scores("online_dpo"), scores("dpo"))
-    assert (row.gap, row.ci_low, row.ci_high, row.n) == (
+    # Seed s of online_dpo against seed s of dpo, on the same prompts: the crossed difference.
+    expected = crossed_difference(scores("online_dpo"), scores("dpo"), bounds=(-1.0, 1.0))
+    assert (row.gap, row.ci_low, row.ci_high, row.n, row.decidable) == (
         expected.value,
         expected.low,
         expected.high,
         expected.n,
+        expected.decidable,
     )
     page = Page(render_html(lines))
     assert [(r["data-method"], r["data-budget"]) for r in page.gap_rows] == list(
