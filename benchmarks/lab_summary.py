@@ -15,16 +15,14 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from bench.pooling import difference, pool
+from bench.power import minimum_detectable_effect
 from bench.results import ResultLine, latest_per_cell, load_results
-from bench.stats import paired_difference, pooled_bootstrap_mean, verdict_scores
+from bench.stats import WINRATE_BOUNDS, crossed_mean, verdict_scores
 from bench.verdicts import outcomes_from_string
 
 OFFLINE = "dpo"
 LAB_SUITES = ("micro-lab-keywords", "micro-lab-hidden", "micro-lab-smoke")
-
-
-def scores(line: ResultLine) -> list[float]:
-    return verdict_scores(outcomes_from_string(line.outcomes))
 
 
 def mean_of(values: list[float | None]) -> str:
@@ -45,7 +43,10 @@ def summarise(lines: list[ResultLine], suite: str) -> None:
         key=lambda b: next(x.n_pairs for x in lines if x.budget == b),
     )
     print(f"\n## {suite} (v{lines[0].suite_version}, judge {lines[0].judge['id']})\n")
-    print("Winrate against the references, pooled over seeds (95% CI, seeds x prompts):\n")
+    print(
+        "Winrate against the references (invalid outputs lost), pooled over seeds (95% CI, "
+        "crossed seeds x prompts):\n"
+    )
     print("| method | " + " | ".join(budgets) + " |")
     print("|---|" + "---|" * len(budgets))
     for method in methods:
@@ -55,8 +56,12 @@ def summarise(lines: list[ResultLine], suite: str) -> None:
             if not by_seed:
                 row.append("-")
                 continue
-            estimate = pooled_bootstrap_mean([scores(by_seed[s]) for s in sorted(by_seed)])
-            row.append(f"{estimate.value:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]")
+            estimate = pool([by_seed[s] for s in sorted(by_seed)]).winrate
+            row.append(
+                f"{estimate.value:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
+                if estimate
+                else "-"
+            )
         print(f"| {method} | " + " | ".join(row) + " |")
 
     print(f"\nOnline minus offline ({OFFLINE}), paired over the same prompts and seeds:\n")
@@ -72,13 +77,21 @@ def summarise(lines: list[ResultLine], suite: str) -> None:
             if not seeds:
                 row.append("-")
                 continue
-            diff = paired_difference(
-                [scores(mine[s]) for s in seeds], [scores(theirs[s]) for s in seeds]
-            )
+            diff = difference([mine[s] for s in seeds], [theirs[s] for s in seeds])
+            if diff is None:
+                row.append("-")
+                continue
             mark = " *" if diff.low > 0 else (" (-)" if diff.high < 0 else "")
-            row.append(f"{diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]{mark}")
+            mark += "" if diff.decidable else " ?"
+            row.append(
+                f"{diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]{mark} "
+                f"(MDE {minimum_detectable_effect(diff):.3f})"
+            )
         print(f"| {method} | " + " | ".join(row) + " |")
-    print("\n`*`: the CI lies above 0; `(-)`: below 0.")
+    print(
+        "\n`*`: the CI lies above 0; `(-)`: below 0; `?`: undecidable (fewer than 3 seeds). "
+        "MDE: the difference this design detects with 80% power (bench.power)."
+    )
 
     print(
         "\nDiagnostics, mean over seeds: the verifier's held-out accuracy and BT likelihood, "
@@ -131,7 +144,8 @@ def summarise(lines: list[ResultLine], suite: str) -> None:
                         for line in by_seed
                         if n in line.metrics["variants"]
                     ]
-                    row.append(f"{pooled_bootstrap_mean(groups).value:.3f}" if groups else "-")
+                    value = crossed_mean(groups, bounds=WINRATE_BOUNDS).value if groups else None
+                    row.append(f"{value:.3f}" if value is not None else "-")
                 print(f"| {method} | {budget} | " + " | ".join(row) + " |")
 
 

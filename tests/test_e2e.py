@@ -47,7 +47,7 @@ def test_cli_runs_the_suite_and_a_rerun_reuses_every_cell(
         ("dpo", "n=120"),
     ]
     for line in lines:
-        assert line["n"] + line["n_invalid"] == 60
+        assert line["n"] + line["n_failed"] == 60
         assert line["ci_low"] <= line["winrate"] <= line["ci_high"]
         assert len(line["outcomes"]) == 60
         assert set(line["timings"]) == {"base", "pool", "train", "generate", "judge", "diagnostics"}

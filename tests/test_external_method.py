@@ -106,7 +106,7 @@ def test_run_pytest_submit_and_both_pages(installed, workdir, tmp_path_factory, 
     (line,) = [json.loads(text) for text in (workdir / "results" / "tiny-keywords.jsonl").open()]
     assert (line["method"], line["method_id"], line["budget"]) == (METHOD, METHOD, "n=40")
     assert line["metrics"]["train"]["informative_pairs"] <= 40
-    assert line["n"] + line["n_invalid"] == 60
+    assert line["n"] + line["n_failed"] == 60
 
     # pytest, through the plugin: the same cell, answered from the cache.
     tests = in_subprocess(

@@ -134,7 +134,7 @@ def test_every_method_has_a_result_line(lab: dict[str, Any]) -> None:
     assert sorted(lines) == sorted([*TRAINED, "best_of_n"])
     for line in lines.values():
         assert line["n_pairs"] == N_PAIRS
-        assert line["n"] + line["n_invalid"] == N_EVAL
+        assert line["n"] + line["n_failed"] == N_EVAL  # invalid outputs are in n (losses)
         assert len(line["outcomes"]) == N_EVAL
         assert line["metrics"]["counters"]["pairs_used"] == N_PAIRS
         assert "diagnostics" in line["timings"]
@@ -253,7 +253,7 @@ def test_best_of_n_variants_are_judged(lab: dict[str, Any]) -> None:
     for variant in variants.values():
         assert len(variant["outcomes"]) == N_EVAL
         winrate = variant["winrate"]
-        assert winrate["n"] + variant["outcomes"].count("I") == N_EVAL
+        assert winrate["n"] + variant["outcomes"].count("F") == N_EVAL
         assert winrate["low"] <= winrate["value"] <= winrate["high"]
     # The headline is the largest N.
     assert lines["best_of_n"]["outcomes"] == variants["n=4"]["outcomes"]

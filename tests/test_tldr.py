@@ -678,8 +678,8 @@ def test_the_small_tier_runs_sft_and_dpo_on_a_pretrained_model_by_path(tmp_path:
     # The whole pool (a fraction 1.0) is every fixture pair.
     assert [(line["method"], line["n_pairs"]) for line in lines] == [("sft", 48), ("dpo", 48)]
     for line in lines:
-        assert len(line["outcomes"]) == 8 and line["n"] + line["n_invalid"] == 8
-        assert line["n"] >= 4  # the tiny SFT model mostly ends its summaries
+        assert len(line["outcomes"]) == 8 and line["n"] + line["n_failed"] == 8
+        assert line["n"] - line["n_invalid"] >= 4  # the tiny SFT model mostly ends its summaries
         assert line["config"]["task"]["params"]["max_query_tokens"] == 512
         assert line["config"]["base_model"]["path"] == str(TINY_MODEL)
     sft, dpo = lines
