@@ -1,35 +1,26 @@
-"""Winrates and differences with bootstrap confidence intervals; numpy only.
+"""Winrates, mean rewards and differences with confidence intervals; numpy only.
 
-Every number the suite reports is an :class:`Estimate`: a point estimate, a percentile
-confidence interval and the number of valid observations behind it. Per-prompt values are
-float arrays in which NaN marks an invalid observation (an unparseable judge answer, say): it is
-dropped and not counted in ``n``, never folded into a side.
+Every number pftbench reports comes from :func:`crossed_mean` / :func:`crossed_difference`: the
+grand mean of a ``[k seeds, n prompts]`` grid with an interval from the variance components of
+that crossed design (every seed is judged on the same prompts), a t quantile per component, and
+for bounded scores a Wilson-type score interval; their docstrings give the equations, the
+references and the simulated coverage (benchmarks/coverage_bench.py). One result line is the
+``k = 1`` case (:func:`winrate_estimate`, :func:`mean_reward_estimate`); `bench.pooling` pools
+a cell's seeds and pairs two cells.
 
-Estimators, for per-prompt values ``x`` (one array per training seed ``s = 1..k``):
+Per-prompt scores (:func:`verdict_scores`): a win 1, a tie 1/2, a loss 0, an invalid output 0
+(the policy's failure is a loss), a failed judgment NaN (left out). ``valid_only=True`` leaves
+invalid outputs out too, for the secondary valid-only winrate. NaN marks a value to leave out:
+it is dropped and not counted in ``n``.
 
-- Winrate: a verdict scores 1 for a win, 1/2 for a tie, 0 for a loss, NaN when invalid
-  (:func:`verdict_scores`), so ``winrate = (wins + ties / 2) / n_valid`` is the mean score.
-- One run (:func:`bootstrap_mean`): ``mean(x)`` over the valid values, with the percentile
-  bootstrap over observations: draw ``n`` values with replacement ``B`` times, take the
-  ``(1 - c) / 2`` and ``(1 + c) / 2`` quantiles of the ``B`` resampled means.
-- Several seeds (:func:`pooled_bootstrap_mean`): ``(1 / k) * sum_s mean(x_s)``, each seed
-  weighing the same whatever its number of valid prompts. Interval by the hierarchical
-  (two-stage) bootstrap: draw ``k`` seeds with replacement, then redraw the prompts within each
-  drawn seed, and average the ``k`` resampled seed means; percentile interval as above. The
-  seed stage carries run-to-run variation (a method is judged by what it does on a fresh seed,
-  not on the seeds we happened to run); the prompt stage carries the finite evaluation set.
-  With a single seed the seed stage is a no-op and this is exactly :func:`bootstrap_mean`.
-  With few seeds the interval is approximate: redrawing prompts inside redrawn seeds counts
-  the prompt noise twice (too wide when seeds agree), while k seeds redrawn with replacement
-  see only (k - 1) / k of the seed-to-seed variance (too narrow when seeds disagree a lot).
-  Simulated in tests/test_stats.py: 3 seeds, 200 prompts, seed sd about the prompt standard
-  error -> 95% intervals cover the grand mean about 95% of the time.
-- Two methods on the same prompts (:func:`paired_difference`): the same estimator applied to
-  the per-prompt differences ``a - b``, so resampling a prompt keeps its pair together and the
-  prompt difficulty shared by both methods cancels out of the interval.
-
-Resamples are drawn as index matrices of shape ``[n_resamples, n]`` from
-``np.random.default_rng(seed)``: the same inputs and seed give the same numbers.
+The bootstrap estimators (:func:`bootstrap_mean`, :func:`pooled_bootstrap_mean`,
+:func:`paired_difference`) are what pftbench reported before issue 10. The hierarchical one
+redraws prompts independently within each seed, which under-covers when seeds share their
+prompts (0.785-0.945 in the lab's regime); they are kept as the "old" column of the coverage
+benchmark, and :func:`length_controlled_winrate` still resamples this way (its multi-seed
+interval is approximate, as the README says). Resamples are drawn as index matrices of shape
+``[n_resamples, n]`` from ``np.random.default_rng(seed)``: the same inputs and seed give the
+same numbers.
 """
 
 from __future__ import annotations
