@@ -25,6 +25,7 @@ same numbers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -1006,7 +1007,19 @@ def student_t_quantile(probability: float, df: ArrayLike) -> np.ndarray:
     """
     if not 0.5 < probability < 1.0:
         raise ValueError(f"probability must lie in (1/2, 1), got {probability}")
-    df = np.asarray(df, dtype=np.float64)
+    if np.ndim(df) == 0:
+        # Scalars recur (t_{k-1}, t_{n-1} for every cell of a leaderboard): computed once.
+        return np.asarray(_scalar_t_quantile(float(probability), float(df)))
+    return _t_quantiles(probability, np.asarray(df, dtype=np.float64))
+
+
+@functools.lru_cache(maxsize=4096)
+def _scalar_t_quantile(probability: float, df: float) -> float:
+    return float(_t_quantiles(probability, np.asarray(df, dtype=np.float64)))
+
+
+def _t_quantiles(probability: float, df: np.ndarray) -> np.ndarray:
+    """:func:`student_t_quantile` of an array of df, by bisection (its docstring)."""
     finite_df = np.where(np.isfinite(df), np.minimum(df, 1e6), 1e6)  # t_1e6 = normal to 1e-6
     tail = 2.0 * (1.0 - probability)  # two-sided tail mass I_x(df/2, 1/2) at the quantile
     low = np.zeros_like(finite_df)
