@@ -118,6 +118,17 @@ def _parser() -> argparse.ArgumentParser:
         help="cache root (default $PFTBENCH_CACHE_DIR or ~/.cache/pftbench)",
     )
     run.add_argument("--run-slow", action="store_true", help="also run suites marked slow")
+    run.add_argument(
+        "--regression",
+        action="store_true",
+        help="also compare every cell with the committed leaderboard (as `pftbench check`)",
+    )
+    run.add_argument(
+        "--baseline-dir",
+        type=Path,
+        default=LEADERBOARD_RESULTS_DIR,
+        help="the committed result lines --regression compares with (default leaderboard/results)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_threads_option(run)
     run.add_argument(
@@ -211,49 +222,60 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    """Run, check expectations, and with --regression compare (`bench.session`)."""
+    from bench.selection import check_groups
 
-    from bench.cache import Cache
-    from bench.leaderboard import print_table
-    from bench.runner import Runner
-    from bench.selection import check_filters, check_groups, load_all, missing_resources
-
-    suites = load_all(args.suites)
-    check_filters(suites, args.method, args.budget, args.seed)
-    cache = Cache(args.cache_dir) if args.cache_dir else Cache.default()
-    runner = Runner(cache, args.results_dir, progress=not args.no_progress, log=tqdm.write)
-    cells = []
-    for suite in suites:
-        reasons = missing_resources(suite, args.run_slow)
-        if reasons:
-            print(f"skipped {suite.source}: {'; '.join(reasons)}")
-            continue
-        cells += suite.cells(args.method, args.budget, args.seed)
-    if not cells:
+    session, selection = _session(args, args.results_dir, args.regression)
+    if not selection.cells:
         print("no cell matches the filters")
         return 0
     start = time.perf_counter()
-    lines = {}
-    try:
-        for cell in tqdm(cells, desc="cells", disable=args.no_progress):
-            lines[cell] = runner.run_cell(cell)
-    finally:
-        runner.close_backends()
-    print(print_table(list(lines.values())))
-    failures = []
-    for group in check_groups(cells):
-        for sentence in runner.check(group.cell, lines[group.cell], list(group.seeds)):
-            failures.append(f"{group.cell.suite.name} {group.id}: {sentence}")
-    n_checks = sum(len(g.cell.suite.expectations_for(g.cell)) for g in check_groups(cells))
+    session.run_all(selection.cells, _progress(args))
+    groups = check_groups(selection.cells)
+    failures = [
+        f"{group.cell.suite.name} {group.id}: {sentence}"
+        for group in groups
+        for sentence in session.check(group)
+    ]
+    failures += [f for f in map(session.regression_failure, selection.cells) if f]
+    for text in session.report():
+        print(text)
+    n_checks = sum(len(g.cell.suite.expectations_for(g.cell)) for g in groups)
+    n_failed = len(failures) - sum(1 for c in selection.cells if session.regression_failure(c))
     print(
-        f"{len(cells)} cells in {time.perf_counter() - start:.1f} s; "
-        f"expectations: {n_checks - len(failures)} held, {len(failures)} failed"
+        f"{len(selection.cells)} cells in {time.perf_counter() - start:.1f} s; "
+        f"expectations: {n_checks - n_failed} held, {n_failed} failed"
     )
     for failure in failures:
         print(f"FAILED {failure}")
     if args.results_dir is not None:
         print(f"result lines in {args.results_dir}/")
     return 1 if failures else 0
+
+
+def _session(args: argparse.Namespace, results_dir: Path | None, regression: bool) -> tuple:
+    """The session and selection `run` and `check` share: the baseline read first (before any
+    line is written), then the suites selected, the runner built."""
+    from tqdm.auto import tqdm
+
+    from bench.cache import Cache
+    from bench.regression import Baseline
+    from bench.runner import Runner
+    from bench.session import Session, select
+
+    baseline = Baseline.snapshot(args.baseline_dir) if regression else None
+    selection = select(args.suites, args.method, args.budget, args.seed, args.run_slow)
+    for skipped in selection.skipped:
+        print(f"skipped {skipped}")
+    cache = Cache(args.cache_dir) if args.cache_dir else Cache.default()
+    runner = Runner(cache, results_dir, progress=not args.no_progress, log=tqdm.write)
+    return Session(runner, baseline), selection
+
+
+def _progress(args: argparse.Namespace):
+    from tqdm.auto import tqdm
+
+    return lambda cells: tqdm(cells, desc="cells", disable=args.no_progress)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -343,38 +365,17 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    """Rerun (from the cache) and compare with the committed leaderboard; nothing is written."""
+    from bench.regression import summary
 
-    from bench.cache import Cache
-    from bench.regression import Baseline, is_failure, summary
-    from bench.runner import Runner
-    from bench.selection import check_filters, load_all, missing_resources
-
-    # The baseline is read before anything runs; the runner writes no result line here.
-    baseline = Baseline.snapshot(args.baseline_dir)
-    suites = load_all(args.suites)
-    check_filters(suites, args.method, args.budget, args.seed)
-    cache = Cache(args.cache_dir) if args.cache_dir else Cache.default()
-    runner = Runner(cache, None, progress=not args.no_progress, log=tqdm.write)
-    cells = []
-    for suite in suites:
-        reasons = missing_resources(suite, args.run_slow)
-        if reasons:
-            print(f"skipped {suite.source}: {'; '.join(reasons)}")
-            continue
-        cells += suite.cells(args.method, args.budget, args.seed)
-    try:
-        comparisons = [
-            baseline.compare(runner.run_cell(cell))
-            for cell in tqdm(cells, desc="cells", disable=args.no_progress)
-        ]
-    finally:
-        runner.close_backends()
-    for comparison in comparisons:
-        failed = is_failure(comparison.status)
+    session, selection = _session(args, None, regression=True)
+    session.run_all(selection.cells, _progress(args))
+    for cell in selection.cells:
+        comparison = session.comparisons[cell]
+        failed = session.regression_failure(cell) is not None
         print(("FAILED " if failed else f"{comparison.status.value}: ") + comparison.sentence)
-    print(summary(comparisons, baseline))
-    return 1 if any(is_failure(c.status) for c in comparisons) else 0
+    print(summary(list(session.comparisons.values()), session.baseline))
+    return 1 if any(map(session.regression_failure, selection.cells)) else 0
 
 
 if __name__ == "__main__":

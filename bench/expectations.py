@@ -17,7 +17,7 @@ the seeds or prompts it would take (`bench.power`), rather than passing for lack
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 
 from bench.config import Expectation
 from bench.pooling import difference, pool
@@ -31,15 +31,16 @@ def check_expectation(
     method: str,
     budget: str,
     seeds: list[int],
-    lines_of: Callable[[str], list[ResultLine]],
+    lines: Mapping[str, list[ResultLine]],
 ) -> list[str]:
     """Plain sentences, one per part of `expectation` that fails for `method` at `budget`.
 
-    `lines_of(name)` gives the lines of method entry `name` at this budget, one per seed of
-    `seeds`, in that order (running the cells if they are not cached).
+    A pure function of result lines: `lines[name]` holds the lines of method entry `name` at
+    this budget, one per seed of `seeds`, in that order, for `method` and every entry the
+    expectation compares with (the session runs them first, `bench.session`).
     """
     where = f"{method} at {budget} ({_seed_words(seeds)})"
-    numbers = pool(lines_of(method))
+    numbers = pool(lines[method])
     failures = []
     winrate = numbers.winrate
     if expectation.min_winrate is not None and not (
@@ -64,13 +65,13 @@ def check_expectation(
                 f"{expectation.min_mean_reward}."
             )
     if expectation.beats is not None:
-        failure = beats_failure(difference(lines_of(method), lines_of(expectation.beats)))
+        failure = beats_failure(difference(lines[method], lines[expectation.beats]))
         if failure:
             failures.append(f"{where} was expected to beat {expectation.beats}, but {failure}")
     if expectation.equivalent_to is not None:
         assert expectation.margin is not None  # the config requires it
         failure = equivalence_failure(
-            difference(lines_of(method), lines_of(expectation.equivalent_to)),
+            difference(lines[method], lines[expectation.equivalent_to]),
             expectation.margin,
         )
         if failure:

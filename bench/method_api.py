@@ -25,6 +25,7 @@ from bench import distributed
 from bench.cache import Cache
 from bench.generation import Decoding, GenerationBackend
 from bench.hashing import content_hash
+from bench.stage_store import METADATA_FILE, StageStore
 from bench.tasks.base import PreferencePair, Sample, Task
 
 
@@ -39,10 +40,6 @@ class GenerationContext:
     """The suite's evaluation decoding (length limits, top_p, seed)."""
     backend: GenerationBackend
     """The suite's generation backend (`generate(model_dir, prompts, decoding)`)."""
-
-
-METADATA_FILE = "pftbench.json"
-"""What produced a model directory (config, metrics, wall time), written by the runner."""
 
 
 @dataclass
@@ -92,22 +89,10 @@ class MethodContext:
         """`compute()` once per distinct `key_parts`, then from the cache (e.g. reference logps).
 
         Under accelerate launch every process calls `compute()` (which may split its work over
-        them with `bench.distributed.map_shards`) and the main process writes the result."""
-        key = content_hash(key_parts)
-        if distributed.is_distributed():
-            distributed.barrier()
-            if self.cache.has(kind, key):
-                return self.cache.read_json(kind, key)
-            value = compute()
-            if distributed.is_main():
-                self.cache.write_json(kind, key, value)
-            return value
-        with self.cache.lock(kind, key):
-            if self.cache.has(kind, key):
-                return self.cache.read_json(kind, key)
-            value = compute()
-            self.cache.write_json(kind, key, value)
-            return value
+        them with `bench.distributed.map_shards`) and the main process writes the result: the
+        protocol of `bench.stage_store`."""
+        store = StageStore(self.cache)
+        return store.json(kind, content_hash(key_parts), compute, every_process=True)
 
     def save_base_as_policy(self) -> None:
         """The policy is the base model itself: link its files (no copy) into output_dir.

@@ -30,10 +30,8 @@ import pytest
 from bench.config import Cell, Suite, is_suite_file, load_suite
 from bench.errors import ConfigError
 
-_RUNNER = pytest.StashKey[Any]()
-_LINES = pytest.StashKey[dict]()
+_SESSION = pytest.StashKey[Any]()
 _BASELINE = pytest.StashKey[Any]()
-_COMPARISONS = pytest.StashKey[list]()
 _SUITES = pytest.StashKey[list]()
 _SUITE_SKIPS = pytest.StashKey[dict]()
 
@@ -111,15 +109,13 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
-    config.stash[_LINES] = {}
-    config.stash[_COMPARISONS] = []
     config.stash[_SUITES] = []
     config.stash[_SUITE_SKIPS] = {}
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _RUNNER in config.stash:
-        config.stash[_RUNNER].close_backends()
+    if _SESSION in config.stash:
+        config.stash[_SESSION].runner.close_backends()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -162,21 +158,15 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.section("skipped, by reason")
         for line in skip_summary(skips):
             terminalreporter.write_line(line)
-    lines = config.stash.get(_LINES, {})
-    if lines:
-        from bench.leaderboard import print_table
-
+    session = config.stash.get(_SESSION, None)
+    if session is not None and session.lines:
+        report = session.report()
         terminalreporter.section("pftbench results")
-        terminalreporter.write_line(print_table(list(lines.values())))
-    comparisons = config.stash.get(_COMPARISONS, [])
-    if comparisons:
-        from bench.regression import Status, summary
-
-        terminalreporter.section("pftbench regression check")
-        for comparison in comparisons:
-            if comparison.status is not Status.HELD:
-                terminalreporter.write_line(f"{comparison.status.value}: {comparison.sentence}")
-        terminalreporter.write_line(summary(comparisons, config.stash[_BASELINE]))
+        terminalreporter.write_line(report[0])
+        if session.comparisons:
+            terminalreporter.section("pftbench regression check")
+            for line in report[1:]:
+                terminalreporter.write_line(line)
 
 
 @dataclass(frozen=True)
@@ -244,17 +234,18 @@ def baseline_dir(config: pytest.Config) -> Path:
     return Path(baseline) if baseline else config.rootpath / "leaderboard" / "results"
 
 
-def runner_for(config: pytest.Config) -> Any:
-    if _RUNNER not in config.stash:
+def session_for(config: pytest.Config) -> Any:
+    """The run's `bench.session.Session`: one runner, every line kept, the baseline if any."""
+    if _SESSION not in config.stash:
         from bench.cache import Cache
         from bench.runner import Runner
+        from bench.session import Session
 
         cache_dir = config.getoption("pftbench_cache_dir")
         cache = Cache(Path(cache_dir)) if cache_dir else Cache.default()
-        config.stash[_RUNNER] = Runner(
-            cache, results_dir_for(config), progress=False, log=lambda _: None
-        )
-    return config.stash[_RUNNER]
+        runner = Runner(cache, results_dir_for(config), progress=False, log=lambda _: None)
+        config.stash[_SESSION] = Session(runner, config.stash.get(_BASELINE, None))
+    return config.stash[_SESSION]
 
 
 class SuiteFile(pytest.File):
@@ -305,21 +296,20 @@ class CellItem(pytest.Item):
         self.cell = cell
 
     def runtest(self) -> None:
-        runner = runner_for(self.config)
-        line = runner.run_cell(self.cell)
-        self.config.stash[_LINES][self.cell] = line
+        from bench.selection import CheckGroup
+
+        session = session_for(self.config)
+        line = session.run(self.cell)
         self.user_properties.append(
             ("winrate", f"{line.winrate:.4f} [{line.ci_low:.4f}, {line.ci_high:.4f}]")
         )
-        failures = runner.check(self.cell, line) if len(self.suite.seeds) == 1 else []
-        if _BASELINE in self.config.stash:
-            from bench.regression import is_failure
-
-            comparison = self.config.stash[_BASELINE].compare(line)
-            self.config.stash[_COMPARISONS].append(comparison)
-            self.user_properties.append(("regression", comparison.status.value))
-            if is_failure(comparison.status):
-                failures.append(comparison.sentence)
+        one_seed = len(self.suite.seeds) == 1
+        failures = session.check(CheckGroup(self.cell, (self.cell.seed,))) if one_seed else []
+        if self.cell in session.comparisons:
+            self.user_properties.append(("regression", session.comparisons[self.cell].status.value))
+        shifted = session.regression_failure(self.cell)
+        if shifted:
+            failures.append(shifted)
         if failures:
             raise ExpectationFailed("\n".join(failures))
 
@@ -340,8 +330,8 @@ class CheckItem(CellItem):
         self.seeds = seeds
 
     def runtest(self) -> None:
-        runner = runner_for(self.config)
-        line = runner.run_cell(self.cell)
-        failures = runner.check(self.cell, line, list(self.seeds))
+        from bench.selection import CheckGroup
+
+        failures = session_for(self.config).check(CheckGroup(self.cell, self.seeds))
         if failures:
             raise ExpectationFailed("\n".join(failures))

@@ -137,7 +137,7 @@ def test_check_expectation_reads_the_pooled_lines(tiny_cells):
     dpo, sft = tiny_cells
     lines = {"dpo": [dpo], "sft": [sft]}
     expectation = Expectation(method="dpo", equivalent_to="sft", margin=0.02, min_winrate=0.9)
-    failures = check_expectation(expectation, "dpo", "n=40", [0], lines.__getitem__)
+    failures = check_expectation(expectation, "dpo", "n=40", [0], lines)
     assert failures[0].startswith("dpo at n=40 (seed 0) has winrate 0.550 [")
     assert "below the expected minimum 0.9." in failures[0]
     assert failures[1].startswith("dpo at n=40 (seed 0) was expected to be within 0.02 of sft")

@@ -23,11 +23,12 @@ from bench.backends.hf import HFBackend, HFParams
 from bench.cache import Cache
 from bench.cli import main
 from bench.config import Cell, load_suite
+from bench.diagnostics import estimate_kl
 from bench.generation import Decoding
 from bench.method_api import GenerationContext
 from bench.registry import METHODS
 from bench.reward_models import load_reward_model, pair_metrics
-from bench.runner import Runner, estimate_kl
+from bench.runner import Runner
 from bench.tasks.keywords import KeywordsParams, KeywordsTask
 from methods._verifiers import score_samples
 
@@ -298,15 +299,16 @@ def test_best_of_n_is_nested(lab: dict[str, Any]) -> None:
     # Not vacuous: on some prompt the verifier preferred a later sample to the first.
     assert any(variants["n=4"][i] != samples[i][0] for i in range(N_EVAL))
 
-    # The runner judged these very outputs: each variant's mean gold reward, recomputed.
+    # The runner judged these very outputs: each variant's mean gold reward, recomputed, an
+    # invalid output at the task's worst gold reward (as in the headline mean reward).
     judged = lab["lines"]["best_of_n"]["metrics"]["variants"]
     for n in (1, 2, 4):
         rewards = [
             task.gold_reward(p, s.text) if s.finished else None
             for p, s in zip(prompts, variants[f"n={n}"], strict=True)
         ]
-        valid = [r for r in rewards if r is not None]
-        assert judged[f"n={n}"]["mean_reward"] == pytest.approx(sum(valid) / len(valid))
+        floored = [task.worst_gold_reward() if r is None else r for r in rewards]
+        assert judged[f"n={n}"]["mean_reward"] == pytest.approx(sum(floored) / len(floored))
 
 
 def test_the_same_online_cell_twice_in_fresh_caches_is_identical(lab: dict[str, Any]) -> None:
