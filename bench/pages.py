@@ -259,22 +259,8 @@ def _table_row(record: dict[str, Any], seed_lines: list[ResultLine]) -> str:
         (str(record["n"]), record["n"]),
         (str(record["n_invalid"]), record["n_invalid"]),
         (str(record["n_failed"]), record["n_failed"]),
-        (
-            _num(record["valid_winrate"])
-            + " "
-            + _ci(record["valid_ci_low"], record["valid_ci_high"])
-            if has_valid
-            else "-",
-            record["valid_winrate"] if has_valid else "",
-        ),
-        (
-            _num(record["mean_reward"])
-            + " "
-            + _ci(record["reward_ci_low"], record["reward_ci_high"])
-            if has_reward
-            else "-",
-            record["mean_reward"] if has_reward else "",
-        ),
+        _with_ci(record, "valid_winrate", "valid_ci_low", "valid_ci_high", has_valid),
+        _with_ci(record, "mean_reward", "reward_ci_low", "reward_ci_high", has_reward),
     ]
     tds = "".join(
         f'<td class="{"num" if numeric else "text"}" data-sort="{_e(sort)}">{shown}</td>'
@@ -298,6 +284,15 @@ def _table_row(record: dict[str, Any], seed_lines: list[ResultLine]) -> str:
         + "".join(_provenance(line) for line in seed_lines)
         + "</td></tr>"
     )
+
+
+def _with_ci(
+    record: dict[str, Any], value: str, low: str, high: str, present: bool
+) -> tuple[str, Any]:
+    """A table cell "value [low, high]" and its sort key; "-" where the number is missing."""
+    if not present:
+        return "-", ""
+    return _num(record[value]) + " " + _ci(record[low], record[high]), record[value]
 
 
 def _provenance(line: ResultLine) -> str:
