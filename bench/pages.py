@@ -57,7 +57,7 @@ TABLE_COLUMNS = (
     ("n", True),
     ("invalid", True),
     ("failed", True),
-    ("valid-only winrate [95% CI]", True),
+    ("valid only [95% CI]", True),
     ("reward [95% CI]", True),
 )
 
