@@ -1,6 +1,6 @@
 """The rules that decide whether a suite's expectation holds, one sentence per failure.
 
-Numbers pool the seeds run (`bench.pooling`: crossed seeds x prompts intervals).
+Numbers pool the seeds run (`bench.summary`: crossed seeds x prompts intervals).
 
 - ``min_winrate`` / ``max_winrate`` / ``min_mean_reward``: the pooled point estimate against the
   bound.
@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bench.config import Expectation
-from bench.pooling import difference, pool
 from bench.power import minimum_detectable_effect, replication_needed
 from bench.results import ResultLine
 from bench.stats import CrossedEstimate
+from bench.summary import difference, pool
 
 
 def check_expectation(

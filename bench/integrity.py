@@ -4,7 +4,7 @@ A result line states numbers (winrate, its CI, mean reward, its CI) and the per-
 come from (`outcomes`, `rewards`). Both `pftbench submit` (a bundle line) and `pftbench check`
 (a committed line, before a fresh rerun is compared with it) ask this module whether the numbers
 are what the data gives, with the very function the runner wrote them with
-(`bench.results.line_numbers`), so a recomputation of an honest line gives back exactly its
+(`bench.summary.line_numbers`), so a recomputation of an honest line gives back exactly its
 numbers. The counts (wins, losses, ties, n, n_invalid, n_failed) are checked against `outcomes`
 when a line is loaded (`ResultLine`'s validator): a line whose counts disagree never loads.
 A line's `reward_floor` (what an invalid output counts as in its mean reward) is checked against
@@ -29,7 +29,8 @@ from pydantic import ValidationError
 from bench.hashing import content_hash
 from bench.judging import Replay
 from bench.registry import JUDGES, UnknownNameError
-from bench.results import NUMBER_FIELDS, ResultLine, line_numbers
+from bench.results import ResultLine
+from bench.summary import NUMBER_FIELDS, line_numbers
 from bench.tasks.base import Task, build_task
 
 NUMBER_TOLERANCE = 1e-6
@@ -62,7 +63,7 @@ def number_discrepancies(line: ResultLine) -> list[Discrepancy]:
 
     winrate, valid_winrate and their CIs are recomputed from `outcomes` (NaN when no prompt
     counts); mean_reward and its CI from `rewards` and `reward_floor` (None when there is no
-    reward), all by `bench.results.line_numbers`.
+    reward), all by `bench.summary.line_numbers`.
     """
     recomputed = line_numbers(line.outcomes, line.rewards, line.reward_floor)
     return [

@@ -2,7 +2,7 @@
 
 Numbers are recomputed from the per-prompt `outcomes` and `rewards` stored in the result lines,
 not averaged from their summary fields, so that several seeds are pooled as the crossed seeds x
-prompts design they are (`bench.pooling`). With one seed the recomputation gives back exactly the
+prompts design they are (`bench.summary`). With one seed the recomputation gives back exactly the
 numbers of the stored line. Each suite also states its minimum detectable effect (`mde_table`).
 """
 
@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 
 from bench.cache import atomic_write_text
-from bench.pooling import CellNumbers, difference, pool, scores
 from bench.power import POWER, minimum_detectable_effect
 from bench.results import ResultLine, load_results
 from bench.stats import CrossedEstimate, Estimate, length_controlled_winrate
+from bench.summary import CellNumbers, difference, pool, scores
 
 CELL_COLUMNS = [
     "suite",
@@ -276,7 +276,7 @@ def gap_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
     For each method entry whose id is in ONLINE_METHOD_IDS, at each budget where the suite also
     has the offline baseline (the entry named OFFLINE_BASELINE_ID, else the first entry with that
     id), `gap` is the paired winrate difference online - offline on the same prompts
-    (`bench.pooling.difference`), pooled over the seeds both ran; columns GAP_COLUMNS.
+    (`bench.summary.difference`), pooled over the seeds both ran; columns GAP_COLUMNS.
     """
     rows = []
     for (suite, version, tier, judge), cells in _sections_of(lines).items():

@@ -3,7 +3,7 @@
 Schema 1 -> 2 (issue 10): an invalid output now counts as a loss in the winrate and at the
 judge's worst score in the mean reward, a failed judgment has its own letter (F), and the
 valid-only winrate is kept as a secondary number. Nothing is retrained or rejudged: every number
-is recomputed from the per-prompt records the line already holds (`bench.results.line_numbers`).
+is recomputed from the per-prompt records the line already holds (`bench.summary.line_numbers`).
 
 - An ``I`` of an LLM-pairwise line whose `order_answers` record answers was the judge's failure
   on a valid output: it becomes ``F``. (Its ``None`` answers mark an output never sent, an
@@ -23,7 +23,8 @@ from typing import Any
 
 from bench.cache import atomic_write_text
 from bench.hashing import content_hash
-from bench.results import SCHEMA_VERSION, ResultLine, line_numbers
+from bench.results import SCHEMA_VERSION, ResultLine
+from bench.summary import line_numbers
 from bench.tasks.base import Task, build_task
 from bench.verdicts import Verdict
 

@@ -1,6 +1,6 @@
 """A cell's result line, assembled from what its stages produced.
 
-Every number comes from `bench.results.line_numbers` (the one derivation of a line's numbers);
+Every number comes from `bench.summary.line_numbers` (the one derivation of a line's numbers);
 this module gathers the records, the judge's identity, the config and the diagnostics around it.
 """
 
@@ -12,8 +12,9 @@ from typing import Any
 from bench.config import Cell
 from bench.hashing import content_hash
 from bench.judging import worst_score
-from bench.results import ResultLine, line_numbers, provenance
+from bench.results import ResultLine, provenance
 from bench.stats import mean_reward_estimate, winrate_estimate
+from bench.summary import line_numbers
 from bench.tasks.base import PreferencePair, Sample, Task
 from bench.verdicts import outcomes_from_string
 

@@ -229,58 +229,6 @@ class ResultLine(BaseModel):
         return self
 
 
-NUMBER_FIELDS = (
-    "winrate",
-    "ci_low",
-    "ci_high",
-    "valid_winrate",
-    "valid_ci_low",
-    "valid_ci_high",
-    "mean_reward",
-    "reward_ci_low",
-    "reward_ci_high",
-)
-"""The stated numbers of a line that `line_numbers` derives from its per-prompt records."""
-
-
-def line_numbers(
-    outcomes: str, rewards: list[float | None] | None, reward_floor: float | None
-) -> dict[str, Any]:
-    """Every summary field of a result line, from its per-prompt records: the one derivation.
-
-    The runner writes a line with it, `pftbench migrate` rewrites old lines with it, and
-    `bench.integrity` recomputes a stated line with it. Returns the counts (wins, losses, ties,
-    n_invalid, n_failed, n), the headline winrate and its CI (`bench.stats.winrate_estimate`:
-    invalid outputs are losses), the valid-only winrate, and the mean reward with invalid
-    outputs at `reward_floor` (`bench.stats.mean_reward_estimate`), with `reward_floor` itself.
-    """
-    from bench.stats import mean_reward_estimate, winrate_estimate
-    from bench.verdicts import outcomes_from_string
-
-    verdicts = outcomes_from_string(outcomes)
-    winrate = winrate_estimate(verdicts)
-    valid = winrate_estimate(verdicts, valid_only=True)
-    reward = mean_reward_estimate(rewards, reward_floor)
-    return {
-        "winrate": winrate.value,
-        "ci_low": winrate.low,
-        "ci_high": winrate.high,
-        "n": winrate.n,
-        "n_invalid": outcomes.count(Verdict.INVALID.value),
-        "n_failed": outcomes.count(Verdict.FAILED.value),
-        "wins": outcomes.count(Verdict.WIN.value),
-        "losses": outcomes.count(Verdict.LOSS.value),
-        "ties": outcomes.count(Verdict.TIE.value),
-        "valid_winrate": valid.value,
-        "valid_ci_low": valid.low,
-        "valid_ci_high": valid.high,
-        "mean_reward": reward.value if reward else None,
-        "reward_ci_low": reward.low if reward else None,
-        "reward_ci_high": reward.high if reward else None,
-        "reward_floor": reward_floor,
-    }
-
-
 def provenance(repo_dir: Path) -> dict[str, Any]:
     """Where a result came from: git_commit, git_dirty, packages and hardware.
 

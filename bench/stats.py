@@ -5,7 +5,7 @@ grand mean of a ``[k seeds, n prompts]`` grid with an interval from the variance
 that crossed design (every seed is judged on the same prompts), a t quantile per component, and
 for bounded scores a Wilson-type score interval; their docstrings give the equations, the
 references and the simulated coverage (benchmarks/coverage_bench.py). One result line is the
-``k = 1`` case (:func:`winrate_estimate`, :func:`mean_reward_estimate`); `bench.pooling` pools
+``k = 1`` case (:func:`winrate_estimate`, :func:`mean_reward_estimate`); `bench.summary` pools
 a cell's seeds and pairs two cells.
 
 Per-prompt scores (:func:`verdict_scores`): a win 1, a tie 1/2, a loss 0, an invalid output 0

@@ -15,10 +15,10 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from bench.pooling import difference, pool
 from bench.power import minimum_detectable_effect
 from bench.results import ResultLine, latest_per_cell, load_results
 from bench.stats import WINRATE_BOUNDS, crossed_mean, verdict_scores
+from bench.summary import difference, pool
 from bench.verdicts import outcomes_from_string
 
 OFFLINE = "dpo"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from bench.config import Cell
 from bench.hashing import content_hash
-from bench.results import ResultLine, line_numbers
+from bench.results import ResultLine
+from bench.summary import line_numbers
 from bench.tasks.base import build_task
 
 OUTCOMES = "WWLTWLWWLI" * 6

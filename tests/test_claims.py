@@ -18,8 +18,9 @@ from bench.config import Cell, Expectation, load_suite
 from bench.expectations import beats_failure, check_expectation, equivalence_failure
 from bench.migrate import migrate_v1
 from bench.power import minimum_detectable_effect, replication_needed
-from bench.results import ResultFileError, ResultLine, line_numbers, load_results
+from bench.results import ResultFileError, ResultLine, load_results
 from bench.stats import crossed_difference
+from bench.summary import line_numbers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

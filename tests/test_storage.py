@@ -26,12 +26,12 @@ from bench.results import (
     ResultLine,
     append_result,
     latest_per_cell,
-    line_numbers,
     load_results,
     provenance,
     result_path,
 )
 from bench.stats import crossed_mean, verdict_scores
+from bench.summary import line_numbers
 from bench.verdicts import outcomes_from_string
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

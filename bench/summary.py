@@ -1,31 +1,93 @@
-"""A cell's numbers pooled over its seeds, and paired differences between cells: one place.
+"""Every number of a result line and of a leaderboard cell, from per-prompt records: one place.
+
+`line_numbers` gives a result line's summary fields from its own outcomes and rewards (the
+runner writes a line with it, `pftbench migrate` rewrites old lines with it, `bench.integrity`
+recomputes a stated line with it). `pool` gives a cell's numbers over its seeds and
+`difference` the paired difference of two cells (the leaderboard, the page, the run's table,
+the expectations and the lab summary read them).
 
 Every seed of every method is judged on the same evaluation prompts, so a cell's result lines
 form a crossed ``[k seeds, n prompts]`` grid, and two methods' cells share its columns. The
 numbers here are `bench.stats.crossed_mean` / `crossed_difference` of those grids, the intervals
-the coverage benchmark checks (`benchmarks/coverage_bench.py`). The leaderboard, the page, the
-run's table and the expectations all read them from here.
+the coverage benchmark checks (`benchmarks/coverage_bench.py`).
 
 Per prompt: the headline winrate scores an invalid output (I) as a loss and leaves a failed
 judgment (F) out; the valid-only winrate leaves both out; the mean reward counts an invalid
 output at the line's `reward_floor`. A prompt left out in any seed is left out of every seed
 (listwise), so the grid stays complete. With one seed every number is exactly the one its result
-line states (`bench.results.line_numbers`).
+line states (`line_numbers`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from bench.results import ResultLine
-from bench.stats import WINRATE_BOUNDS, CrossedEstimate, crossed_mean, verdict_scores
-from bench.verdicts import outcomes_from_string
+from bench.stats import (
+    WINRATE_BOUNDS,
+    CrossedEstimate,
+    crossed_mean,
+    mean_reward_estimate,
+    verdict_scores,
+    winrate_estimate,
+)
+from bench.verdicts import Verdict, outcomes_from_string
 
 DIFFERENCE_BOUNDS = (-1.0, 1.0)
 """The range of a paired winrate difference of two scores in [0, 1]."""
+
+
+NUMBER_FIELDS = (
+    "winrate",
+    "ci_low",
+    "ci_high",
+    "valid_winrate",
+    "valid_ci_low",
+    "valid_ci_high",
+    "mean_reward",
+    "reward_ci_low",
+    "reward_ci_high",
+)
+"""The stated numbers of a line that `line_numbers` derives from its per-prompt records."""
+
+
+def line_numbers(
+    outcomes: str, rewards: list[float | None] | None, reward_floor: float | None
+) -> dict[str, Any]:
+    """Every summary field of a result line, from its per-prompt records: the one derivation.
+
+    The runner writes a line with it, `pftbench migrate` rewrites old lines with it, and
+    `bench.integrity` recomputes a stated line with it. Returns the counts (wins, losses, ties,
+    n_invalid, n_failed, n), the headline winrate and its CI (`bench.stats.winrate_estimate`:
+    invalid outputs are losses), the valid-only winrate, and the mean reward with invalid
+    outputs at `reward_floor` (`bench.stats.mean_reward_estimate`), with `reward_floor` itself.
+    """
+    verdicts = outcomes_from_string(outcomes)
+    winrate = winrate_estimate(verdicts)
+    valid = winrate_estimate(verdicts, valid_only=True)
+    reward = mean_reward_estimate(rewards, reward_floor)
+    return {
+        "winrate": winrate.value,
+        "ci_low": winrate.low,
+        "ci_high": winrate.high,
+        "n": winrate.n,
+        "n_invalid": outcomes.count(Verdict.INVALID.value),
+        "n_failed": outcomes.count(Verdict.FAILED.value),
+        "wins": outcomes.count(Verdict.WIN.value),
+        "losses": outcomes.count(Verdict.LOSS.value),
+        "ties": outcomes.count(Verdict.TIE.value),
+        "valid_winrate": valid.value,
+        "valid_ci_low": valid.low,
+        "valid_ci_high": valid.high,
+        "mean_reward": reward.value if reward else None,
+        "reward_ci_low": reward.low if reward else None,
+        "reward_ci_high": reward.high if reward else None,
+        "reward_floor": reward_floor,
+    }
 
 
 @dataclass(frozen=True)
