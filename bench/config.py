@@ -47,6 +47,7 @@ from pydantic import (
 
 from bench import registry
 from bench.errors import MISSING, NO_VALUE, ConfigError, ConfigIssue
+from bench.tasks.base import TASK_CAPABILITIES, Task, build_task
 
 _MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True)
 
@@ -55,6 +56,40 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
 
 Loc = tuple[str | int, ...]
 """A key path into the YAML data, e.g. ("methods", 1, "beta")."""
+
+TaskNeed = tuple[Loc, str]
+"""(key path within a config, the Task capability it asks for: a flag of `TASK_CAPABILITIES`)."""
+
+
+class StrictParams(BaseModel):
+    """The base of every registered config model: a method's, task's, judge's and generation
+    backend's parameters, and the blocks nested in them (a reward-model spec, a price table).
+
+    - strict: an unknown key, a wrong type and a string for a number are errors (YAML `"0.1"` is
+      a string, `true` is not 1); an int is still accepted for a float field, since YAML writes
+      `lr: 1` as an int, and it is stored as a float, so `1` and `1.0` resolve alike;
+    - frozen: a config is a value (it enters the cache keys);
+    - a docstring under every field: it becomes the field's description (a contract test
+      checks that every registered config has one on each field).
+
+    A tuple field takes `Field(strict=False)`: YAML gives a list, and strict mode accepts only a
+    tuple (its items stay strict).
+    """
+
+    model_config = _MODEL_CONFIG
+
+    def task_needs(self) -> list[TaskNeed]:
+        """What this config asks of its suite's task: (key path within it, capability) pairs,
+        the key path being the key that asks (`()`: the config as a whole). `pftbench validate`
+        refuses a suite whose task lacks one. The default gathers the needs of nested configs;
+        override it (calling super) where a value of a field asks for something."""
+        needs: list[TaskNeed] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, StrictParams):
+                needs += [((name, *loc), capability) for loc, capability in value.task_needs()]
+        return needs
+
 
 _BUDGET_FORMS = (
     "expected a count >= 1 (int), a fraction in (0, 1] (float), 'n=<count>' or 'frac=<fraction>'"
@@ -179,10 +214,8 @@ class TaskSpec(BaseModel):
     """The task's parameters, validated against its config model; stored with defaults filled."""
 
 
-class MicroBaseModel(BaseModel):
+class MicroBaseModel(StrictParams):
     """A tiny GPT built from scratch by the harness: pretrained on the task's text, then SFT'd."""
-
-    model_config = _MODEL_CONFIG
 
     kind: Literal["micro"]
     """Discriminator: a model built from scratch."""
@@ -212,6 +245,10 @@ class MicroBaseModel(BaseModel):
         if n_embd is not None and n_embd % n_head:
             raise ValueError(f"n_head must divide n_embd ({n_embd})")
         return n_head
+
+    def task_needs(self) -> list[TaskNeed]:
+        # The build writes the task's own tokenizer, and reports the built policy's gold reward.
+        return [(("kind",), "builds_tokenizer"), (("kind",), "has_gold")]
 
 
 class PretrainedBaseModel(BaseModel):
@@ -700,8 +737,10 @@ def _validate(data: dict[Any, Any], provenance: Provenance, source: str) -> Suit
         suite = Suite.model_validate({**data, "source": source})
     except ValidationError as error:
         issues += _issues_from_validation(error, Suite, data)
-    resolved = _validate_registered_params(data, issues)
+    blocks = _validate_registered_params(data, issues)
     issues += _cross_reference_issues(data)
+    if suite is not None and blocks["task"] is not None:
+        issues += _task_issues(data, suite, blocks)
     if issues or suite is None:
         raise ConfigError(
             [
@@ -709,6 +748,10 @@ def _validate(data: dict[Any, Any], provenance: Provenance, source: str) -> Suit
                 for loc, value, problem in issues
             ]
         )
+    resolved = {
+        key: [_dump(block.config) for block in value] if key == "methods" else _dump(value.config)
+        for key, value in blocks.items()
+    }
     methods = [
         entry.model_copy(
             update={
@@ -740,28 +783,43 @@ _NAMED_BLOCKS = (
 )
 
 
+@dataclass(frozen=True)
+class _Params:
+    """A parameter block validated against the config model of the entry it names."""
+
+    name: str
+    """The registered entry (a task, method, backend or judge)."""
+    name_loc: Loc
+    """The key path of that name in the YAML (`judge.kind`, `methods[1].method`, ...)."""
+    loc: Loc
+    """The key path of the parameters."""
+    config: Any
+    """The validated config model instance."""
+
+
 def _validate_registered_params(data: dict[Any, Any], issues: list[RawIssue]) -> dict[str, Any]:
     """Check that each named task, method, backend and judge exists; validate its parameters.
 
-    Returns the parameter blocks validated and dumped with defaults filled in. Blocks of the
-    wrong shape are skipped here: the schema pass reports them.
+    Returns each block's `_Params` (None where the block did not validate; a list for the
+    methods). Blocks of the wrong shape are skipped here: the schema pass reports them.
     """
-    resolved: dict[str, Any] = {}
+    blocks: dict[str, Any] = {}
     for block, spec, name_key, params_key, names in _NAMED_BLOCKS:
+        blocks[block] = None
         if isinstance(data.get(block), dict):
             name = data[block].get(name_key, spec.model_fields[name_key].default)
             params = data[block].get(params_key, {})
-            resolved[block] = _validate_params(
+            blocks[block] = _validate_params(
                 names, (block, name_key), name, (block, params_key), params, issues
             )
-    resolved["methods"] = []
+    blocks["methods"] = []
     methods = data.get("methods")
     for index, item in enumerate(methods if isinstance(methods, list) else []):
         fields = _method_entry_or_none(item)
         if fields is not None:
             name_loc = ("methods", index) if isinstance(item, str) else ("methods", index, "method")
             overrides = fields.get("overrides", {})
-            resolved["methods"].append(
+            blocks["methods"].append(
                 _validate_params(
                     registry.METHODS,
                     name_loc,
@@ -771,7 +829,7 @@ def _validate_registered_params(data: dict[Any, Any], issues: list[RawIssue]) ->
                     issues,
                 )
             )
-    return resolved
+    return blocks
 
 
 def _validate_params(
@@ -781,8 +839,8 @@ def _validate_params(
     params_loc: Loc,
     params: Any,
     issues: list[RawIssue],
-) -> dict[str, Any] | None:
-    """Validate `params` against the config model registered as `name`; dump it as JSON.
+) -> _Params | None:
+    """Validate `params` against the config model registered as `name`.
 
     Unknown keys are checked here for every kind of config model (a stdlib dataclass would
     silently drop them), then the rest is validated by pydantic.
@@ -799,14 +857,100 @@ def _validate_params(
         if key not in allowed:
             issues.append(((*params_loc, key), params[key], _unexpected_key(config, ())))
     known_params = {key: value for key, value in params.items() if key in allowed}
-    adapter = _adapter(config)
     try:
-        validated = adapter.validate_python(known_params)
+        validated = _adapter(config).validate_python(known_params)
     except ValidationError as error:
         for loc, value, problem in _issues_from_validation(error, config, known_params):
             issues.append(((*params_loc, *loc), value, problem))
         return None
-    return adapter.dump_python(validated, mode="json")
+    return _Params(name, name_loc, params_loc, validated)
+
+
+def _dump(config: Any) -> dict[str, Any]:
+    """A validated config as the JSON its cell's resolved config stores, defaults filled in."""
+    return _adapter(type(config)).dump_python(config, mode="json")
+
+
+def _task_issues(data: dict[Any, Any], suite: Suite, blocks: dict[str, Any]) -> list[RawIssue]:
+    """What the suite asks of its task, checked on the task built from its validated params:
+    each budget against the pool the params fix, each capability a config needs against the
+    capabilities the task declares."""
+    task_block = blocks["task"]
+    base_model = suite.base_model.model_dump(mode="json")
+    try:
+        task = build_task(task_block.name, _dump(task_block.config), base_model)
+    except ValueError as error:
+        return [(task_block.loc, data["task"].get("params", {}), str(error))]
+    issues = _budget_issues(data["budgets"], suite.budgets, task)
+    asking = [_Params("base_model", ("base_model",), ("base_model",), suite.base_model)]
+    asking += [b for b in [*blocks["methods"], blocks["generation"], blocks["judge"]] if b]
+    for block in asking:
+        missing: dict[Loc, list[str]] = {}
+        for loc, capability in _task_needs(block.config):
+            if not getattr(task, capability):
+                missing.setdefault(loc, []).append(capability)
+        for loc, capabilities in missing.items():
+            where = (*block.loc, *loc) if loc else block.name_loc
+            value = _value_at(block.config, loc) if loc else block.name
+            provides = " and ".join(TASK_CAPABILITIES[c] for c in capabilities)
+            issues.append((where, value, f"needs {provides}, which task {task.name!r} lacks"))
+    return issues
+
+
+def _task_needs(config: Any) -> list[TaskNeed]:
+    """A config's needs; a config model that is not a `StrictParams` (a plugin's) states none."""
+    return config.task_needs() if isinstance(config, StrictParams) else []
+
+
+def _value_at(config: Any, loc: Loc) -> Any:
+    for part in loc:
+        config = getattr(config, str(part))
+    return config
+
+
+def _budget_issues(raw_budgets: list[Any], budgets: list[Budget], task: Task) -> list[RawIssue]:
+    """Budgets the pool cannot serve, and budgets that take as many pairs as an earlier one
+    (the same pairs twice), when the task's params fix its pool size."""
+    pool_size = task.pool_size_limit()
+    if pool_size is None:
+        return []
+    issues: list[RawIssue] = []
+    first_of: dict[int, int] = {}
+    for index, (raw, budget) in enumerate(zip(raw_budgets, budgets, strict=True)):
+        try:
+            n_pairs = budget.n_pairs(pool_size)
+        except ValueError as error:
+            issues.append((("budgets", index), raw, f"{error} of task {task.name!r}"))
+            continue
+        earlier = first_of.setdefault(n_pairs, index)
+        if earlier != index and budgets[earlier].label != budget.label:  # else a duplicate
+            issues.append(
+                (
+                    ("budgets", index),
+                    raw,
+                    f"budget {budget.label} is {n_pairs} pairs of the pool of {pool_size}, as "
+                    f"is budgets[{earlier}] ({budgets[earlier].label}): the same pairs twice",
+                )
+            )
+    return issues
+
+
+def n_pairs_by_budget(suite: Suite, pool_size: int) -> dict[str, int]:
+    """Each budget's number of pairs in a pool of `pool_size`: for a pool only its data sizes,
+    which `pftbench validate` cannot check. A budget the pool cannot serve is a ConfigError
+    naming the suite file and the budget, one line each."""
+    counts, issues = {}, []
+    for index, budget in enumerate(suite.budgets):
+        try:
+            counts[budget.label] = budget.n_pairs(pool_size)
+        except ValueError as error:
+            value = budget.count if budget.count is not None else budget.fraction
+            issues.append(
+                ConfigIssue(suite.source, f"budgets[{index}]", value, f"{error} of the data")
+            )
+    if issues:
+        raise ConfigError(issues)
+    return counts
 
 
 @functools.cache
@@ -951,17 +1095,41 @@ def _issues_from_validation(error: ValidationError, root: Any, data: Any) -> lis
         else:
             problem = _EXPECTED.get(kind) or detail["msg"][:1].lower() + detail["msg"][1:]
         issues.append((loc, value, problem))
-    return issues
+    return _merge_alternatives(issues)
+
+
+def _merge_alternatives(issues: list[RawIssue]) -> list[RawIssue]:
+    """One line for a value that no member of a union accepts: `n: "16"` against
+    `int | list[int]` is "expected an integer or a list", not one issue per member; and
+    `n: [1, "2"]` is only `n[1]`'s issue, since the list member got further than the int one
+    (a value's wrong type and an issue inside it can only both arise from a union)."""
+    deeper = {loc[:depth] for loc, _, _ in issues for depth in range(len(loc))}
+    merged: list[RawIssue] = []
+    for loc, value, problem in issues:
+        if loc in deeper and problem.startswith("expected "):
+            continue
+        if (
+            merged
+            and merged[-1][0] == loc
+            and merged[-1][1] is value
+            and merged[-1][2].startswith("expected ")
+            and problem.startswith("expected ")
+        ):
+            merged[-1] = (loc, value, f"{merged[-1][2]} or {problem.removeprefix('expected ')}")
+        else:
+            merged.append((loc, value, problem))
+    return merged
 
 
 def _yaml_loc(raw_loc: tuple[Any, ...], data: Any) -> Loc:
-    """Drop the parts of a pydantic location that are not keys of the data (union tags)."""
+    """Drop the parts of a pydantic location that are not keys of the data (union tags); the
+    last part stays when it names a key missing from a mapping."""
     loc: list[Any] = []
     current = data
     for position, part in enumerate(raw_loc):
         if _has_key(current, part):
             current = current[part]
-        elif position < len(raw_loc) - 1:
+        elif position < len(raw_loc) - 1 or not isinstance(current, dict):
             continue
         loc.append(part)
     return tuple(loc)

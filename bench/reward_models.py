@@ -29,8 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from bench.config import StrictParams, TaskNeed
 from bench.tasks.base import PreferencePair, Task
 
 if TYPE_CHECKING:
@@ -42,9 +43,7 @@ INVALID_SCORE = -1e4
 SPEC_FILE = "reward_model.json"
 
 
-class RewardModelSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+class RewardModelSpec(StrictParams):
     kind: Literal["global", "local", "dpo"] = "global"
     """global: a scalar-head classifier (or linear); local: summed log-probs; dpo: implicit."""
     capacity: Literal["full", "head", "linear"] = "full"
@@ -52,7 +51,9 @@ class RewardModelSpec(BaseModel):
     lr: float = Field(1e-3, gt=0)
     """Peak AdamW learning rate (global full/head, local; dpo uses its own DPO config)."""
     epochs: float = Field(2.0, gt=0)
+    """Passes over the pairs (global full/head, local; dpo: of its DPO policy)."""
     batch_size: int = Field(32, ge=1)
+    """Pairs per optimiser step (global full/head, local; dpo: of its DPO policy)."""
     l2: float = Field(1e-3, ge=0)
     """L2 penalty of the linear model's weights."""
     beta: float = Field(0.1, gt=0)
@@ -61,6 +62,12 @@ class RewardModelSpec(BaseModel):
     @property
     def label(self) -> str:
         return f"global-{self.capacity}" if self.kind == "global" else self.kind
+
+    def task_needs(self) -> list[TaskNeed]:
+        # The linear verifier is a regression on the features the task declares.
+        if self.kind == "global" and self.capacity == "linear":
+            return [(("capacity",), "has_features")]
+        return []
 
 
 class RewardModel(ABC):

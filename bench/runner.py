@@ -27,7 +27,7 @@ from typing import Any
 from bench import distributed
 from bench.cache import Cache
 from bench.components import Components
-from bench.config import Cell, Suite
+from bench.config import Cell, Suite, n_pairs_by_budget
 from bench.diagnostics import diagnostics
 from bench.judging import judge_stats
 from bench.record import result_line
@@ -151,7 +151,7 @@ class Runner:
 
         meta = self.store.json("pools", keys.pool, build, f"pair pool (seed {cell.seed})")
         pool_size = len(meta["pairs"])
-        meta["n_pairs_by_budget"] = {b.label: b.n_pairs(pool_size) for b in suite.budgets}
+        meta["n_pairs_by_budget"] = n_pairs_by_budget(suite, pool_size)
         return meta
 
     def heldout_pairs(self, cell: Cell) -> list[PreferencePair]:

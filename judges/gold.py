@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pydantic import BaseModel, ConfigDict
-
+from bench.config import StrictParams, TaskNeed
 from bench.judging import Judgment, Replay, score_text, versus_reference
 from bench.registry import register_judge
 from bench.results import ResultLine
@@ -22,8 +21,11 @@ from bench.tasks.base import Sample, Task
 from bench.verdicts import Verdict
 
 
-class GoldParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class GoldParams(StrictParams):
+    """The gold judge takes no parameters; it asks the task for its exact gold reward."""
+
+    def task_needs(self) -> list[TaskNeed]:
+        return [((), "has_gold")]
 
 
 class GoldJudge:

@@ -42,9 +42,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from bench.cache import Cache
+from bench.config import StrictParams
 from bench.hashing import content_hash, short
 from bench.judge_cache import CachedAnswer, JudgeCache, answer_key, default_path
 from bench.judging import JudgeError, Judgment, Replay
@@ -70,10 +71,8 @@ def known_prompts() -> list[str]:
     return sorted(p.name for p in PROMPTS_DIR.glob("*.txt"))
 
 
-class Pricing(BaseModel):
+class Pricing(StrictParams):
     """Price of the endpoint's tokens, in any currency unit (USD for the hosted APIs)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     input_per_1m: float = Field(ge=0)
     """Price of 1M prompt (input) tokens."""
@@ -84,10 +83,8 @@ class Pricing(BaseModel):
         return (input_tokens * self.input_per_1m + output_tokens * self.output_per_1m) / 1e6
 
 
-class LlmPairwiseParams(BaseModel):
+class LlmPairwiseParams(StrictParams):
     """The YAML `judge.params` of `kind: llm_pairwise`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     base_url: str = "https://api.openai.com/v1"
     """The OpenAI-compatible endpoint, up to and including `/v1`."""

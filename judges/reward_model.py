@@ -19,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from bench.config import StrictParams
 from bench.hashing import short
 from bench.judging import Judgment, Replay, versus_reference
 from bench.registry import register_judge
@@ -31,9 +32,7 @@ from bench.verdicts import Verdict
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
 
-class RewardModelParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+class RewardModelParams(StrictParams):
     path: str | None = None
     """The RM: a local directory saved with `save_pretrained` (or a hub id where the hub can be
     reached). Required: the default only lets the config be built empty."""
@@ -42,11 +41,13 @@ class RewardModelParams(BaseModel):
     tolerance: float = Field(0.0, ge=0)
     """Score differences up to this are ties."""
     batch_size: int = Field(16, ge=1)
+    """Texts scored per forward pass of the RM."""
     max_length: int = Field(1024, ge=8)
     """Tokens kept per text, from the end."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: cuda when available, else cpu."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """The RM's weights' dtype while scoring."""
 
     @field_validator("template")
     @classmethod

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from bench.config import StrictParams
 from bench.judging import Judgment, Replay, score_text
 from bench.registry import register_judge
 from bench.results import ResultLine
@@ -25,9 +26,7 @@ from bench.tasks.base import Sample, Task
 from bench.verdicts import Verdict
 
 
-class RougeParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+class RougeParams(StrictParams):
     threshold: float = Field(0.5, ge=0, le=1)
     """An output wins when its ROUGE-L F1 is at least this, loses below it."""
 

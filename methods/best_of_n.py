@@ -7,8 +7,9 @@ cell's headline, every N is judged too (the BoN@N curve, in the result's `varian
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from bench.config import StrictParams
 from bench.method_api import GenerationContext, MethodContext
 from bench.registry import register_method
 from bench.reward_models import RewardModelSpec, load_reward_model
@@ -16,9 +17,7 @@ from bench.tasks.base import Sample
 from methods._verifiers import fit_reward_model, score_samples
 
 
-class BestOfNConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+class BestOfNConfig(StrictParams):
     n: int | list[int] = 16
     """Samples per prompt; a list gives the BoN@N curve (the largest is the headline)."""
     temperature: float = Field(0.7, gt=0)

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from bench import distributed
+from bench.config import StrictParams
 from bench.method_api import MethodContext
 from bench.registry import register_method
 from bench.tasks.base import PreferencePair
@@ -27,9 +28,7 @@ if TYPE_CHECKING:
     import torch
 
 
-class DPOConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+class DPOConfig(StrictParams):
     beta: float = Field(0.1, gt=0)
     """Strength of the pull toward the reference (SFT) policy."""
     loss: Literal["sigmoid", "ipo"] = "sigmoid"
@@ -41,6 +40,7 @@ class DPOConfig(BaseModel):
     batch_size: int = Field(32, ge=1)
     """Pairs per optimiser step."""
     warmup_ratio: float = Field(0.1, ge=0, le=1)
+    """Fraction of the steps over which the learning rate rises linearly from 0."""
 
 
 def dpo_loss(

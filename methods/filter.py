@@ -6,26 +6,28 @@ It learns from the same verifier as online DPO but with maximum likelihood on th
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from bench.config import StrictParams
 from bench.method_api import MethodContext
 from bench.registry import register_method
 from bench.reward_models import INVALID_SCORE, RewardModelSpec
 from methods._verifiers import fit_reward_model, score_samples, unique_prompts
 
 
-class FilterConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+class FilterConfig(StrictParams):
     n: int = Field(8, ge=1)
     """Samples per prompt; the verifier keeps one."""
     temperature: float = Field(0.7, gt=0)
+    """Sampling temperature of the N candidates."""
     reward_model: RewardModelSpec = RewardModelSpec(kind="global", capacity="linear")
     """The verifier, trained on the budget's pairs."""
     epochs: float = Field(2.0, gt=0)
     """Passes of SFT over the kept outputs."""
     lr: float = Field(1e-3, gt=0)
+    """Peak AdamW learning rate of the SFT on the kept outputs."""
     batch_size: int = Field(64, ge=1)
+    """Kept outputs per optimiser step."""
 
 
 @register_method("filter", config=FilterConfig)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from bench.config import StrictParams
 from bench.method_api import MethodContext
 from bench.registry import register_method
 from bench.reward_models import RewardModelSpec
@@ -24,9 +25,7 @@ from methods._verifiers import fit_reward_model, score_samples, unique_prompts
 from methods.dpo import DPOConfig
 
 
-class OnlineDPOConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+class OnlineDPOConfig(StrictParams):
     init: Literal["sft", "dpo"] = "sft"
     """Start from the SFT policy, or from offline DPO on the same pairs (`init_dpo`)."""
     init_dpo: DPOConfig = DPOConfig()
@@ -40,11 +39,15 @@ class OnlineDPOConfig(BaseModel):
     temperature: float = Field(0.7, gt=0)
     """T: sampling temperature of the rounds."""
     beta: float = Field(0.5, gt=0)
+    """DPO's beta in the rounds: the strength of the pull toward the reference (SFT) policy."""
     loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    """The rounds' loss: `sigmoid` is DPO's Bradley-Terry loss, `ipo` the squared loss of IPO."""
     lr: float = Field(3e-4, gt=0)
+    """Peak AdamW learning rate of each round's training."""
     epochs: float = Field(4.0, gt=0)
     """Passes over each round's new pairs."""
     batch_size: int = Field(32, ge=1)
+    """Pairs per optimiser step."""
 
 
 @register_method("online_dpo", config=OnlineDPOConfig)

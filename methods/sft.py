@@ -8,21 +8,22 @@ same labels as DPO but ignores the rejected side.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from bench.config import StrictParams
 from bench.method_api import MethodContext
 from bench.registry import register_method
 
 
-class SFTConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+class SFTConfig(StrictParams):
     epochs: float = Field(0.0, ge=0)
     """Passes over the chosen completions; 0 keeps the base SFT policy unchanged."""
     lr: float = Field(1e-3, gt=0)
     """Peak AdamW learning rate."""
     batch_size: int = Field(64, ge=1)
+    """Chosen completions per optimiser step."""
     warmup_ratio: float = Field(0.1, ge=0, le=1)
+    """Fraction of the steps over which the learning rate rises linearly from 0."""
 
 
 @register_method("sft", config=SFTConfig)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import pytest
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench import registry
 from bench.config import (
@@ -25,12 +25,16 @@ from bench.config import (
     Cell,
     MicroBaseModel,
     PretrainedBaseModel,
+    StrictParams,
     Suite,
+    TaskNeed,
     is_suite_file,
     load_suite,
+    n_pairs_by_budget,
     validate_suite,
 )
 from bench.errors import MISSING, ConfigError, ConfigIssue
+from bench.tasks.base import Example, Task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,15 +63,77 @@ class BestOfNParams:
     n: int = 4
 
 
-for register, name, config in [
-    (registry.register_task, "test_keywords", KeywordsParams),
-    (registry.register_method, "test_sft", NoParams),
-    (registry.register_method, "test_dpo", DpoParams),
-    (registry.register_method, "test_best_of_n", BestOfNParams),
-    (registry.register_judge, "test_gold", NoParams),
-    (registry.register_backend, "test_hf", NoParams),
+class PoolParams(StrictParams):
+    pool_size: int = 1000
+    """Pairs in the pool."""
+
+
+class VerifierParams(StrictParams):
+    capacity: Literal["full", "linear"] = "full"
+    """`linear` reads the task's features."""
+
+    def task_needs(self) -> list[TaskNeed]:
+        return [(("capacity",), "has_features")] if self.capacity == "linear" else []
+
+
+class OnlineParams(StrictParams):
+    rounds: int = 1
+    """Rounds."""
+    verifier: VerifierParams = VerifierParams()
+    """A nested config: its needs are the method's."""
+
+
+class StubTask(Task):
+    """What validation builds: a task of no data, declaring what the micro base model asks."""
+
+    has_gold = True
+    builds_tokenizer = True
+
+    def __init__(self, name: str, pool_size_limit: int | None = None) -> None:
+        self.name, self._pool_size_limit = name, pool_size_limit
+
+    def examples(self, split: str, n: int | None = None) -> list[Example]:
+        raise NotImplementedError
+
+    def pool_size(self) -> int:
+        raise NotImplementedError
+
+    def pool_size_limit(self) -> int | None:
+        return self._pool_size_limit
+
+    def preference_pool(self, size: int, seed: int, sample: Any, split: str = "train") -> list:
+        raise NotImplementedError
+
+
+class BareTask(StubTask):
+    """A task that declares no capability at all."""
+
+    has_gold = False
+    builds_tokenizer = False
+
+
+def broken_task(params: NoParams) -> Task:
+    """A task whose params are each valid but do not fit together (its constructor says so)."""
+    raise ValueError("n_salient * salient_repeats = 12 does not fit in doc_len = 8")
+
+
+def ignore(*args: Any) -> None:
+    """The factory of a method, judge or backend that validation never calls."""
+
+
+for register, name, config, factory in [
+    (registry.register_task, "test_keywords", KeywordsParams, lambda p: StubTask("test_keywords")),
+    (registry.register_task, "test_pool", PoolParams, lambda p: StubTask("test_pool", p.pool_size)),
+    (registry.register_task, "test_bare", NoParams, lambda p: BareTask("test_bare")),
+    (registry.register_task, "test_broken", NoParams, broken_task),
+    (registry.register_method, "test_sft", NoParams, ignore),
+    (registry.register_method, "test_dpo", DpoParams, ignore),
+    (registry.register_method, "test_best_of_n", BestOfNParams, ignore),
+    (registry.register_method, "test_online", OnlineParams, ignore),
+    (registry.register_judge, "test_gold", NoParams, ignore),
+    (registry.register_backend, "test_hf", NoParams, ignore),
 ]:
-    register(name, config)(lambda *args: None)
+    register(name, config)(factory)
 
 
 @pytest.fixture(autouse=True)
@@ -535,6 +601,170 @@ def test_budget_matches_command_line_forms() -> None:
     assert not budget.matches("250.0") and not budget.matches("n=25") and not budget.matches("x")
     assert Budget.model_validate("frac=0.5").matches("0.5")
 
+    assert Budget.model_validate("frac=0.5").matches("0.5")
+
+
+def test_a_budget_beyond_the_pool_is_one_line_at_validate() -> None:
+    data = suite_data(task={"name": "test_pool", "params": {"pool_size": 4000}})
+    data["budgets"] = [250, 100000]
+    data["expectations"] = []
+    assert only_issue(data) == (
+        f"{FILE}: budgets[1]: got 100000 (int); budget n=100000 asks for 100000 pairs, more "
+        "than the pool size 4000 of task 'test_pool'"
+    )
+    data["budgets"] = [250, 0.5, 1.0, "frac=0.001"]  # fractions always fit
+    assert [b.label for b in load_suite(write(FILE, data)).budgets][1:] == [
+        "frac=0.5",
+        "frac=1.0",
+        "frac=0.001",
+    ]
+
+
+def test_the_pool_limit_may_come_from_an_included_file() -> None:
+    base = copy.deepcopy(BASE)
+    base["task"] = {"name": "test_pool", "params": {"pool_size": 500}}
+    write("suites/micro/_pool.yaml", base)
+    data = {k: v for k, v in VALID.items() if k not in BASE and k != "task"}
+    line = only_issue(dict(include="_pool.yaml", **{**data, "expectations": []}))
+    assert line == (
+        f"{FILE}: budgets[1]: got 1000 (int); budget n=1000 asks for 1000 pairs, more than the "
+        "pool size 500 of task 'test_pool'"
+    )
+
+
+def test_two_budgets_of_the_same_pairs_are_one_line() -> None:
+    data = suite_data(task={"name": "test_pool", "params": {"pool_size": 4000}}, expectations=[])
+    data["budgets"] = [0.5, 250, 2000]
+    assert only_issue(data) == (
+        f"{FILE}: budgets[2]: got 2000 (int); budget n=2000 is 2000 pairs of the pool of 4000, "
+        "as is budgets[0] (frac=0.5): the same pairs twice"
+    )
+
+
+def test_a_task_whose_params_do_not_fit_together_is_one_line() -> None:
+    data = suite_data(task={"name": "test_broken", "params": {}})
+    assert only_issue(data) == (
+        f"{FILE}: task.params: got {{}} (mapping); n_salient * salient_repeats = 12 does not fit "
+        "in doc_len = 8"
+    )
+
+
+def test_a_pool_only_the_data_sizes_refuses_a_budget_in_one_line() -> None:
+    suite = load_suite(write(FILE, suite_data(budgets=[250, 0.5, 1000], expectations=[])))
+    assert n_pairs_by_budget(suite, 2000) == {"n=250": 250, "frac=0.5": 1000, "n=1000": 1000}
+    with pytest.raises(ConfigError) as caught:
+        n_pairs_by_budget(suite, 500)
+    assert str(caught.value) == (
+        f"{FILE}: budgets[2]: got 1000 (int); budget n=1000 asks for 1000 pairs, more than the "
+        "pool size 500 of the data"
+    )
+
+
+# --- what a suite asks of its task --------------------------------------------------------------
+
+
+def test_a_micro_base_model_needs_a_task_that_builds_it() -> None:
+    data = suite_data(task={"name": "test_bare", "params": {}})
+    assert only_issue(data) == (
+        f"{FILE}: base_model.kind: got 'micro' (str); needs a tokenizer of its own for a model "
+        "built from scratch (Task.write_tokenizer) and an exact gold reward (Task.gold_reward), "
+        "which task 'test_bare' lacks"
+    )
+    data["base_model"] = {"kind": "pretrained", "path": "EleutherAI/pythia-1b-deduped"}
+    assert load_suite(write(FILE, data)).task.name == "test_bare"
+
+
+def test_a_nested_config_asking_for_features_the_task_lacks_is_one_line() -> None:
+    data = suite_data(
+        task={"name": "test_bare", "params": {}},
+        base_model={"kind": "pretrained", "path": "EleutherAI/pythia-1b-deduped"},
+        expectations=[],
+    )
+    data["methods"] = [{"method": "test_online", "verifier": {"capacity": "linear"}}]
+    assert only_issue(data) == (
+        f"{FILE}: methods[0].verifier.capacity: got 'linear' (str); needs features of an output "
+        "(Task.features), which task 'test_bare' lacks"
+    )
+    data["methods"] = ["test_online"]  # the default verifier reads no features
+    assert load_suite(write(FILE, data)).methods[0].config["verifier"] == {"capacity": "full"}
+
+
+def test_a_task_that_declares_a_capability_satisfies_it() -> None:
+    data = suite_data(expectations=[])
+    data["methods"] = [{"method": "test_online", "verifier": {"capacity": "linear"}}]
+    with pytest.raises(ConfigError, match="Task.features"):
+        load_suite(write(FILE, data))
+    StubTask.has_features = True
+    try:
+        assert load_suite(write(FILE, data)).methods[0].method == "test_online"
+    finally:
+        del StubTask.has_features
+
+
+# --- strict parameter models ----------------------------------------------------------------------
+
+
+class CurveParams(StrictParams):
+    lr: float = 0.1
+    """A float."""
+    n: int | list[int] = 4
+    """An int or a list of them."""
+    steps: int = 1
+    """An int."""
+    greedy: bool = False
+    """A bool."""
+    span: tuple[int, int] = Field((2, 4), strict=False)
+    """A pair, written in YAML as a list."""
+
+
+registry.register_method("test_curve", CurveParams)(ignore)
+
+
+def curve_issues(**overrides: Any) -> list[str]:
+    data = suite_data(expectations=[])
+    data["methods"] = [{"method": "test_curve", **overrides}]
+    return issues_of(write(FILE, data))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("lr", "0.1", "got '0.1' (str); expected a number"),
+        ("lr", True, "got True (bool); expected a number"),
+        ("steps", "3", "got '3' (str); expected an integer"),
+        ("steps", 3.0, "got 3.0 (float); expected an integer"),
+        ("steps", False, "got False (bool); expected an integer"),
+        ("greedy", 1, "got 1 (int); expected true or false"),
+        ("greedy", "yes", "got 'yes' (str); expected true or false"),
+        ("n", "16", "got '16' (str); expected an integer or a list"),
+        ("span", ["2", 4], None),
+    ],
+)
+def test_a_strict_config_refuses_a_wrong_type_in_one_line(key, value, problem) -> None:
+    (line,) = curve_issues(**{key: value})
+    if problem is None:  # inside a list: the item's path
+        assert line == f"{FILE}: methods[0].{key}[0]: got '2' (str); expected an integer"
+    else:
+        assert line == f"{FILE}: methods[0].{key}: {problem}"
+
+
+def test_an_issue_inside_a_union_member_is_the_only_line() -> None:
+    assert curve_issues(n=[1, "2"]) == [
+        f"{FILE}: methods[0].n[1]: got '2' (str); expected an integer"
+    ]
+
+
+def test_a_strict_config_takes_an_int_for_a_float_and_a_list_for_a_tuple() -> None:
+    data = suite_data(expectations=[])
+    data["methods"] = [{"method": "test_curve", "lr": 1, "span": [1, 3]}]
+    (entry,) = load_suite(write(FILE, data)).methods
+    assert entry.config == {"lr": 1.0, "n": 4, "steps": 1, "greedy": False, "span": [1, 3]}
+    assert isinstance(entry.config["lr"], float)  # `lr: 1` and `lr: 1.0` resolve (and hash) alike
+    config = CurveParams.model_validate(entry.config)  # as the runner rebuilds it from the JSON
+    assert config.span == (1, 3)
+    with pytest.raises(ValidationError, match="frozen"):
+        config.lr = 0.2  # type: ignore[misc]
+
 
 # --- methods, cells, expectations, resolved configs ---------------------------------------------
 
@@ -672,9 +902,20 @@ _NO_TORCH_SCRIPT = """
 import sys
 from pydantic import BaseModel
 from bench import registry
+from bench.tasks.base import Task
 registry._discovered = True
-for register, name in [(registry.register_task, "test_keywords"),
-                       (registry.register_method, "test_sft"),
+
+class NoDataTask(Task):
+    name, has_gold, builds_tokenizer = "test_keywords", True, True
+    def examples(self, split, n=None): raise NotImplementedError
+    def pool_size(self): raise NotImplementedError
+    def preference_pool(self, size, seed, sample, split="train"): raise NotImplementedError
+
+class NoParams(BaseModel):
+    pass
+
+registry.register_task("test_keywords", NoParams)(lambda params: NoDataTask())
+for register, name in [(registry.register_method, "test_sft"),
                        (registry.register_method, "test_dpo"),
                        (registry.register_judge, "test_gold"),
                        (registry.register_backend, "test_hf")]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from bench.config import StrictParams
 from bench.generation import Decoding
 from bench.registry import register_backend
 from bench.tasks.base import Sample
@@ -20,9 +21,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-class HFParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+class HFParams(StrictParams):
     batch_size: int = Field(256, ge=1)
     """Sequences per `generate` call (prompts per call = batch_size // n)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"

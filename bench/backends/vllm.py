@@ -40,8 +40,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from bench.config import StrictParams
 from bench.generation import Decoding
 from bench.registry import register_backend
 from bench.tasks.base import Sample
@@ -59,9 +60,7 @@ tensors only where their type is declared, so `update_weights` sends the state_d
 one `StateDictWeights`. The processes are the engine's own, on this machine."""
 
 
-class VLLMParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+class VLLMParams(StrictParams):
     tensor_parallel_size: int = Field(1, ge=1)
     """GPUs the model is split over (vLLM tensor parallelism, one worker process per GPU)."""
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)

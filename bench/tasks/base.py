@@ -50,12 +50,31 @@ SampleFn = Callable[[list[str], int, float, int], list[list[Sample]]]
 """sample(prompts, n_per_prompt, temperature, seed) -> n samples per prompt, from the SFT policy."""
 
 
+TASK_CAPABILITIES: dict[str, str] = {
+    "has_gold": "an exact gold reward (Task.gold_reward)",
+    "has_features": "features of an output (Task.features)",
+    "builds_tokenizer": "a tokenizer of its own for a model built from scratch "
+    "(Task.write_tokenizer)",
+}
+"""What a method, verifier, judge or base model may ask of a task beyond its data: the flag on
+`Task` that declares it -> what it provides. A config asks through `StrictParams.task_needs`,
+and a suite asking its task for what the task does not declare fails at `pftbench validate`."""
+
+
 class Task(ABC):
     """A benchmark task. Splits: `train` (SFT data and the pair pool's prompts), `valid` (for
-    anything tuned by looking at numbers) and `eval` (held out, judged)."""
+    anything tuned by looking at numbers) and `eval` (held out, judged).
+
+    Building a task must be cheap and read no data (read it lazily): `pftbench validate` builds
+    the suite's task to check the budgets and the capabilities the suite asks of it."""
 
     name: str
     has_gold: bool = False
+    """Whether `gold_reward` is implemented (the gold judge, a micro base model's report)."""
+    has_features: bool = False
+    """Whether `features` is implemented (the linear verifier, `capacity: linear`)."""
+    builds_tokenizer: bool = False
+    """Whether `write_tokenizer` is implemented (a `kind: micro` base model)."""
 
     @abstractmethod
     def examples(self, split: str, n: int | None = None) -> list[Example]:
@@ -64,6 +83,12 @@ class Task(ABC):
     @abstractmethod
     def pool_size(self) -> int:
         """Pairs in the labelled pool; budgets are counts up to it or fractions of it."""
+
+    def pool_size_limit(self) -> int | None:
+        """The pool's size as the params fix it, read without any data: `pftbench validate`
+        checks the suite's budgets against it. None when only the data tells (a budget beyond
+        the data's pool then fails, in one line, when the pool is drawn)."""
+        return None
 
     @abstractmethod
     def preference_pool(
@@ -76,6 +101,11 @@ class Task(ABC):
     def gold_reward(self, prompt: str, output: str) -> float | None:
         """The exact reward of `output`, or None when the output is invalid."""
         raise NotImplementedError(f"task {self.name!r} has no gold reward")
+
+    def features(self, prompt: str, output: str) -> list[float] | None:
+        """A fixed-length feature vector of `output`, or None when the output is invalid: what
+        the linear verifier (`capacity: linear`) reads."""
+        raise NotImplementedError(f"task {self.name!r} declares no features")
 
     def worst_gold_reward(self) -> float | None:
         """The lowest gold reward any valid output can get, the reward an invalid output counts

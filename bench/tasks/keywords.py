@@ -38,8 +38,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
+from bench.config import StrictParams
 from bench.registry import register_task
 from bench.tasks.base import Example, PreferencePair, Sample, SampleFn, Task
 
@@ -50,9 +51,7 @@ UNK = "<unk>"
 SPECIAL_TOKENS = [PAD, UNK, SEP, EOS]
 
 
-class KeywordsParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+class KeywordsParams(StrictParams):
     seed: int = 0
     """Data seed: documents, references and pair labels are fixed by it."""
     vocab_size: int = Field(64, ge=8)
@@ -67,21 +66,25 @@ class KeywordsParams(BaseModel):
     """Shortest valid summary."""
     max_words: int = Field(6, ge=1)
     """Longest valid summary (EOS must follow)."""
-    reference_words: tuple[int, int] = (2, 4)
+    reference_words: tuple[int, int] = Field((2, 4), strict=False)
     """Length range (inclusive) of the mediocre reference summaries."""
     reference_absent_rate: float = Field(0.1, ge=0, le=1)
     """Chance that a reference word is replaced by a word absent from the document."""
     salient_bonus: float = 1.0
+    """Gold reward per distinct rewarded (salient) word of the document in the summary."""
     absent_penalty: float = 1.0
+    """Gold reward lost per summary word absent from the document."""
     repeat_penalty: float = 0.5
+    """Gold reward lost per repeated word (each occurrence beyond the first)."""
     length_penalty: float = 0.1
+    """Gold reward lost per summary word."""
     n_train: int = Field(20000, ge=1)
     """Prompts with references for SFT; the pool's prompts are their prefix."""
     n_valid: int = Field(500, ge=1)
     """Held-out prompts for tuning; never the evaluation prompts."""
     n_eval: int = Field(1000, ge=1)
     """Evaluation prompts available; the suite's generation.n_eval_prompts takes a prefix."""
-    pretrain_distinct: tuple[int, int] = (4, 8)
+    pretrain_distinct: tuple[int, int] = Field((4, 8), strict=False)
     """Distinct words per document in the low-diversity warm-up documents of the base build."""
     pool_size: int = Field(4000, ge=1)
     """Labelled pairs in the pool; budgets are prefixes (counts) or fractions of it."""
@@ -112,6 +115,8 @@ def word(i: int) -> str:
 class KeywordsTask(Task):
     name = "keywords"
     has_gold = True
+    has_features = True
+    builds_tokenizer = True
 
     def __init__(self, params: KeywordsParams) -> None:
         if params.n_salient * params.salient_repeats > params.doc_len:
@@ -283,6 +288,9 @@ class KeywordsTask(Task):
 
     # -- pool -------------------------------------------------------------------------------
     def pool_size(self) -> int:
+        return self.params.pool_size
+
+    def pool_size_limit(self) -> int:
         return self.params.pool_size
 
     def preference_pool(

@@ -67,15 +67,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from bench.config import StrictParams
 from bench.registry import register_task
 from bench.rouge import rouge_l
 from bench.tasks.base import Example, PreferencePair, Sample, SampleFn, Task
@@ -117,9 +111,7 @@ Source = str | dict[str, str]
 log = logging.getLogger(__name__)
 
 
-class TldrParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+class TldrParams(StrictParams):
     sft_source: Source = SFT_HUB_ID
     """Posts with their human summaries: a Hub dataset id, a local directory holding one
     `<split>.jsonl` or `<split>.parquet` per split (train, validation, test), or a mapping of
@@ -319,6 +311,10 @@ class TldrTask(Task):
                 f"{self._where('pairs', 'train')}"
             )
         return wanted
+
+    def pool_size_limit(self) -> int | None:
+        """`pool_size` when set: the data may hold fewer pairs, never more are drawn."""
+        return self.params.pool_size
 
     def heldout_size(self) -> int:
         return self._n_comparisons(PAIR_SPLITS["valid"])

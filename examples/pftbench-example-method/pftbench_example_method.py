@@ -12,16 +12,15 @@ inside `train` only, so that validating a suite that lists it stays fast.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from bench.config import StrictParams
 from bench.method_api import MethodContext
 from bench.registry import register_method
 from bench.tasks.base import PreferencePair
 
 
-class ExampleSFTChosenConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+class ExampleSFTChosenConfig(StrictParams):
     epochs: float = Field(1.0, gt=0)
     """Passes over the chosen completions of the informative pairs."""
     lr: float = Field(1e-3, gt=0)
