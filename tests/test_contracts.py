@@ -8,20 +8,24 @@ light modules never import torch, and the methods/judges import boundary holds.
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import subprocess
 import sys
 import textwrap
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
 from bench import registry
-from bench.config import is_suite_file, load_suite
+from bench.config import StrictParams, is_suite_file, load_suite, validate_suite
+from bench.errors import ConfigError
 from bench.hashing import content_hash
 from bench.registry import Entry, Registry, UnknownNameError
-from bench.tasks.base import Sample
+from bench.tasks.base import TASK_CAPABILITIES, Sample, Task
 from bench.tasks.keywords import KeywordsParams, KeywordsTask, format_prompt, word
 from bench.verdicts import Verdict
 from judges.gold import GoldJudge, gold_verdict
@@ -106,6 +110,147 @@ def test_entry_has_a_strict_config_whose_defaults_construct(kind: str, entry: En
         entry.config(surely_not_a_key=1)
     # The defaults survive the trip through the JSON a result line stores.
     assert entry.config.model_validate(json.loads(defaults.model_dump_json())) == defaults
+
+
+def config_models(model: type[BaseModel]) -> list[type[BaseModel]]:
+    """`model` and every pydantic model nested in its fields (through unions, lists, dicts)."""
+    found = [model]
+    for field in model.model_fields.values():
+        todo = [field.annotation]
+        while todo:
+            annotation = todo.pop()
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                found += [m for m in config_models(annotation) if m not in found]
+            todo += typing.get_args(annotation)
+    return found
+
+
+@pytest.mark.parametrize(("kind", "entry"), ENTRIES, ids=ENTRY_IDS)
+def test_entry_config_is_strict_frozen_and_documented(kind: str, entry: Entry) -> None:
+    for model in config_models(entry.config):
+        name = f"{kind} {entry.name!r}: {model.__qualname__}"
+        assert issubclass(model, StrictParams), f"{name} does not derive from StrictParams"
+        assert model.model_config.get("strict") is True, f"{name} is not strict"
+        assert model.model_config.get("frozen") is True, f"{name} is not frozen"
+        assert model.model_config.get("extra") == "forbid", f"{name} takes unknown keys"
+        undocumented = [f for f, info in model.model_fields.items() if not info.description]
+        assert undocumented == [], f"{name}: no docstring under {', '.join(undocumented)}"
+
+
+CONTRACT_SUITE: dict[str, Any] = {
+    "name": "contract",
+    "version": 1,
+    "tier": "micro",
+    "task": {"name": "keywords", "params": {}},
+    "base_model": {
+        "kind": "micro",
+        "n_embd": 8,
+        "n_layer": 1,
+        "n_head": 2,
+        "initializer_range": 0.1,
+        "pretrain_steps": 1,
+        "sft_epochs": 1,
+        "lr": 0.1,
+        "batch_size": 2,
+        "seed": 0,
+    },
+    "budgets": [100],
+    "methods": ["sft"],
+    "generation": {"backend": "hf", "n_eval_prompts": 10, "max_new_tokens": 7},
+    "judge": {"kind": "gold"},
+    "seeds": [0],
+}
+"""A suite every built-in accepts; each case below puts one registered entry into it."""
+
+
+def _with_entry(kind: str, name: str, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """CONTRACT_SUITE with `name` in the block of its kind; the key path of its params."""
+    data = copy.deepcopy(CONTRACT_SUITE)
+    if kind == "task":  # with what any task provides: a base model of its own, no gold
+        data["task"] = {"name": name, "params": params}
+        data["base_model"] = {"kind": "pretrained", "path": "EleutherAI/pythia-1b-deduped"}
+        data["judge"] = {"kind": "rouge"}
+        return data, "task.params"
+    if kind == "method":
+        data["methods"] = [{"method": name, **params}]
+        return data, "methods[0]"
+    if kind == "backend":
+        data["generation"].update(backend=name, backend_params=params)
+        return data, "generation.backend_params"
+    data["judge"] = {"kind": name, "params": params}
+    return data, "judge.params"
+
+
+def _first_number_field(config: type[BaseModel]) -> tuple[str, str] | None:
+    """The first field typed `int` or `float`, with what its error says it expected."""
+    for field, info in config.model_fields.items():
+        if info.annotation in (int, float):
+            return field, "an integer" if info.annotation is int else "a number"
+    return None
+
+
+NUMBER_CASES = [(k, e) for k, e in ENTRIES if _first_number_field(e.config)]
+
+
+def test_every_kind_of_block_has_a_string_for_number_case() -> None:
+    assert {kind for kind, _ in NUMBER_CASES} == set(REGISTRIES)
+
+
+@pytest.mark.parametrize(
+    ("kind", "entry"), NUMBER_CASES, ids=[f"{k}:{e.name}" for k, e in NUMBER_CASES]
+)
+def test_a_string_for_a_number_is_one_line_in_every_kind_of_block(kind: str, entry: Entry) -> None:
+    field, expected = _first_number_field(entry.config)
+    data, params_path = _with_entry(kind, entry.name, {field: "1"})
+    validate_suite(_with_entry(kind, entry.name, {})[0], "contract.yaml")  # valid without it
+    with pytest.raises(ConfigError) as caught:
+        validate_suite(data, source="contract.yaml")
+    assert str(caught.value) == (
+        f"contract.yaml: {params_path}.{field}: got '1' (str); expected {expected}"
+    )
+
+
+TASK_CAPABILITY_METHODS = {
+    "has_gold": "gold_reward",
+    "has_features": "features",
+    "builds_tokenizer": "write_tokenizer",
+}
+"""Each capability flag of `Task` and the method that provides it."""
+
+
+@pytest.mark.parametrize("entry", [e for k, e in ENTRIES if k == "task"], ids=lambda e: e.name)
+def test_a_task_declares_exactly_the_capabilities_it_implements(entry: Entry) -> None:
+    assert set(TASK_CAPABILITY_METHODS) == set(TASK_CAPABILITIES)
+    task_class = type(entry.fn(entry.config()))
+    for flag, method in TASK_CAPABILITY_METHODS.items():
+        implemented = getattr(task_class, method) is not getattr(Task, method)
+        assert getattr(task_class, flag) == implemented, (
+            f"task {entry.name!r}: {flag} is {getattr(task_class, flag)}, but {method} is "
+            f"{'' if implemented else 'not '}implemented"
+        )
+
+
+@pytest.mark.parametrize(("kind", "entry"), ENTRIES, ids=ENTRY_IDS)
+def test_what_a_config_asks_of_a_task_is_a_declared_capability(kind: str, entry: Entry) -> None:
+    for _, capability in entry.config().task_needs():
+        assert capability in TASK_CAPABILITIES
+
+
+def test_a_suite_asking_a_task_for_features_it_lacks_fails_at_validate() -> None:
+    # The issue's case: a linear verifier on a TL;DR suite failed at training time.
+    data = copy.deepcopy(CONTRACT_SUITE)
+    data["task"] = {"name": "tldr", "params": {}}
+    data["base_model"] = {"kind": "pretrained", "path": "EleutherAI/pythia-1b-deduped"}
+    data["judge"] = {"kind": "rouge"}
+    data["methods"] = [{"method": "online_dpo", "reward_model": {"capacity": "head"}}]
+    validate_suite(copy.deepcopy(data), "contract.yaml")
+    data["methods"] = [{"method": "online_dpo", "reward_model": {"capacity": "linear"}}]
+    with pytest.raises(ConfigError) as caught:
+        validate_suite(data, "contract.yaml")
+    assert str(caught.value) == (
+        "contract.yaml: methods[0].reward_model.capacity: got 'linear' (str); needs features of "
+        "an output (Task.features), which task 'tldr' lacks"
+    )
 
 
 @pytest.mark.parametrize("entry", [e for k, e in ENTRIES if k == "task"], ids=lambda e: e.name)
