@@ -49,10 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"pftbench: {error}", file=sys.stderr)
         return 2
-    if getattr(args, "micro_batch_size", None):
-        from bench.training import MICRO_BATCH_ENV
-
-        os.environ[MICRO_BATCH_ENV] = str(args.micro_batch_size)
     try:
         if distributed.is_main():
             return args.func(args)
@@ -268,7 +264,13 @@ def _session(args: argparse.Namespace, results_dir: Path | None, regression: boo
     for skipped in selection.skipped:
         print(f"skipped {skipped}")
     cache = Cache(args.cache_dir) if args.cache_dir else Cache.default()
-    runner = Runner(cache, results_dir, progress=not args.no_progress, log=tqdm.write)
+    runner = Runner(
+        cache,
+        results_dir,
+        progress=not args.no_progress,
+        log=tqdm.write,
+        micro_batch_size=args.micro_batch_size,
+    )
     return Session(runner, baseline), selection
 
 

@@ -60,6 +60,9 @@ class MethodContext:
     scratch_dir: Path | None = None
     """Resumable training state survives here across a crash."""
     progress: bool = True
+    micro_batch_size: int | None = None
+    """Examples per forward/backward pass of every training loop the method runs (pass it to
+    `bench.training.LoopConfig`): `pftbench run --micro-batch-size`; None: a whole batch."""
     counters: dict[str, float] = field(default_factory=dict)
     """Budget accounting every result row records: pairs_used, rm_queries, samples_generated."""
     backend: GenerationBackend | None = None

@@ -20,7 +20,12 @@ from bench.tasks.base import Task
 
 
 def build_base_policy(
-    task: Task, cfg: Any, out_dir: Path, *, progress: bool = True
+    task: Task,
+    cfg: Any,
+    out_dir: Path,
+    *,
+    progress: bool = True,
+    micro_batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Train the base policy described by `cfg` (a MicroBaseModel) into `out_dir`; return its
     metrics: training figures and the greedy policy's gold reward next to the reference's."""
@@ -55,7 +60,12 @@ def build_base_policy(
     ]
     for phase, examples, epochs in phases:
         loop = training.LoopConfig(
-            lr=cfg.lr, batch_size=cfg.batch_size, epochs=epochs, warmup_ratio=0.02, seed=cfg.seed
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            epochs=epochs,
+            micro_batch_size=micro_batch_size,
+            warmup_ratio=0.02,
+            seed=cfg.seed,
         )
         report = training.run(
             model, examples, collate, sft_loss, loop, desc=f"base {phase}", progress=progress

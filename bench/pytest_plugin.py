@@ -72,6 +72,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="torch CPU threads (default: $OMP_NUM_THREADS, else the physical cores available)",
     )
     group.addoption(
+        "--micro-batch-size",
+        type=int,
+        default=None,
+        help="examples per forward/backward pass in training (gradients accumulated over a "
+        "step's batch: less memory, same gradient; not part of any cache key)",
+    )
+    group.addoption(
         "--regression",
         action="store_true",
         default=None,
@@ -107,6 +114,11 @@ def pytest_configure(config: pytest.Config) -> None:
         threads.configure(config.getoption("threads"))
     except ValueError as error:
         raise pytest.UsageError(str(error)) from None
+    micro_batch_size = config.getoption("micro_batch_size")
+    if micro_batch_size is not None and micro_batch_size < 1:
+        raise pytest.UsageError(
+            f"--micro-batch-size: expected a positive integer, got {micro_batch_size}"
+        )
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
     config.stash[_SUITES] = []
@@ -243,7 +255,13 @@ def session_for(config: pytest.Config) -> Any:
 
         cache_dir = config.getoption("pftbench_cache_dir")
         cache = Cache(Path(cache_dir)) if cache_dir else Cache.default()
-        runner = Runner(cache, results_dir_for(config), progress=False, log=lambda _: None)
+        runner = Runner(
+            cache,
+            results_dir_for(config),
+            progress=False,
+            log=lambda _: None,
+            micro_batch_size=config.getoption("micro_batch_size"),
+        )
         config.stash[_SESSION] = Session(runner, config.stash.get(_BASELINE, None))
     return config.stash[_SESSION]
 

@@ -290,6 +290,7 @@ def train_reward_model(
     *,
     scratch_dir: Path | None = None,
     progress: bool = True,
+    micro_batch_size: int | None = None,
 ) -> tuple[RewardModel, dict[str, float]]:
     """Fit a `global` or `local` reward model on `pairs` (a `dpo` one comes from a DPO policy:
     see `ImplicitRewardModel`). Returns the model and its training figures."""
@@ -334,7 +335,12 @@ def train_reward_model(
         return losses.mean(), {"accuracy": (r[:n] > r[n:]).float().mean().item()}
 
     loop = training.LoopConfig(
-        lr=spec.lr, batch_size=spec.batch_size, epochs=spec.epochs, warmup_ratio=0.1, seed=seed
+        lr=spec.lr,
+        batch_size=spec.batch_size,
+        epochs=spec.epochs,
+        micro_batch_size=micro_batch_size,
+        warmup_ratio=0.1,
+        seed=seed,
     )
     report = training.run(
         model,

@@ -51,10 +51,14 @@ class Runner:
         *,
         progress: bool = True,
         log: Callable[[str], None] = print,
+        micro_batch_size: int | None = None,
     ) -> None:
         self.cache = cache
         self.results_dir = results_dir
         self.progress = progress
+        self.micro_batch_size = micro_batch_size
+        """Examples per forward/backward pass in every training loop (None: whole batches);
+        not part of any cache key."""
         self.log = log
         self.components = Components(cache)
         self._keys: dict[Cell, StageKeys] = {}
@@ -128,7 +132,11 @@ class Runner:
         def build(out: Path) -> dict[str, Any]:
             from bench.micro import build_base_policy
 
-            return {"metrics": build_base_policy(task, spec, out, progress=self.progress)}
+            return {
+                "metrics": build_base_policy(
+                    task, spec, out, progress=self.progress, micro_batch_size=self.micro_batch_size
+                )
+            }
 
         what = "base policy (micro build)"
         return self.store.directory("models", keys.base, build, what, every_process=True)
@@ -192,6 +200,7 @@ class Runner:
                 max_new_tokens=suite.generation.max_new_tokens,
                 scratch_dir=self.cache.scratch_dir("models", keys.policy),
                 progress=self.progress,
+                micro_batch_size=self.micro_batch_size,
                 backend=self.components.backend(suite),
             )
             # Models the backends hold (a vLLM engine takes most of a GPU) make room for training.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,9 +22,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
-
-MICRO_BATCH_ENV = "PFTBENCH_MICRO_BATCH_SIZE"
-"""Examples per forward/backward pass where a loop's config leaves it open (see LoopConfig)."""
 
 LossFn = Callable[["PreTrainedModel", dict[str, Any]], tuple["torch.Tensor", dict[str, float]]]
 
@@ -45,9 +41,10 @@ class LoopConfig:
     micro_batch_size: int | None = None
     """Examples per forward and backward pass in each process: a step accumulates the gradients
     of its passes, so this trades memory for time and leaves the step's gradient (the mean over
-    its batch) as it is, up to float rounding. None: $PFTBENCH_MICRO_BATCH_SIZE when set
-    (`pftbench run --micro-batch-size`), else the process's whole share of the batch, halved
-    after each CUDA out-of-memory error (one process only)."""
+    its batch) as it is, up to float rounding. A method passes its context's
+    (`MethodContext.micro_batch_size`, from `pftbench run --micro-batch-size`). None: the
+    process's whole share of the batch, halved after each CUDA out-of-memory error (one process
+    only)."""
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     """Fraction of the steps over which the learning rate rises linearly from 0."""
@@ -135,7 +132,7 @@ def run(
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     if n_steps == 0:
         return LoopReport()
-    micro = cfg.micro_batch_size or micro_batch_size_from_env()
+    micro = cfg.micro_batch_size
     if micro is not None and accelerator.distributed_type == DistributedType.DEEPSPEED:
         raise ValueError(
             f"micro_batch_size {micro} under DeepSpeed: DeepSpeed accumulates gradients itself; "
@@ -240,16 +237,6 @@ def _lr_factor(step: int, warmup: int, n_steps: int, decay: bool) -> float:
     return max(0.0, (n_steps - step) / max(1, n_steps - warmup))
 
 
-def micro_batch_size_from_env() -> int | None:
-    """$PFTBENCH_MICRO_BATCH_SIZE as a positive int, or None when unset."""
-    value = os.environ.get(MICRO_BATCH_ENV)
-    if not value:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"${MICRO_BATCH_ENV} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _epoch_loader(examples: Sequence[Any], cfg: LoopConfig, epoch: int) -> Any:
     """Batches of epoch `epoch` in a seeded order, so a resumed run sees the same batches; each
     batch a list of examples (collated per pass by `_accumulate`)."""
@@ -306,7 +293,7 @@ def _smaller_micro_batch(error: BaseException, micro: int, n_processes: int) -> 
     if n_processes > 1 or micro == 1:
         error.add_note(
             f"out of memory at {micro} examples per pass: set a smaller micro-batch "
-            f"(pftbench run --micro-batch-size N, or ${MICRO_BATCH_ENV})"
+            "(pftbench run --micro-batch-size N, or LoopConfig.micro_batch_size)"
         )
         raise error
     smaller = (micro + 1) // 2

@@ -39,7 +39,13 @@ def fit_reward_model(
         )
         return load_reward_model(rm_dir, ctx.task), metrics
     model, metrics = train_reward_model(
-        spec, ctx.task, ctx.pairs, ctx.base_model_dir, ctx.seed, progress=ctx.progress
+        spec,
+        ctx.task,
+        ctx.pairs,
+        ctx.base_model_dir,
+        ctx.seed,
+        progress=ctx.progress,
+        micro_batch_size=ctx.micro_batch_size,
     )
     model.save(rm_dir)
     return model, metrics

@@ -111,6 +111,7 @@ def train_policy(
         lr=cfg.lr,
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
+        micro_batch_size=ctx.micro_batch_size,
         warmup_ratio=cfg.warmup_ratio,
         seed=ctx.seed,
     )

@@ -44,6 +44,7 @@ def train(ctx: MethodContext, cfg: SFTConfig) -> dict[str, float]:
         lr=cfg.lr,
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
+        micro_batch_size=ctx.micro_batch_size,
         warmup_ratio=cfg.warmup_ratio,
         seed=ctx.seed,
     )

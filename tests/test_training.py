@@ -370,17 +370,77 @@ def test_training_in_micro_batches_follows_the_same_losses(initial: Any, tokeniz
     assert report_micro.tokens == report_whole.tokens
 
 
-def test_the_micro_batch_comes_from_the_environment(
+def test_the_environment_does_not_change_the_micro_batch(
     initial: Any, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    explicit, from_env = fresh(initial), fresh(initial)
-    train_per_example(explicit, tokenizer, dataclasses.replace(CFG, micro_batch_size=2))
-    monkeypatch.setenv(training.MICRO_BATCH_ENV, "2")
-    train_per_example(from_env, tokenizer, CFG)
-    assert same_weights(explicit, from_env)
-    monkeypatch.setenv(training.MICRO_BATCH_ENV, "two")
-    with pytest.raises(ValueError, match="PFTBENCH_MICRO_BATCH_SIZE must be a positive integer"):
-        train_per_example(fresh(initial), tokenizer, CFG)
+    """The variable that used to carry `--micro-batch-size` is ignored: whole batches of 3."""
+    passes = []
+
+    def counting(model: Any, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        passes.append(batch["input_ids"].shape[0])
+        return per_example_loss(model, batch)
+
+    monkeypatch.setenv("PFTBENCH_MICRO_BATCH_SIZE", "1")
+    training.run(fresh(initial), EXAMPLES, collate_with(tokenizer), counting, CFG, progress=False)
+    assert set(passes) == {3}
+
+
+class Stop(Exception):
+    """Ends a run once the value under test has been seen."""
+
+
+def test_the_command_line_hands_the_micro_batch_to_the_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bench.runner
+    from bench import cli
+
+    seen = {}
+
+    def runner(*args: Any, **kwargs: Any) -> None:
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(bench.runner, "Runner", runner)
+    suite = str(Path(__file__).resolve().parents[1] / "suites" / "micro" / "keywords.yaml")
+    for command in ("run", "check"):
+        seen.clear()
+        with pytest.raises(Stop):
+            cli.main([command, suite, "--micro-batch-size", "2", "--cache-dir", str(tmp_path)])
+        assert seen["micro_batch_size"] == 2, command
+
+
+def test_a_method_passes_its_context_micro_batch_to_the_loop(
+    initial: Any, tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.cache import Cache
+    from bench.method_api import MethodContext
+    from methods.sft import SFTConfig
+    from methods.sft import train as train_sft
+
+    base = tmp_path / "base"
+    fresh(initial).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    loops = []
+
+    def run(*args: Any, **kwargs: Any) -> None:
+        loops.append(args[4])
+        raise Stop
+
+    monkeypatch.setattr(training, "run", run)
+    ctx = MethodContext(
+        task=None,  # type: ignore[arg-type]  # SFT on the pairs asks nothing of the task
+        pairs=[],
+        base_model_dir=base,
+        output_dir=tmp_path / "policy",
+        seed=0,
+        cache=Cache(tmp_path / "cache"),
+        base_key="base",
+        micro_batch_size=2,
+    )
+    with pytest.raises(Stop):
+        train_sft(ctx, SFTConfig(epochs=1.0))
+    assert [loop.micro_batch_size for loop in loops] == [2]
 
 
 def test_out_of_memory_halves_the_micro_batch_and_retries(initial: Any, tokenizer: Any) -> None:
@@ -409,7 +469,7 @@ def test_out_of_memory_is_raised_where_it_cannot_be_retried() -> None:
             training._smaller_micro_batch(error, micro, n_processes)
         assert raised.value.__notes__ == [
             f"out of memory at {micro} examples per pass: set a smaller micro-batch "
-            "(pftbench run --micro-batch-size N, or $PFTBENCH_MICRO_BATCH_SIZE)"
+            "(pftbench run --micro-batch-size N, or LoopConfig.micro_batch_size)"
         ]
 
 
