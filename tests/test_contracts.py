@@ -404,6 +404,155 @@ def test_the_scan_reads_the_real_sources() -> None:
     )
 
 
+# --- no environment variable changes a default --------------------------------------------------
+
+LIBRARY_PACKAGES = ("bench", "methods", "judges")
+
+ALLOWED_ENVIRONMENT_READS: dict[tuple[str, str, str], str] = {
+    # (file, function, variable: its name, or the expression naming it) -> why it may be read.
+    # Launchers (torchrun, accelerate launch) tell each process where it stands.
+    ("bench/distributed.py", "world_size", "WORLD_SIZE"): "set by the launcher: the number of "
+    "processes training together",
+    ("bench/distributed.py", "rank", "RANK"): "set by the launcher: this process's index",
+    ("bench/modeling.py", "device", "LOCAL_RANK"): "set by the launcher: this process's GPU",
+    ("bench/backends/vllm.py", "engine_devices", "LOCAL_RANK"): "set by the launcher: the GPU "
+    "this process's vLLM engine takes",
+    ("bench/backends/vllm.py", "engine_devices", "CUDA_VISIBLE_DEVICES"): "the GPUs the "
+    "launcher (or the user) made visible; LOCAL_RANK indexes them",
+    # The documented thread-count input (README, "CPU threads").
+    ("bench/threads.py", "choose_threads", "OMP_NUM_THREADS"): "the thread count when --threads "
+    "is not given, OpenMP's own convention",
+    ("bench/results.py", "_hardware", "OMP_NUM_THREADS"): "the thread count a run used, "
+    "recorded in its provenance when torch is not loaded (bench.threads set it)",
+    ("bench/threads.py", "configure", "name"): "OMP_WAIT_POLICY or GOMP_SPINCOUNT (WAITING): a "
+    "waiting policy the user set is kept, never overridden",
+    ("bench/threads.py", "waiting", "name"): "OMP_WAIT_POLICY and GOMP_SPINCOUNT (WAITING), "
+    "reported as the process has them",
+    # Where the cache lives, never what is computed (the flag --cache-dir wins).
+    ("bench/cache.py", "Cache.default", "PFTBENCH_CACHE_DIR"): "a cluster points the cache at a "
+    "shared or scratch filesystem",
+    ("bench/cache.py", "Cache.default", "XDG_CACHE_HOME"): "the XDG convention for user caches",
+    # A secret stays out of every file: the LLM judge's API key is read from the variable whose
+    # NAME its config gives (`api_key_env`).
+    ("judges/llm_pairwise.py", "LlmPairwiseJudge._api_key", "name"): "the API key, from the "
+    "variable the judge config names",
+    ("bench/selection.py", "missing_resources", "key_env"): "a suite whose judge needs the key "
+    "is skipped, saying so, when the variable its config names is unset",
+    # Restoring what pftbench itself set.
+    ("bench/backends/vllm.py", "_environment", "name"): "the value before a vLLM engine's "
+    "variables are set, restored when the engine closes",
+}
+"""Environment reads in library code. Each is an input by convention (a launcher's, OpenMP's,
+XDG's), the cache's location, or a secret named by a config, and the README lists them
+("Environment variables"); anything else a user can change is a flag or a suite key."""
+
+_ENVIRONMENT_WRITES = {"update", "pop", "clear"}
+
+
+def environment_reads(source: str) -> list[tuple[str, str]]:
+    """(function, variable) of every read of the process environment in `source`:
+    `os.environ.get(X)`, `os.getenv(X)`, `os.environ[X]`, `X in os.environ` (also with `environ`
+    or `getenv` imported from os); any other use of the mapping (a copy, a loop over it) reads
+    variable "*". Setting, updating and removing variables are not reads."""
+    tree = ast.parse(source)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+    def function_of(node: ast.AST) -> str:
+        names = []
+        while node in parents:
+            node = parents[node]
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.append(node.name)
+        return ".".join(reversed(names)) or "<module>"
+
+    def variable(node: ast.AST | None) -> str:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        return "*" if node is None else ast.unparse(node)
+
+    def is_os(node: ast.AST, attr: str) -> bool:
+        return (
+            isinstance(node, ast.Attribute)
+            and node.attr == attr
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        ) or (isinstance(node, ast.Name) and node.id == attr)
+
+    reads = []
+    for node in ast.walk(tree):
+        parent = parents.get(node)
+        if is_os(node, "getenv") and isinstance(parent, ast.Call) and parent.func is node:
+            reads.append((function_of(node), variable(parent.args[0] if parent.args else None)))
+        if not is_os(node, "environ"):
+            continue
+        if isinstance(parent, ast.Attribute) and parent.attr in _ENVIRONMENT_WRITES:
+            continue
+        if isinstance(parent, ast.Subscript) and not isinstance(parent.ctx, ast.Load):
+            continue
+        call = parents.get(parent)
+        if isinstance(parent, ast.Attribute) and isinstance(call, ast.Call) and call.args:
+            read = call.args[0]  # os.environ.get(X), .setdefault(X, ...)
+        elif isinstance(parent, ast.Subscript):
+            read = parent.slice
+        elif isinstance(parent, ast.Compare) and isinstance(parent.ops[0], (ast.In, ast.NotIn)):
+            read = parent.left
+        else:
+            read = None
+        reads.append((function_of(node), variable(read)))
+    return reads
+
+
+def test_environment_reads_finds_every_form() -> None:
+    source = textwrap.dedent(
+        """
+        import os
+        from os import environ, getenv
+        A = os.environ.get("A")
+        class C:
+            def f(self, name):
+                b = os.getenv("B", "1") + getenv(name)
+                if "C" in os.environ and os.environ["D"]:
+                    os.environ["E"] = "set"
+                    os.environ.update({"F": "1"})
+                    os.environ.pop("G", None)
+                    del os.environ["H"]
+                return dict(os.environ), environ.get("I")
+        """
+    )
+    assert sorted(environment_reads(source)) == [
+        ("<module>", "A"),
+        ("C.f", "*"),
+        ("C.f", "B"),
+        ("C.f", "C"),
+        ("C.f", "D"),
+        ("C.f", "I"),
+        ("C.f", "name"),
+    ]
+
+
+def test_no_environment_variable_is_read_by_library_code_unless_allowed() -> None:
+    found = set()
+    for package in LIBRARY_PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            file = str(path.relative_to(REPO))
+            found |= {(file, *read) for read in environment_reads(path.read_text("utf-8"))}
+    unexpected = sorted(found - set(ALLOWED_ENVIRONMENT_READS))
+    assert unexpected == [], (
+        "library code reads the environment (make it an argument, or add an allow-list entry "
+        f"saying why it is an input by convention, documented in the README): {unexpected}"
+    )
+    stale = sorted(set(ALLOWED_ENVIRONMENT_READS) - found)
+    assert stale == [], f"allow-list entries no code reads any more: {stale}"
+
+
+def test_every_allowed_environment_variable_is_in_the_readme() -> None:
+    section = (REPO / "README.md").read_text("utf-8").split("### Environment variables", 1)[1]
+    section = section.split("\n#", 1)[0]
+    named = {variable for _, _, variable in ALLOWED_ENVIRONMENT_READS if variable.isupper()}
+    named |= {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "api_key_env"}  # the entries read by name
+    assert [v for v in sorted(named) if f"`{v}`" not in section] == []
+
+
 # --- the gold judge -----------------------------------------------------------------------------
 
 TASK = KeywordsTask(KeywordsParams())
