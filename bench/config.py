@@ -7,9 +7,11 @@ files it includes, validates it in two passes and returns a frozen `Suite`:
 1. the schema below (pydantic, `extra="forbid"`, strict types: YAML `"0.1"` is not a number);
 2. the free-form parameter blocks (`task.params`, each method entry's overrides,
    `generation.backend_params`, `judge.params`) against the config model that the named task,
-   method, backend or judge registered in `bench.registry`.
+   method, backend or judge registered in `bench.registry` (each a `StrictParams`);
+then it builds the task from its params and checks the budgets against the pool size they fix
+and what the configs ask of the task (`StrictParams.task_needs`) against what it declares.
 
-Every issue of both passes is collected into one `ConfigError`; each names the file the value
+Every issue of every pass is collected into one `ConfigError`; each names the file the value
 came from (an included base file when it came from there), the key path, the value and what is
 allowed. The validated parameter blocks are stored dumped with their defaults filled in, so
 `Cell.resolved_config()` is the complete config that determines a cell's numbers.
@@ -149,7 +151,8 @@ class Budget(BaseModel):
     model_config = _MODEL_CONFIG
 
     count: int | None = None
-    """A number of pairs (>= 1); a count larger than the pool fails at run time."""
+    """A number of pairs (>= 1); a count larger than the pool fails at validate (when the
+    task's params fix the pool's size) or when the pool is drawn."""
     fraction: float | None = None
     """A fraction of the pair pool in (0, 1]; the number of pairs rounds down, at least 1."""
 
