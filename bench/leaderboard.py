@@ -52,9 +52,10 @@ CELL_COLUMNS = [
     "provenance",
 ]
 
-ONLINE_METHOD_IDS = ("online_dpo", "best_of_n", "filter")
-"""Registered method ids that learn from samples of their own policy: the online side of the
-online-minus-offline gap. The one place that says which methods are online."""
+ONLINE_FAMILY = "online"
+"""The method family (`bench.registry.MethodFamily`) on the online side of the
+online-minus-offline gap: methods that learn from, or search over, samples of their own policy.
+Each method declares its family where it registers; the result line records it (`family_of`)."""
 
 OFFLINE_BASELINE_ID = "dpo"
 """The offline method every online method is compared with, on the same pairs and budget."""
@@ -264,6 +265,18 @@ def _compute_length_controlled(
     return length_controlled_winrate(score_groups, differences)
 
 
+def family_of(line: ResultLine) -> str:
+    """The family a line's method declared: recorded in the line, else (a line written before it
+    was recorded) the registry's, else `offline` (a method not installed here)."""
+    if line.method_family is not None:
+        return line.method_family
+    from bench.registry import METHODS
+
+    if line.method_id in METHODS:
+        return METHODS.get(line.method_id).family or "offline"
+    return "offline"
+
+
 def task_of(line: ResultLine) -> str:
     """The task a line's suite runs (its config's task name; the suite name for older lines)."""
     task = line.config.get("task")
@@ -273,22 +286,24 @@ def task_of(line: ResultLine) -> str:
 def gap_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
     """The online-minus-offline gap: one row per (suite, online method entry, budget).
 
-    For each method entry whose id is in ONLINE_METHOD_IDS, at each budget where the suite also
-    has the offline baseline (the entry named OFFLINE_BASELINE_ID, else the first entry with that
-    id), `gap` is the paired winrate difference online - offline on the same prompts
+    For each method entry of the online family (`family_of`), at each budget where the suite
+    also has the offline baseline (the entry named OFFLINE_BASELINE_ID, else the first entry with
+    that id), `gap` is the paired winrate difference online - offline on the same prompts
     (`bench.summary.difference`), pooled over the seeds both ran; columns GAP_COLUMNS.
     """
     rows = []
     for (suite, version, tier, judge), cells in _sections_of(lines).items():
-        entries = {}
+        entries, families = {}, {}
         for (method, _), by_seed in cells.items():
-            entries.setdefault(method, next(iter(by_seed.values())).method_id)
+            first_line = next(iter(by_seed.values()))
+            entries.setdefault(method, first_line.method_id)
+            families.setdefault(method, family_of(first_line))
         baselines = [m for m, method_id in entries.items() if method_id == OFFLINE_BASELINE_ID]
         if not baselines:
             continue
         baseline = OFFLINE_BASELINE_ID if OFFLINE_BASELINE_ID in baselines else baselines[0]
         for (method, budget), by_seed in cells.items():
-            if entries[method] not in ONLINE_METHOD_IDS or (baseline, budget) not in cells:
+            if families[method] != ONLINE_FAMILY or (baseline, budget) not in cells:
                 continue
             gap, seeds = _difference(by_seed, cells[baseline, budget])
             if gap is None:
@@ -509,6 +524,11 @@ def _lc_cell(record: dict[str, Any]) -> str:
     return f"{record['lc_winrate']:.3f} [{record['lc_ci_low']:.3f}, {record['lc_ci_high']:.3f}]"
 
 
+def online_method_ids(gaps: pd.DataFrame) -> list[str]:
+    """The ids of the online methods a `gap_table` compares, in order of first appearance."""
+    return list(dict.fromkeys(gaps["method_id"])) if not gaps.empty else []
+
+
 def markdown_gap(gaps: pd.DataFrame) -> str:
     """A markdown section of the online-minus-offline gap per task; empty when there is none."""
     if gaps.empty:
@@ -534,7 +554,7 @@ def markdown_gap(gaps: pd.DataFrame) -> str:
                 "The paired winrate difference of each online method against offline "
                 f"`{OFFLINE_BASELINE_ID}` on the same prompts and seeds at the same budget; a CI "
                 "above 0 means the online method wins more often. Online methods: "
-                f"{', '.join(ONLINE_METHOD_IDS)}.",
+                f"{', '.join(online_method_ids(gaps))}.",
                 markdown_table(header, rows),
             ]
         )

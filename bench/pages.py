@@ -30,12 +30,12 @@ from bench.leaderboard import (
     LC_EXPLANATION,
     MDE_EXPLANATION,
     OFFLINE_BASELINE_ID,
-    ONLINE_METHOD_IDS,
     cell_lines,
     cell_table,
     gap_table,
     mde_sentence,
     mde_table,
+    online_method_ids,
     task_of,
 )
 from bench.results import ResultLine, load_results
@@ -104,7 +104,8 @@ def _sections(
 def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
     """The whole page for `lines` as one HTML string (see the module docstring)."""
     sections = _sections(lines)
-    gap_panels = _gap_panels(gap_table(lines))
+    gaps = gap_table(lines)
+    gap_panels = _gap_panels(gaps)
     styles = _page_styles(sections, gap_panels)
     mdes = {
         (r["suite"], r["suite_version"], r["tier"], r["judge"]): mde_sentence(r)
@@ -126,7 +127,7 @@ def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
         body.append("<p id='empty'>No results yet.</p>")
     for key, rows in sections.items():
         body.append(_suite_section(key, rows, styles, mdes.get(key, "")))
-    body.append(_gap_section(gap_panels, styles))
+    body.append(_gap_section(gap_panels, styles, online_method_ids(gaps)))
     body.append(
         f"</main><footer><p>Generated from the {len(lines)} result lines in "
         f"<code>{_e(source)}/*.jsonl</code> by <code>pftbench leaderboard</code>. Each line "
@@ -324,11 +325,14 @@ def _provenance(line: ResultLine) -> str:
 
 
 def _gap_section(
-    gap_panels: dict[str, dict[tuple, list[dict[str, Any]]]], styles: dict[str, SeriesStyle]
+    gap_panels: dict[str, dict[tuple, list[dict[str, Any]]]],
+    styles: dict[str, SeriesStyle],
+    online_ids: list[str],
 ) -> str:
+    which = f"method ids {', '.join(online_ids)}" if online_ids else "registered as online"
     intro = (
         "<h2>Online minus offline</h2><p>The paired winrate difference of each online method "
-        f"(method ids {_e(', '.join(ONLINE_METHOD_IDS))}) against offline "
+        f"({_e(which)}) against offline "
         f"<code>{_e(OFFLINE_BASELINE_ID)}</code> at the same budget, on the same prompts and "
         "seeds: positive means the online method wins more often; a 95% CI that excludes 0 is "
         "a difference. One panel per suite, on the same axes.</p>"

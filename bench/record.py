@@ -12,6 +12,7 @@ from typing import Any
 from bench.config import Cell
 from bench.hashing import content_hash
 from bench.judging import worst_score
+from bench.registry import METHODS
 from bench.results import ResultLine, provenance
 from bench.stats import mean_reward_estimate, winrate_estimate
 from bench.summary import line_numbers
@@ -59,6 +60,7 @@ def result_line(
         tier=suite.tier,
         method=cell.method.name,
         method_id=cell.method.method,
+        method_family=METHODS.get(cell.method.method).family,
         budget=cell.budget.label,
         n_pairs=pool["n_pairs_by_budget"][cell.budget.label],
         seed=cell.seed,

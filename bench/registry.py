@@ -15,9 +15,20 @@ import importlib.metadata
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 T = TypeVar("T")
+
+MethodFamily = Literal["offline", "online"]
+"""What a method is, declared where it registers and recorded in each result line:
+
+- `offline`: learns from the budget's labelled pairs alone (SFT, DPO);
+- `online`: also learns from, or searches over, samples of its own policy ranked by a verifier
+  it fits on those pairs (online DPO, filter, best-of-N): the online side of the leaderboard's
+  online-minus-offline gap.
+
+A plugin that declares nothing is `offline`."""
+METHOD_FAMILIES: tuple[str, ...] = get_args(MethodFamily)
 
 
 class UnknownNameError(KeyError):
@@ -67,6 +78,8 @@ class Entry:
     replay: Callable[..., Any] | None = None
     """Judges only: `replay(params, line, task) -> bench.judging.Replay`, the verdicts the judge's
     rule gives from what a result line records per prompt (`pftbench submit` checks them)."""
+    family: MethodFamily | None = None
+    """Methods only: `offline` or `online` (see MethodFamily)."""
 
 
 METHODS: Registry[Entry] = Registry("method")
@@ -81,9 +94,17 @@ def _decorator(
     config: type,
     generate: Callable[..., Any] | None = None,
     replay: Callable[..., Any] | None = None,
+    family: MethodFamily | None = None,
 ) -> Callable[[T], T]:
     def register(fn: T) -> T:
-        entry = Entry(name=name, config=config, fn=fn, generate=generate, replay=replay)  # type: ignore[arg-type]
+        entry = Entry(
+            name=name,
+            config=config,
+            fn=fn,  # type: ignore[arg-type]
+            generate=generate,
+            replay=replay,
+            family=family,
+        )
         registry.add(name, entry)
         return fn
 
@@ -91,13 +112,23 @@ def _decorator(
 
 
 def register_method(
-    name: str, config: type, generate: Callable[..., Any] | None = None
+    name: str,
+    config: type,
+    generate: Callable[..., Any] | None = None,
+    *,
+    family: MethodFamily = "offline",
 ) -> Callable[[T], T]:
     """Register `fn(ctx: MethodContext, cfg: config) -> dict` as method `name`.
 
     `generate(gen: GenerationContext, cfg) -> {"main": samples, ...}` replaces plain generation
-    from the saved policy when given; extra keys are variants judged too (e.g. BoN@N)."""
-    return _decorator(METHODS, name, config, generate)
+    from the saved policy when given; extra keys are variants judged too (e.g. BoN@N).
+    `family` declares what the method is (see MethodFamily): the runner records it in every
+    result line, and the leaderboard's online-minus-offline gap reads it."""
+    if family not in METHOD_FAMILIES:
+        raise ValueError(
+            f"method {name!r}: unknown family {family!r}; known: {', '.join(METHOD_FAMILIES)}"
+        )
+    return _decorator(METHODS, name, config, generate, family=family)
 
 
 def register_task(name: str, config: type) -> Callable[[T], T]:

@@ -46,7 +46,7 @@ output as a loss in `winrate` and at `reward_floor` in `mean_reward`, keeps the 
 winrate in `valid_winrate`, and counts failed judgments (F) apart in `n_failed`; version-1 lines
 are refused with a pointer to `pftbench migrate`, which rewrites them (`bench.migrate`). Fields
 added within a version (output_lengths, reference_lengths, data_hash, reference_rewards,
-order_answers) are optional, so older lines of it still load."""
+order_answers, method_family) are optional, so older lines of it still load."""
 
 PER_PROMPT_EXTRAS = (
     "output_lengths",
@@ -88,6 +88,10 @@ class ResultLine(BaseModel):
     """Name of the method entry in the suite, e.g. "dpo_2x"."""
     method_id: str
     """Registered method it runs, e.g. "dpo"."""
+    method_family: str | None = None
+    """What that method declared it is where it registered: "offline" or "online"
+    (`bench.registry.MethodFamily`). None on lines written before it was recorded: readers
+    then ask the registry (`bench.leaderboard.family_of`)."""
     budget: str
     """Budget label as written in the suite, e.g. "n=250" or "frac=0.5"."""
     n_pairs: int

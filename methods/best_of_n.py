@@ -47,7 +47,7 @@ def generate(gen: GenerationContext, cfg: BestOfNConfig) -> dict[str, list[Sampl
     return variants
 
 
-@register_method("best_of_n", config=BestOfNConfig, generate=generate)
+@register_method("best_of_n", config=BestOfNConfig, generate=generate, family="online")
 def train(ctx: MethodContext, cfg: BestOfNConfig) -> dict:
     _, rm_metrics = fit_reward_model(ctx, cfg.reward_model, ctx.output_dir / "reward_model")
     ctx.save_base_as_policy()

@@ -70,7 +70,7 @@ def dpo_loss(
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
 
-@register_method("dpo", config=DPOConfig)
+@register_method("dpo", config=DPOConfig, family="offline")
 def train(ctx: MethodContext, cfg: DPOConfig) -> dict[str, float]:
     from bench.modeling import load_tokenizer
 

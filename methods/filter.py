@@ -30,7 +30,7 @@ class FilterConfig(StrictParams):
     """Kept outputs per optimiser step."""
 
 
-@register_method("filter", config=FilterConfig)
+@register_method("filter", config=FilterConfig, family="online")
 def train(ctx: MethodContext, cfg: FilterConfig) -> dict:
     from bench import training
     from bench.generation import Decoding

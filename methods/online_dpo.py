@@ -50,7 +50,7 @@ class OnlineDPOConfig(StrictParams):
     """Pairs per optimiser step."""
 
 
-@register_method("online_dpo", config=OnlineDPOConfig)
+@register_method("online_dpo", config=OnlineDPOConfig, family="online")
 def train(ctx: MethodContext, cfg: OnlineDPOConfig) -> dict:
     from bench.generation import Decoding
     from bench.modeling import load_causal_lm, load_tokenizer

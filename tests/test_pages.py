@@ -14,7 +14,7 @@ import pytest
 from result_factory import synthetic_line
 
 from bench.cli import main
-from bench.leaderboard import ONLINE_METHOD_IDS, cell_table, gap_table
+from bench.leaderboard import cell_table, family_of, gap_table, markdown_gap
 from bench.pages import MARKERS, PALETTE, render_html, series_styles, write_html
 from bench.results import append_result, load_results
 from bench.stats import crossed_difference, verdict_scores
@@ -166,7 +166,39 @@ def test_the_gap_is_the_paired_difference_against_dpo_pooled_over_seeds(results)
     assert [(r["data-method"], r["data-budget"]) for r in page.gap_rows] == list(
         zip(gaps.method, gaps.budget, strict=True)
     )
-    assert "online_dpo" in ONLINE_METHOD_IDS and "dpo" not in ONLINE_METHOD_IDS
+    # These lines record no family (as lines written before it was recorded): the registry's.
+    assert all(line.method_family is None for line in lines)
+    assert {line.method_id: family_of(line) for line in lines} == {
+        "sft": "offline",
+        "dpo": "offline",
+        "online_dpo": "online",
+        "best_of_n": "online",
+    }
+    assert "Online methods: online_dpo, best_of_n." in markdown_gap(gaps)
+    assert "(method ids online_dpo, best_of_n)" in render_html(lines)
+
+
+def test_the_gap_reads_the_family_a_line_records(results):
+    """A method the registry does not know (a plugin installed elsewhere) is online when its
+    lines say so, and offline when they say nothing; a recorded family beats the registry's."""
+    lines = load_results(results)
+    plugin = [
+        line.model_copy(update={"method": "plugin", "method_id": "plugin_method"})
+        for line in lines
+        if line.method == "online_dpo"
+    ]
+    assert gap_table(lines + plugin).query("method == 'plugin'").empty  # unknown: offline
+    declared = [line.model_copy(update={"method_family": "online"}) for line in plugin]
+    gaps = gap_table(lines + declared)
+    assert sorted(set(gaps["method"])) == ["best_of_n", "online_dpo", "plugin"]
+    assert "Online methods: online_dpo, best_of_n, plugin_method." in markdown_gap(gaps)
+    relabelled = [
+        line.model_copy(update={"method_family": "offline"})
+        if line.method_id == "online_dpo"
+        else line
+        for line in lines
+    ]
+    assert set(gap_table(relabelled)["method"]) == {"best_of_n"}
 
 
 def test_plots_are_inline_svg_with_ci_error_bars(results):

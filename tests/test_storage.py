@@ -330,6 +330,19 @@ def test_result_lines_round_trip(tmp_path):
     assert load_results(tmp_path / "results") == [second, first]  # files in name order
 
 
+def test_a_line_without_a_method_family_still_loads(tmp_path):
+    """`method_family` was added within schema 2: lines written before it load, as None (the
+    leaderboard then asks the registry, tests/test_pages.py); lines with it round-trip."""
+    recorded = make_line("WWL").model_copy(update={"method_family": "offline"})
+    older = json.loads(make_line("LLW").model_dump_json())
+    del older["method_family"]
+    path = result_path(tmp_path, "tldr")
+    path.write_text(recorded.model_dump_json() + "\n" + json.dumps(older) + "\n")
+    first, second = load_results(tmp_path)
+    assert first == recorded and first.method_family == "offline"
+    assert second.method_family is None
+
+
 def test_nan_winrate_round_trips(tmp_path):
     line = make_line("WL").model_copy(
         update={
