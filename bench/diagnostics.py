@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.generation import Decoding
+from bench.method_api import load_saved_verifier
 from bench.tasks.base import PreferencePair, Task
-
-VERIFIER_DIR = "reward_model"
-"""Where a method that trains a verifier saves it inside its policy directory."""
 
 
 def diagnostics(
@@ -33,10 +31,10 @@ def diagnostics(
     `kl`: KL(policy || base) on `kl_prompts` (None: the method generates its own way, e.g.
     best-of-N, so its saved policy is not what is evaluated and KL is not measured)."""
     out: dict[str, Any] = {}
-    if (policy_dir / VERIFIER_DIR).is_dir():
-        from bench.reward_models import load_reward_model, pair_metrics
+    verifier = load_saved_verifier(policy_dir, task)
+    if verifier is not None:
+        from bench.reward_models import pair_metrics
 
-        verifier = load_reward_model(policy_dir / VERIFIER_DIR, task)
         out["reward_model"] = pair_metrics(verifier, heldout_pairs())
     if kl_prompts is not None:
         out["kl"] = estimate_kl(policy_dir, base_dir, kl_prompts, decoding, seed=seed)

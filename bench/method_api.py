@@ -9,6 +9,13 @@ models it trains itself, saves its policy with `save_pretrained` into `ctx.outpu
 returns its metrics. It never sees the gold reward or the judge. A method that samples from the
 policy it trains (online DPO, filtering) does so with `ctx.sample`, through the suite's
 generation backend, so that the paper tier's rounds sample with vLLM.
+
+A method that trains a verifier (a reward model, or the implicit reward of its DPO policy) hands
+it back with `ctx.save_verifier` or `ctx.save_implicit_verifier`: the runner reports its
+held-out accuracy, and the method's `generate` hook reads it back with `load_saved_verifier`.
+Where in the policy directory it lives is this module's business alone (`VERIFIER_DIR`).
+Whether a method is online or offline it declares where it registers
+(`register_method(..., family=...)`, `bench.registry`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from bench import distributed
 from bench.cache import Cache
 from bench.generation import Decoding, GenerationBackend
 from bench.hashing import content_hash
+from bench.reward_models import RewardModel, load_reward_model, save_implicit_reward
 from bench.stage_store import METADATA_FILE, StageStore
 from bench.tasks.base import PreferencePair, Sample, Task
 
@@ -40,6 +48,21 @@ class GenerationContext:
     """The suite's evaluation decoding (length limits, top_p, seed)."""
     backend: GenerationBackend
     """The suite's generation backend (`generate(model_dir, prompts, decoding)`)."""
+
+
+VERIFIER_DIR = "reward_model"
+"""The folder of a policy directory that holds the verifier its method trained: written by
+`MethodContext.save_verifier` and `save_implicit_verifier`, read by `load_saved_verifier`. No
+other code names it (tests/test_contracts.py checks)."""
+
+
+def load_saved_verifier(policy_dir: Path, task: Task) -> RewardModel | None:
+    """The verifier the method that trained the policy in `policy_dir` saved; None if it saved
+    none (SFT, or a method that learns from the pairs alone without declaring a reward)."""
+    verifier_dir = policy_dir / VERIFIER_DIR
+    if not verifier_dir.is_dir():
+        return None
+    return load_reward_model(verifier_dir, task)
 
 
 @dataclass
@@ -96,6 +119,24 @@ class MethodContext:
         protocol of `bench.stage_store`."""
         store = StageStore(self.cache)
         return store.json(kind, content_hash(key_parts), compute, every_process=True)
+
+    @property
+    def verifier_dir(self) -> Path:
+        """Where this method's verifier is saved (inside `output_dir`); a verifier built on a
+        model of its own (the `dpo` kind's policy) keeps that model in a folder under it."""
+        return self.output_dir / VERIFIER_DIR
+
+    def save_verifier(self, verifier: RewardModel) -> None:
+        """Hand back the verifier this method trained: the runner reports its held-out
+        accuracy, and `load_saved_verifier` gives it to the method's `generate` hook."""
+        verifier.save(self.verifier_dir)
+
+    def save_implicit_verifier(self, policy_dir: Path, beta: float) -> None:
+        """Hand back as the verifier the DPO-implicit reward beta * (log pi - log pi_ref) of the
+        policy saved in `policy_dir`, the base policy being the reference; neither is copied."""
+        save_implicit_reward(
+            self.verifier_dir, policy=policy_dir, reference=self.base_model_dir, beta=beta
+        )
 
     def save_base_as_policy(self) -> None:
         """The policy is the base model itself: link its files (no copy) into output_dir.

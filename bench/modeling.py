@@ -230,3 +230,14 @@ def concat_batches(
         )
         for key in ("input_ids", "attention_mask", "loss_mask")
     }
+
+
+def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Any]) -> dict[str, Any]:
+    """Preference pairs as one batch: the B chosen rows, then the B rejected rows: [2B, T],
+    right-padded (`encode_completions` of each side, then `concat_batches`)."""
+    prompts = [pair.prompt for pair in pairs]
+    return concat_batches(
+        encode_completions(tokenizer, prompts, [pair.chosen for pair in pairs]),
+        encode_completions(tokenizer, prompts, [pair.rejected for pair in pairs]),
+        tokenizer.pad_token_id,
+    )

@@ -12,12 +12,13 @@ for simple rewards. The kinds here span that dial:
 - `local`: r(x, y) = log pi(y | x), the summed token log-probs of a policy-class model trained
   with the Bradley-Terry loss and no reference term (the paper's local RM).
 - `dpo`: the implicit reward beta * (log pi(y|x) - log pi_ref(y|x)) of a trained DPO policy
-  (`save_implicit_reward` declares one; the methods train the policy).
+  (`save_implicit_reward` declares one; `bench.preference.fit_verifier` trains the policy).
 
 Every kind is trained by the same Bradley-Terry loss, -log sigmoid(r(x, y_w) - r(x, y_l)), and
 evaluated the same way on held-out pairs (`pair_metrics`): accuracy and mean BT likelihood, the
 paper's H5 comparison. A trained model is saved to a directory (`save`) and loaded back by
-`load_reward_model`, so the runner can evaluate the verifier a method trained.
+`load_reward_model`; a method hands its verifier to the runner with
+`MethodContext.save_verifier` (`bench.method_api`), which evaluates it on held-out pairs.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from bench.config import StrictParams, TaskNeed
-from bench.tasks.base import PreferencePair, Task
+from bench.tasks.base import PreferencePair, Sample, Task
 
 if TYPE_CHECKING:
     import torch
@@ -103,6 +104,25 @@ def pair_metrics(model: RewardModel, pairs: Sequence[PreferencePair]) -> dict[st
         "bt_likelihood": likelihood / len(pairs),
         "n": len(pairs),
     }
+
+
+def score_samples(
+    model: RewardModel, prompts: Sequence[str], samples: Sequence[Sequence[Sample]]
+) -> list[list[float]]:
+    """The verifier's score of every sample, per prompt; an unfinished sample scores lowest
+    (INVALID_SCORE). The online methods rank their samples, and best-of-N its candidates, so."""
+    flat_prompts = [p for p, group in zip(prompts, samples, strict=True) for _ in group]
+    flat_samples = [s for group in samples for s in group]
+    flat_scores = model.score(flat_prompts, [s.text for s in flat_samples])
+    flat_scores = [
+        score if s.finished else INVALID_SCORE
+        for score, s in zip(flat_scores, flat_samples, strict=True)
+    ]
+    out, start = [], 0
+    for group in samples:
+        out.append(flat_scores[start : start + len(group)])
+        start += len(group)
+    return out
 
 
 def _sigmoid(z: float) -> float:
@@ -269,18 +289,6 @@ def _batched_scores(
         model.train(was_training)
 
 
-def collate_pair_batch(tokenizer: Any, pairs: list[PreferencePair]) -> dict:
-    """Chosen rows then rejected rows: [2B, T], right-padded."""
-    from bench.modeling import concat_batches, encode_completions
-
-    prompts = [p.prompt for p in pairs]
-    return concat_batches(
-        encode_completions(tokenizer, prompts, [p.chosen for p in pairs]),
-        encode_completions(tokenizer, prompts, [p.rejected for p in pairs]),
-        tokenizer.pad_token_id,
-    )
-
-
 def train_reward_model(
     spec: RewardModelSpec,
     task: Task,
@@ -304,7 +312,7 @@ def train_reward_model(
     import torch
 
     from bench import training
-    from bench.modeling import load_causal_lm, load_tokenizer, sequence_logps
+    from bench.modeling import encode_pairs, load_causal_lm, load_tokenizer, sequence_logps
 
     tokenizer = load_tokenizer(base_model_dir)
     if spec.kind == "global":
@@ -345,7 +353,7 @@ def train_reward_model(
     report = training.run(
         model,
         list(pairs),
-        lambda rows: collate_pair_batch(tokenizer, rows),
+        lambda rows: encode_pairs(tokenizer, rows),
         loss_fn,
         loop,
         scratch_dir=scratch_dir,

@@ -62,9 +62,9 @@ from bench.modeling import (
     sequence_logps,
     sft_loss,
 )
+from bench.preference import DPOConfig, collate_pairs, dpo_batch_loss
 from bench.runner import STAGES, Runner
 from bench.tasks.base import PreferencePair, Sample, Task
-from methods.dpo import DPOConfig, batch_loss, collate_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COLD_TARGET_S = 180.0
@@ -292,7 +292,7 @@ def time_dpo_overhead(setup: MicroSetup, quick: bool) -> dict[str, Any]:
     rows = preference_rows(setup, setup.build_model(), max(cfg.batch_size, n_epoch_pairs))
     batch = _to_device(collate_pairs(setup.tokenizer, rows[: cfg.batch_size]))
     batch_tokens = int(batch["attention_mask"].sum())
-    dpo_fn = batch_loss(cfg.beta, cfg.loss)
+    dpo_fn = dpo_batch_loss(cfg.beta, cfg.loss)
 
     plain = steady_step_seconds(setup.build_model(), sft_loss, batch, cfg.lr, warmup, iterations)
     dpo = steady_step_seconds(setup.build_model(), dpo_fn, batch, cfg.lr, warmup, iterations)
@@ -334,7 +334,7 @@ def print_dpo(figures: dict[str, Any]) -> None:
     plain_rate = tokens / statistics.median(figures["plain_step_s"])
     print("\n2. DPO overhead on the micro model")
     print(
-        f"  batch: {figures['n_pairs']} pairs collated by methods.dpo.collate_pairs -> "
+        f"  batch: {figures['n_pairs']} pairs collated by bench.preference.collate_pairs -> "
         f"[{', '.join(map(str, figures['batch_shape']))}], {tokens} non-pad tokens; "
         f"steady state: median [p25, p75] of n={n} steps after {figures['warmup_steps']} warm-up"
     )

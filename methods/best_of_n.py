@@ -10,11 +10,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from bench.config import StrictParams
-from bench.method_api import GenerationContext, MethodContext
+from bench.method_api import GenerationContext, MethodContext, load_saved_verifier
+from bench.preference import fit_verifier
 from bench.registry import register_method
-from bench.reward_models import RewardModelSpec, load_reward_model
+from bench.reward_models import RewardModelSpec, score_samples
 from bench.tasks.base import Sample
-from methods._verifiers import fit_reward_model, score_samples
 
 
 class BestOfNConfig(StrictParams):
@@ -35,7 +35,9 @@ def generate(gen: GenerationContext, cfg: BestOfNConfig) -> dict[str, list[Sampl
     the same first two samples BoN@16 sees)."""
     from dataclasses import replace
 
-    verifier = load_reward_model(gen.policy_dir / "reward_model", gen.task)
+    verifier = load_saved_verifier(gen.policy_dir, gen.task)
+    if verifier is None:
+        raise FileNotFoundError(f"{gen.policy_dir} holds no verifier: best_of_n's train saves one")
     decoding = replace(gen.decoding, n=max(cfg.ns), temperature=cfg.temperature)
     samples = gen.backend.generate(gen.policy_dir, gen.prompts, decoding)
     scores = score_samples(verifier, gen.prompts, samples)
@@ -49,7 +51,7 @@ def generate(gen: GenerationContext, cfg: BestOfNConfig) -> dict[str, list[Sampl
 
 @register_method("best_of_n", config=BestOfNConfig, generate=generate, family="online")
 def train(ctx: MethodContext, cfg: BestOfNConfig) -> dict:
-    _, rm_metrics = fit_reward_model(ctx, cfg.reward_model, ctx.output_dir / "reward_model")
+    _, rm_metrics = fit_verifier(ctx, cfg.reward_model)
     ctx.save_base_as_policy()
     ctx.counters["pairs_used"] = len(ctx.pairs)
     return {"reward_model": cfg.reward_model.label, "rm_train": rm_metrics}

@@ -10,9 +10,9 @@ from pydantic import Field
 
 from bench.config import StrictParams
 from bench.method_api import MethodContext
+from bench.preference import fit_verifier, unique_prompts
 from bench.registry import register_method
-from bench.reward_models import INVALID_SCORE, RewardModelSpec
-from methods._verifiers import fit_reward_model, score_samples, unique_prompts
+from bench.reward_models import INVALID_SCORE, RewardModelSpec, score_samples
 
 
 class FilterConfig(StrictParams):
@@ -36,10 +36,10 @@ def train(ctx: MethodContext, cfg: FilterConfig) -> dict:
     from bench.generation import Decoding
     from bench.modeling import encode_completions, load_causal_lm, load_tokenizer, sft_loss
 
-    verifier, rm_metrics = fit_reward_model(ctx, cfg.reward_model, ctx.output_dir / "reward_model")
+    verifier, rm_metrics = fit_verifier(ctx, cfg.reward_model)
     tokenizer = load_tokenizer(ctx.base_model_dir)
     model = load_causal_lm(ctx.base_model_dir)
-    prompts = unique_prompts(ctx)
+    prompts = unique_prompts(ctx.pairs)
     decoding = Decoding(
         max_new_tokens=ctx.max_new_tokens,
         n=cfg.n,

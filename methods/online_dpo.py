@@ -18,11 +18,10 @@ from pydantic import Field
 
 from bench.config import StrictParams
 from bench.method_api import MethodContext
+from bench.preference import DPOConfig, fit_verifier, train_dpo_policy, unique_prompts
 from bench.registry import register_method
-from bench.reward_models import RewardModelSpec
+from bench.reward_models import RewardModelSpec, score_samples
 from bench.tasks.base import PreferencePair
-from methods._verifiers import fit_reward_model, score_samples, unique_prompts
-from methods.dpo import DPOConfig
 
 
 class OnlineDPOConfig(StrictParams):
@@ -54,10 +53,9 @@ class OnlineDPOConfig(StrictParams):
 def train(ctx: MethodContext, cfg: OnlineDPOConfig) -> dict:
     from bench.generation import Decoding
     from bench.modeling import load_causal_lm, load_tokenizer
-    from methods.dpo import train_policy
 
     start = time.perf_counter()
-    verifier, rm_metrics = fit_reward_model(ctx, cfg.reward_model, ctx.output_dir / "reward_model")
+    verifier, rm_metrics = fit_verifier(ctx, cfg.reward_model)
     metrics: dict = {
         "reward_model": cfg.reward_model.label,
         "rm_train": rm_metrics,
@@ -66,10 +64,10 @@ def train(ctx: MethodContext, cfg: OnlineDPOConfig) -> dict:
     tokenizer = load_tokenizer(ctx.base_model_dir)
     model = load_causal_lm(ctx.base_model_dir)
     if cfg.init == "dpo":
-        metrics["init_dpo"] = train_policy(
+        metrics["init_dpo"] = train_dpo_policy(
             ctx, cfg.init_dpo, ctx.pairs, None, model=model, desc="dpo init"
         )
-    prompts = unique_prompts(ctx)
+    prompts = unique_prompts(ctx.pairs)
     round_cfg = DPOConfig(
         beta=cfg.beta, loss=cfg.loss, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size
     )
@@ -94,7 +92,7 @@ def train(ctx: MethodContext, cfg: OnlineDPOConfig) -> dict:
             if group_scores[best] > group_scores[worst] and group[best].text != group[worst].text:
                 new_pairs.append(PreferencePair(prompt, group[best].text, group[worst].text))
         train_report = (
-            train_policy(
+            train_dpo_policy(
                 ctx,
                 round_cfg,
                 new_pairs,

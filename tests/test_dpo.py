@@ -22,10 +22,12 @@ from bench.modeling import (
     build_gpt2,
     concat_batches,
     encode_completions,
+    encode_pairs,
     load_tokenizer,
     sequence_logps,
     token_logps,
 )
+from bench.preference import DPOConfig, collate_pairs, dpo_loss, reference_logps
 from bench.tasks.base import PreferencePair
 from bench.tasks.keywords import (
     SPECIAL_TOKENS,
@@ -35,7 +37,6 @@ from bench.tasks.keywords import (
     write_word_tokenizer,
 )
 from methods import dpo
-from methods.dpo import DPOConfig, dpo_loss
 
 # Token ids of the word tokenizer: <pad> 0, <unk> 1, <sep> 2, <eos> 3, then w00 = 4 ... w07 = 11.
 PAD, SEP, EOS = 0, 2, 3
@@ -236,6 +237,27 @@ def test_concat_batches_pads_to_the_wider_and_keeps_rows(tokenizer: Any) -> None
     ]
 
 
+def test_pairs_collate_chosen_rows_then_rejected_rows_with_their_reference(tokenizer: Any) -> None:
+    pairs = [
+        PreferencePair("w00 <sep>", "w02", "w04 w05 w06"),
+        PreferencePair("w01 <sep>", "w03", "w07"),
+    ]
+    batch = collate_pairs(tokenizer, [(pairs[0], -1.0, -2.0), (pairs[1], -3.0, -4.0)])
+    # The same rows as test_concat_batches: chosen 0, chosen 1, rejected 0, rejected 1.
+    assert batch["input_ids"].tolist() == [
+        [w(0), SEP, w(2), EOS, PAD, PAD],
+        [w(1), SEP, w(3), EOS, PAD, PAD],
+        [w(0), SEP, w(4), w(5), w(6), EOS],
+        [w(1), SEP, w(7), EOS, PAD, PAD],
+    ]
+    assert batch["reference_chosen"].tolist() == [-1.0, -3.0]
+    assert batch["reference_rejected"].tolist() == [-2.0, -4.0]
+    encoded = encode_pairs(tokenizer, pairs)
+    assert set(encoded) == {"input_ids", "attention_mask", "loss_mask"}
+    for key, value in encoded.items():
+        assert torch.equal(value, batch[key])
+
+
 # --- log-probs ----------------------------------------------------------------------------------
 
 
@@ -375,7 +397,7 @@ def test_dpo_training_run(tmp_path: Path, tokenizer: Any, monkeypatch: pytest.Mo
         raise AssertionError("reference log-probs recomputed despite the cache")
 
     monkeypatch.setattr("bench.modeling.sequence_logps", no_forward)
-    assert dpo.reference_logps(ctx, None, None, PAIRS) == cached
+    assert reference_logps(ctx, None, None, PAIRS) == cached
     monkeypatch.undo()
 
     # Training raised the implicit reward margin beta * [(pi_c - ref_c) - (pi_r - ref_r)] on its

@@ -25,12 +25,11 @@ from bench.cli import main
 from bench.config import Cell, load_suite
 from bench.diagnostics import estimate_kl
 from bench.generation import Decoding
-from bench.method_api import GenerationContext
+from bench.method_api import GenerationContext, load_saved_verifier
 from bench.registry import METHODS
-from bench.reward_models import load_reward_model, pair_metrics
+from bench.reward_models import pair_metrics, score_samples
 from bench.runner import Runner
 from bench.tasks.keywords import KeywordsParams, KeywordsTask
-from methods._verifiers import score_samples
 
 # The online methods' suite, run once, then inspected.
 pytestmark = pytest.mark.e2e
@@ -159,8 +158,11 @@ def test_verifier_metrics_on_held_out_pairs(lab: dict[str, Any]) -> None:
         heldout = runner.heldout_pairs(cell)
         assert {p.prompt for p in heldout} <= valid_prompts
         policy_dir = Cache(lab["cache"]).path("models", runner.keys(cell).policy)
-        verifier = load_reward_model(policy_dir / "reward_model", runner.task(cell.suite))
+        verifier = load_saved_verifier(policy_dir, runner.task(cell.suite))
+        assert verifier is not None
         assert pair_metrics(verifier, heldout) == pytest.approx(reported)
+    sft_dir = Cache(lab["cache"]).path("models", runner.keys(cell_of(lab["suite"], "sft")).policy)
+    assert load_saved_verifier(sft_dir, runner.task(load_suite(lab["suite"]))) is None
 
     # The linear verifier is the one online_dpo_linear, best_of_n and filter share (same spec,
     # same pairs, deterministic Newton fit): the same figures.
@@ -286,7 +288,8 @@ def test_best_of_n_is_nested(lab: dict[str, Any]) -> None:
         prompts,
         Decoding(max_new_tokens=7, n=4, temperature=0.7, min_new_tokens=2, seed=0),
     )
-    verifier = load_reward_model(policy_dir / "reward_model", task)
+    verifier = load_saved_verifier(policy_dir, task)
+    assert verifier is not None
     scores = score_samples(verifier, prompts, samples)
     assert variants["n=1"] == [group[0] for group in samples]
     for i, group in enumerate(samples):

@@ -18,6 +18,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from bench.method_api import VERIFIER_DIR
 from bench.modeling import build_gpt2, encode_completions, load_tokenizer, sequence_logps
 from bench.reward_models import (
     INVALID_SCORE,
@@ -353,8 +354,8 @@ def test_linear_save_and_load_give_identical_scores(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "layout",
     [
-        "policy-above",  # the dpo method: <entry>/reward_model declares <entry> itself
-        "policy-inside",  # online verifiers: <entry>/reward_model/policy
+        "policy-above",  # the dpo method: <entry>/<VERIFIER_DIR> declares <entry> itself
+        "policy-inside",  # the dpo-kind verifier of online methods: <entry>/<VERIFIER_DIR>/policy
     ],
 )
 def test_implicit_reward_survives_a_rename_of_its_entry(
@@ -363,7 +364,7 @@ def test_implicit_reward_survives_a_rename_of_its_entry(
     """The cache builds an entry in a temporary folder and renames it into place: the implicit
     reward must find its policy after that rename."""
     building = tmp_path / "tmp-entry"
-    rm_dir = building / "reward_model"
+    rm_dir = building / VERIFIER_DIR
     policy = building if layout == "policy-above" else rm_dir / "policy"
     save_policy(policy, seed=2)
     save_implicit_reward(rm_dir, policy=policy, reference=base_dir, beta=0.5)
@@ -373,7 +374,7 @@ def test_implicit_reward_survives_a_rename_of_its_entry(
 
     final = tmp_path / "entry"
     building.rename(final)
-    loaded = load_reward_model(final / "reward_model", SMALL_TASK)
+    loaded = load_reward_model(final / VERIFIER_DIR, SMALL_TASK)
     assert isinstance(loaded, LogProbRewardModel)
     assert loaded.score(PROMPTS, OUTPUTS) == before
 
@@ -393,10 +394,10 @@ def test_implicit_reward_survives_a_move_of_the_whole_cache(tmp_path: Path) -> N
     cache = tmp_path / "cache"
     base = save_policy(cache / "models" / "base", seed=1)
     policy = save_policy(cache / "models" / "policy", seed=2)
-    save_implicit_reward(policy / "reward_model", policy=policy, reference=base, beta=0.5)
-    before = load_reward_model(policy / "reward_model", SMALL_TASK).score(PROMPTS, OUTPUTS)
+    save_implicit_reward(policy / VERIFIER_DIR, policy=policy, reference=base, beta=0.5)
+    before = load_reward_model(policy / VERIFIER_DIR, SMALL_TASK).score(PROMPTS, OUTPUTS)
     cache.rename(tmp_path / "moved")
-    moved = tmp_path / "moved" / "models" / "policy" / "reward_model"
+    moved = tmp_path / "moved" / "models" / "policy" / VERIFIER_DIR
     assert load_reward_model(moved, SMALL_TASK).score(PROMPTS, OUTPUTS) == before
 
 
