@@ -1,8 +1,10 @@
 """Contract tests over everything registered and every suite in the repository.
 
 Adding a suite, a method, a task, a judge or a backend adds cases here: each suite loads and
-hashes stably, each registered entry has a strict pydantic config whose defaults construct, the
-light modules never import torch, and the methods/judges import boundary holds.
+hashes stably, each registered entry has a strict pydantic config whose defaults construct and
+each method declares its family, the light modules never import torch, the methods/judges
+import boundary holds, no method imports another (shared machinery lives in bench/), and only
+`bench.method_api` knows where in a policy directory a method's verifier lives.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from bench import registry
 from bench.config import StrictParams, is_suite_file, load_suite, validate_suite
 from bench.errors import ConfigError
 from bench.hashing import content_hash
-from bench.registry import Entry, Registry, UnknownNameError
+from bench.method_api import VERIFIER_DIR
+from bench.registry import METHOD_FAMILIES, Entry, Registry, UnknownNameError, register_method
 from bench.tasks.base import TASK_CAPABILITIES, Sample, Task
 from bench.tasks.keywords import KeywordsParams, KeywordsTask, format_prompt, word
 from bench.verdicts import Verdict
@@ -266,6 +269,42 @@ def test_backend_factory_builds_from_defaults(entry: Entry) -> None:
     assert callable(backend.generate) and callable(backend.close)
 
 
+@pytest.mark.parametrize("entry", [e for k, e in ENTRIES if k == "method"], ids=lambda e: e.name)
+def test_every_registered_method_has_a_family(entry: Entry) -> None:
+    assert entry.family in METHOD_FAMILIES, f"method {entry.name!r}: family {entry.family!r}"
+
+
+def _register_method_calls(source: str) -> list[ast.Call]:
+    return [
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", getattr(node.func, "attr", None)) == "register_method"
+    ]
+
+
+def test_every_builtin_method_declares_its_family_where_it_registers() -> None:
+    """The default (`offline`) is for plugins written before families existed; a method of this
+    repository says what it is."""
+    calls = {
+        path.name: _register_method_calls(path.read_text(encoding="utf-8"))
+        for path in sorted((REPO / "methods").glob("*.py"))
+    }
+    assert sum(len(c) for c in calls.values()) >= 5  # the scan sees the registrations
+    undeclared = [
+        name
+        for name, found in calls.items()
+        for call in found
+        if "family" not in {keyword.arg for keyword in call.keywords}
+    ]
+    assert undeclared == []
+
+
+def test_an_unknown_family_is_refused_at_registration() -> None:
+    with pytest.raises(ValueError, match="unknown family 'onlin'; known: offline, online"):
+        register_method("test_typo", config=BaseModel, family="onlin")  # type: ignore[arg-type]
+
+
 def test_unknown_name_lists_the_known_ones() -> None:
     widgets: Registry[int] = Registry("widget")
     widgets.add("b", 2)
@@ -393,6 +432,83 @@ def test_methods_never_import_judges() -> None:
 
 def test_judges_never_import_methods() -> None:
     assert _violations("judges", "methods") == []
+
+
+def test_no_method_imports_another_method() -> None:
+    """A method file imports from bench/ (and its own stdlib, torch, pydantic), never from
+    another method: what two methods share lives once in bench/ (`bench.preference`)."""
+    files = sorted((REPO / "methods").glob("*.py"))
+    assert len(files) >= 5
+    found = [
+        f"{path.relative_to(REPO)} imports {module}"
+        for path in files
+        for module in imported_modules(path.read_text(encoding="utf-8"))
+        if module == "methods" or module.startswith(("methods.", "."))
+    ]
+    assert found == []
+
+
+def test_bench_never_imports_methods() -> None:
+    """The arrow runs one way: methods call bench/, bench/ finds methods through the registry."""
+    assert _violations("bench", "methods") == []
+
+
+def folder_mentions(source: str, folder: str) -> list[int]:
+    """Lines of `source` that use `folder` as a path component: `x / "folder"`,
+    `joinpath("folder")`, `Path("folder")`, `os.path.join(.., "folder")`, or a string (an
+    f-string's text too) holding "folder/" or "/folder". Other uses of the word (a dict key, a
+    config field, a judge's name) are not paths and pass."""
+    spellings = (f"{folder}/", f"/{folder}", f"{folder}\\", f"\\{folder}")
+    lines = set()
+    for node in ast.walk(ast.parse(source)):
+        operands: list[ast.AST] = []
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            operands = [node.left, node.right]
+        elif isinstance(node, ast.Call) and getattr(
+            node.func, "attr", getattr(node.func, "id", None)
+        ) in ("joinpath", "join", "Path", "PurePath"):
+            operands = list(node.args)
+        joined = any(isinstance(o, ast.Constant) and o.value == folder for o in operands)
+        spelled = isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if joined or (spelled and any(s in node.value for s in spellings)):
+            lines.add(node.lineno)
+    return sorted(lines)
+
+
+def test_folder_mentions_finds_every_form() -> None:
+    name = VERIFIER_DIR
+    source = textwrap.dedent(
+        f"""
+        a = policy_dir / "{name}"
+        b = policy_dir.joinpath("{name}", "policy")
+        c = os.path.join(root, "{name}")
+        d = f"{{policy_dir}}/{name}/spec.json"
+        e = Path("{name}")
+        metrics = {{"{name}": 1}}
+        g = cfg.{name}.label
+        h = lines["x"]["{name}"]
+        """
+    )
+    assert folder_mentions(source, name) == [2, 3, 4, 5, 6]
+
+
+def test_only_the_method_api_names_the_verifier_folder() -> None:
+    """A method hands its verifier back through MethodContext and the runner reads it with
+    `load_saved_verifier`: nobody else builds the path, so nobody probes for it."""
+    files = [
+        path
+        for folder in ("bench", "methods", "judges", "benchmarks", "examples", "tests")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        if path != REPO / "bench" / "method_api.py"
+    ]
+    found = [
+        f"{path.relative_to(REPO)}:{line}"
+        for path in files
+        for line in folder_mentions(path.read_text(encoding="utf-8"), VERIFIER_DIR)
+    ]
+    assert found == []
+    api = (REPO / "bench" / "method_api.py").read_text(encoding="utf-8")
+    assert f'\nVERIFIER_DIR = "{VERIFIER_DIR}"\n' in api  # the one place that names it
 
 
 def test_the_scan_reads_the_real_sources() -> None:

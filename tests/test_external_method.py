@@ -105,6 +105,7 @@ def test_run_pytest_submit_and_both_pages(installed, workdir, tmp_path_factory, 
     assert run.returncode == 0, run.stderr
     (line,) = [json.loads(text) for text in (workdir / "results" / "tiny-keywords.jsonl").open()]
     assert (line["method"], line["method_id"], line["budget"]) == (METHOD, METHOD, "n=40")
+    assert line["method_family"] == "offline"  # the plugin declares none: the default
     assert line["metrics"]["train"]["informative_pairs"] <= 40
     assert line["n"] + line["n_failed"] == 60
 
