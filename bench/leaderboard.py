@@ -19,6 +19,7 @@ import pandas as pd
 
 from bench.cache import atomic_write_text
 from bench.power import POWER, minimum_detectable_effect
+from bench.registry import METHODS
 from bench.results import ResultLine, load_results
 from bench.stats import CrossedEstimate, Estimate, length_controlled_winrate
 from bench.summary import CellNumbers, difference, pool, scores
@@ -270,8 +271,6 @@ def family_of(line: ResultLine) -> str:
     was recorded) the registry's, else `offline` (a method not installed here)."""
     if line.method_family is not None:
         return line.method_family
-    from bench.registry import METHODS
-
     if line.method_id in METHODS:
         return METHODS.get(line.method_id).family or "offline"
     return "offline"

@@ -18,7 +18,8 @@ Every kind is trained by the same Bradley-Terry loss, -log sigmoid(r(x, y_w) - r
 evaluated the same way on held-out pairs (`pair_metrics`): accuracy and mean BT likelihood, the
 paper's H5 comparison. A trained model is saved to a directory (`save`) and loaded back by
 `load_reward_model`; a method hands its verifier to the runner with
-`MethodContext.save_verifier` (`bench.method_api`), which evaluates it on held-out pairs.
+`MethodContext.save_verifier` (`bench.method_api`), so that the runner evaluates it on held-out
+pairs.
 """
 
 from __future__ import annotations
