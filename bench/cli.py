@@ -27,8 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-from bench import distributed, threads
 from bench.errors import ConfigError
+from bench.run import threads
+from bench.train import distributed
 
 RUN_RESULTS_DIR = Path("results")
 """Where `pftbench run` writes result lines by default: the user's own, never committed."""
@@ -40,9 +41,9 @@ DEFAULT_SUITES_DIR = Path("suites")
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from bench.judging import JudgeError
-    from bench.results import ResultFileError
-    from bench.selection import UsageError
+    from bench.evaluate.judging import JudgeError
+    from bench.report.results import ResultFileError
+    from bench.run.selection import UsageError
 
     try:
         threads.configure(getattr(args, "threads", None))
@@ -218,8 +219,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Run, check expectations, and with --regression compare (`bench.session`)."""
-    from bench.selection import check_groups
+    """Run, check expectations, and with --regression compare (`bench.run.session`)."""
+    from bench.run.selection import check_groups
 
     session, selection = _session(args, args.results_dir, args.regression)
     if not selection.cells:
@@ -254,10 +255,10 @@ def _session(args: argparse.Namespace, results_dir: Path | None, regression: boo
     line is written), then the suites selected, the runner built."""
     from tqdm.auto import tqdm
 
-    from bench.cache import Cache
-    from bench.regression import Baseline
-    from bench.runner import Runner
-    from bench.session import Session, select
+    from bench.report.regression import Baseline
+    from bench.run.cache import Cache
+    from bench.run.runner import Runner
+    from bench.run.session import Session, select
 
     baseline = Baseline.snapshot(args.baseline_dir) if regression else None
     selection = select(args.suites, args.method, args.budget, args.seed, args.run_slow)
@@ -282,7 +283,7 @@ def _progress(args: argparse.Namespace):
 
 def _validate(args: argparse.Namespace) -> int:
     from bench.config import load_suite
-    from bench.selection import suite_paths
+    from bench.run.selection import suite_paths
 
     status = 0
     for path in suite_paths(args.paths):
@@ -301,8 +302,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from bench.leaderboard import render
-    from bench.pages import write_html, write_plots
+    from bench.report.leaderboard import render
+    from bench.report.pages import write_html, write_plots
 
     out = args.out or board_page(args.results_dir)
     html_out = args.html or out.parent / "index.html"
@@ -314,7 +315,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from bench.migrate import migrate_folder
+    from bench.report.migrate import migrate_folder
 
     for folder in args.folders:
         try:
@@ -341,7 +342,7 @@ def board_page(results_dir: Path) -> Path:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from bench.submit import BundleRejected, submit
+    from bench.report.submit import BundleRejected, submit
 
     try:
         merged = submit(args.files, args.suites_dir, args.results_dir)
@@ -368,7 +369,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     """Rerun (from the cache) and compare with the committed leaderboard; nothing is written."""
-    from bench.regression import summary
+    from bench.report.regression import summary
 
     session, selection = _session(args, None, regression=True)
     session.run_all(selection.cells, _progress(args))

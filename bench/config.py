@@ -363,7 +363,7 @@ class Expectation(BaseModel):
     """The winrate against the reference must be at most this."""
     beats: str | None = None
     """Another method entry: the 95% CI of the paired winrate difference lies above 0 (and the
-    interval is decidable: `bench.expectations`)."""
+    interval is decidable: `bench.report.expectations`)."""
     equivalent_to: str | None = None
     """Another method entry: "no advantage either way", an equivalence claim; the whole 95% CI
     of the paired winrate difference lies inside +-`margin`."""

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import distributed
-from bench.cache import Cache
-from bench.generation import Decoding, GenerationBackend
-from bench.hashing import content_hash
-from bench.reward_models import RewardModel, load_reward_model, save_implicit_reward
-from bench.stage_store import METADATA_FILE, StageStore
+from bench.evaluate.generation import Decoding, GenerationBackend
+from bench.run.cache import Cache
+from bench.run.hashing import content_hash
+from bench.run.stage_store import METADATA_FILE, StageStore
 from bench.tasks.base import PreferencePair, Sample, Task
+from bench.train import distributed
+from bench.train.reward_models import RewardModel, load_reward_model, save_implicit_reward
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class MethodContext:
     progress: bool = True
     micro_batch_size: int | None = None
     """Examples per forward/backward pass of every training loop the method runs (pass it to
-    `bench.training.LoopConfig`): `pftbench run --micro-batch-size`; None: a whole batch."""
+    `bench.train.training.LoopConfig`): `pftbench run --micro-batch-size`; None: a whole batch."""
     counters: dict[str, float] = field(default_factory=dict)
     """Budget accounting every result row records: pairs_used, rm_queries, samples_generated."""
     backend: GenerationBackend | None = None
@@ -99,7 +99,7 @@ class MethodContext:
         checkpoint saved in the scratch folder or from weights sent to its running engine."""
         backend = self.backend
         if backend is None:
-            from bench.backends.hf import HFBackend, HFParams
+            from bench.evaluate.backends.hf import HFBackend, HFParams
 
             backend = HFBackend(HFParams())
         rank, n_processes = distributed.rank(), distributed.world_size()
@@ -115,8 +115,8 @@ class MethodContext:
         """`compute()` once per distinct `key_parts`, then from the cache (e.g. reference logps).
 
         Under accelerate launch every process calls `compute()` (which may split its work over
-        them with `bench.distributed.map_shards`) and the main process writes the result: the
-        protocol of `bench.stage_store`."""
+        them with `bench.train.distributed.map_shards`) and the main process writes the result: the
+        protocol of `bench.run.stage_store`."""
         store = StageStore(self.cache)
         return store.json(kind, content_hash(key_parts), compute, every_process=True)
 

@@ -9,9 +9,9 @@ sentence with the numbers and their CI. In a multi-seed suite the expectations a
 an extra item per (method, budget), e.g. `dpo[n=250,seeds=0+1+2]`, on the pooled seeds.
 
 With `--regression` (or the ini option `pftbench_regression = true`) each cell item also compares
-its winrate with the committed leaderboard value of the same cell (`bench.regression`): outside
-the committed 95% CI fails, with one sentence; a cell with no committed value is reported as new.
-The committed lines are read once, after collection and before any item runs or appends.
+its winrate with the committed leaderboard value of the same cell (`bench.report.regression`):
+outside the committed 95% CI fails, with one sentence; a cell with no committed value is reported as
+new. The committed lines are read once, after collection and before any item runs or appends.
 
 Every suite item carries the marker `e2e` (and the suite's `gpu`, `api`, `slow`), so that
 `pytest -m "not e2e"` keeps the fast tests. After the run, the terminal summary lists why items
@@ -108,7 +108,7 @@ MARKERS = {
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from bench import threads
+    from bench.run import threads
 
     try:
         threads.configure(config.getoption("threads"))
@@ -144,7 +144,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from bench.selection import UsageError, check_filters
+    from bench.run.selection import UsageError, check_filters
 
     # Every suite collected, also one whose cells the filters all left out: that is the mistake.
     suites = config.stash[_SUITES]
@@ -154,8 +154,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     except UsageError as error:
         raise pytest.UsageError(str(error)) from None
     if any(isinstance(item, CellItem) for item in items) and regression_enabled(config):
-        from bench.regression import Baseline
-        from bench.results import ResultFileError
+        from bench.report.regression import Baseline
+        from bench.report.results import ResultFileError
 
         # Read now, before any item runs: the items append their fresh lines to results_dir.
         try:
@@ -247,11 +247,11 @@ def baseline_dir(config: pytest.Config) -> Path:
 
 
 def session_for(config: pytest.Config) -> Any:
-    """The run's `bench.session.Session`: one runner, every line kept, the baseline if any."""
+    """The run's `bench.run.session.Session`: one runner, every line kept, the baseline if any."""
     if _SESSION not in config.stash:
-        from bench.cache import Cache
-        from bench.runner import Runner
-        from bench.session import Session
+        from bench.run.cache import Cache
+        from bench.run.runner import Runner
+        from bench.run.session import Session
 
         cache_dir = config.getoption("pftbench_cache_dir")
         cache = Cache(Path(cache_dir)) if cache_dir else Cache.default()
@@ -268,7 +268,7 @@ def session_for(config: pytest.Config) -> Any:
 
 class SuiteFile(pytest.File):
     def collect(self) -> list[pytest.Item]:
-        from bench.selection import check_groups, missing_resources
+        from bench.run.selection import check_groups, missing_resources
 
         # Read from the absolute path (the cwd may be anywhere); shown and recorded in result
         # lines (`suite_file`) relative to rootdir, as the committed lines have it.
@@ -314,7 +314,7 @@ class CellItem(pytest.Item):
         self.cell = cell
 
     def runtest(self) -> None:
-        from bench.selection import CheckGroup
+        from bench.run.selection import CheckGroup
 
         session = session_for(self.config)
         line = session.run(self.cell)
@@ -348,7 +348,7 @@ class CheckItem(CellItem):
         self.seeds = seeds
 
     def runtest(self) -> None:
-        from bench.selection import CheckGroup
+        from bench.run.selection import CheckGroup
 
         failures = session_for(self.config).check(CheckGroup(self.cell, self.seeds))
         if failures:

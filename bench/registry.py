@@ -76,8 +76,9 @@ class Entry:
     generate: Callable[..., Any] | None = None
     """Methods only: replaces plain generation from the saved policy (e.g. best-of-N reranking)."""
     replay: Callable[..., Any] | None = None
-    """Judges only: `replay(params, line, task) -> bench.judging.Replay`, the verdicts the judge's
-    rule gives from what a result line records per prompt (`pftbench submit` checks them)."""
+    """Judges only: `replay(params, line, task) -> bench.evaluate.judging.Replay`, the verdicts
+    the judge's rule gives from what a result line records per prompt (`pftbench submit` checks
+    them)."""
     family: MethodFamily | None = None
     """Methods only: `offline` or `online` (see MethodFamily)."""
 
@@ -141,9 +142,9 @@ def register_judge(
 ) -> Callable[[T], T]:
     """Register a judge factory `fn(params: config, task: Task) -> Judge` as judge `name`.
 
-    `replay(params, line, task) -> bench.judging.Replay` recomputes each prompt's verdict from
-    what a result line records (rewards, reference rewards, the answers of both orders); a judge
-    without one cannot have its outcomes verified, and `pftbench submit` refuses its lines."""
+    `replay(params, line, task) -> bench.evaluate.judging.Replay` recomputes each prompt's verdict
+    from what a result line records (rewards, reference rewards, the answers of both orders); a
+    judge without one cannot have its outcomes verified, and `pftbench submit` refuses its lines."""
     return _decorator(JUDGES, name, config, replay=replay)
 
 
@@ -152,7 +153,7 @@ def register_backend(name: str, config: type) -> Callable[[T], T]:
     return _decorator(BACKENDS, name, config)
 
 
-_BUILTIN_PACKAGES = ("bench.tasks", "bench.backends", "methods", "judges")
+_BUILTIN_PACKAGES = ("bench.tasks", "bench.evaluate.backends", "methods", "judges")
 PLUGIN_GROUP = "pftbench.methods"
 _discovered = False
 

@@ -52,7 +52,7 @@ import time
 import numpy as np
 from numpy.typing import ArrayLike
 
-from bench.stats import _crossed_moments, paired_difference, pooled_bootstrap_mean
+from bench.report.stats import _crossed_moments, paired_difference, pooled_bootstrap_mean
 
 TIE_BAND = 0.5
 """Half-width ``d`` of the tie band on the latent logit scale (P(tie) = 0.24 at p = 1/2)."""

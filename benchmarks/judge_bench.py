@@ -36,7 +36,7 @@ from judge_server import (  # noqa: E402  (a test helper: tests/ is not a packag
     vllm_python,
 )
 
-from bench.judge_cache import JudgeCache  # noqa: E402
+from bench.evaluate.judge_cache import JudgeCache  # noqa: E402
 from bench.tasks.base import Sample, Task  # noqa: E402
 from judges.llm_pairwise import LlmPairwiseJudge, LlmPairwiseParams  # noqa: E402
 

@@ -15,11 +15,11 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from bench.power import minimum_detectable_effect
-from bench.results import ResultLine, latest_per_cell, load_results
-from bench.stats import WINRATE_BOUNDS, crossed_mean, verdict_scores
-from bench.summary import difference, pool
-from bench.verdicts import outcomes_from_string
+from bench.evaluate.verdicts import outcomes_from_string
+from bench.report.power import minimum_detectable_effect
+from bench.report.results import ResultLine, latest_per_cell, load_results
+from bench.report.stats import WINRATE_BOUNDS, crossed_mean, verdict_scores
+from bench.report.summary import difference, pool
 
 OFFLINE = "dpo"
 LAB_SUITES = ("micro-lab-keywords", "micro-lab-hidden", "micro-lab-smoke")
@@ -90,7 +90,7 @@ def summarise(lines: list[ResultLine], suite: str) -> None:
         print(f"| {method} | " + " | ".join(row) + " |")
     print(
         "\n`*`: the CI lies above 0; `(-)`: below 0; `?`: undecidable (fewer than 3 seeds). "
-        "MDE: the difference this design detects with 80% power (bench.power)."
+        "MDE: the difference this design detects with 80% power (bench.report.power)."
     )
 
     print(

@@ -14,8 +14,8 @@ Three parts, each a small table:
    DPO collates them ([2B, T], chosen rows then rejected rows): (a) a plain SFT step (forward,
    backward, AdamW) on that batch, (b) a DPO step (sequence log-probs, DPO loss, backward, AdamW)
    on the same batch, both in steady state (median over iterations after warm-up) and in train
-   mode, as the training loop runs the model, and (c) one epoch of `bench.training.run` with the
-   DPO loss, so accelerate, data loading, collation and gradient clipping are included.
+   mode, as the training loop runs the model, and (c) one epoch of `bench.train.training.run` with
+   the DPO loss, so accelerate, data loading, collation and gradient clipping are included.
    Tokens/s counts the non-pad tokens through the model, as the training loop does.
 3. HF generation throughput of the micro model on the evaluation prompts at the HF backend's
    batch size: greedy (as evaluation decodes) and n=2 sampling at the pool temperature (as the
@@ -49,12 +49,14 @@ from typing import Any
 import torch
 import transformers
 
-from bench import training
-from bench.backends.hf import HFParams, generate_with
-from bench.cache import Cache
 from bench.config import Suite, load_suite
-from bench.generation import Decoding
-from bench.modeling import (
+from bench.evaluate.backends.hf import HFParams, generate_with
+from bench.evaluate.generation import Decoding
+from bench.run.cache import Cache
+from bench.run.runner import STAGES, Runner
+from bench.tasks.base import PreferencePair, Sample, Task
+from bench.train import training
+from bench.train.modeling import (
     build_gpt2,
     device,
     load_causal_lm,
@@ -62,9 +64,7 @@ from bench.modeling import (
     sequence_logps,
     sft_loss,
 )
-from bench.preference import DPOConfig, collate_pairs, dpo_batch_loss
-from bench.runner import STAGES, Runner
-from bench.tasks.base import PreferencePair, Sample, Task
+from bench.train.preference import DPOConfig, collate_pairs, dpo_batch_loss
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COLD_TARGET_S = 180.0
@@ -215,7 +215,8 @@ class MicroSetup:
     """The suite's DPO entry (beta, lr, batch size), or the defaults when it has none."""
 
     def build_model(self) -> Any:
-        """A freshly initialised micro GPT-2, sized as `bench.micro.build_base_policy` sizes it."""
+        """A freshly initialised micro GPT-2, sized as `bench.train.micro.build_base_policy`
+        sizes it."""
         spec = self.suite.base_model
         prompt = self.task.examples("train", 1)[0].prompt
         prompt_len = len(self.tokenizer(prompt, add_special_tokens=False).input_ids)
@@ -334,7 +335,7 @@ def print_dpo(figures: dict[str, Any]) -> None:
     plain_rate = tokens / statistics.median(figures["plain_step_s"])
     print("\n2. DPO overhead on the micro model")
     print(
-        f"  batch: {figures['n_pairs']} pairs collated by bench.preference.collate_pairs -> "
+        f"  batch: {figures['n_pairs']} pairs collated by bench.train.preference.collate_pairs -> "
         f"[{', '.join(map(str, figures['batch_shape']))}], {tokens} non-pad tokens; "
         f"steady state: median [p25, p75] of n={n} steps after {figures['warmup_steps']} warm-up"
     )
@@ -416,7 +417,7 @@ def time_generation(setup: MicroSetup, model: Any, quick: bool) -> dict[str, Any
 
 
 def print_generation(figures: dict[str, Any], model_note: str) -> None:
-    print("\n3. HF generation (bench.backends.hf.generate_with)")
+    print("\n3. HF generation (bench.evaluate.backends.hf.generate_with)")
     print(
         f"  model: {model_note}; {figures['n_prompts']} eval prompts, batch size "
         f"{figures['batch_size']}, max_new_tokens {figures['max_new_tokens']}, "

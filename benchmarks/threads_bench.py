@@ -14,7 +14,7 @@ turn (median [min, max]: busy timings vary by tens of percent), on a machine tha
 
 and two ways of running it:
 
-- **now**: `pftbench run` as it is (bench/threads.py: OpenMP threads spin about 0.1 ms, then
+- **now**: `pftbench run` as it is (bench/run/threads.py: OpenMP threads spin about 0.1 ms, then
   sleep; the thread count fixed from the cores).
 - **before**: the same with `GOMP_SPINCOUNT=300000`, libgomp's spin when no wait policy is set
   (about 3 ms per wait); pftbench then leaves OpenMP's waiting alone, as it did before.

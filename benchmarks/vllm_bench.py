@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from judge_server import VLLM_PYTHON_ENV, vllm_python  # noqa: E402  (tests/ is not a package)
 from vllm_worker import run_in_vllm_venv  # noqa: E402
 
-from bench.generation import Decoding  # noqa: E402
+from bench.evaluate.generation import Decoding  # noqa: E402
 
 N_WORDS = 1024
 MODEL_SHAPE = {"n_embd": 256, "n_layer": 4, "n_head": 4, "n_positions": 256}
@@ -72,8 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_model(out: Path) -> int:
     """Save the benchmark's GPT-2 (random weights) and its word tokenizer; return #parameters."""
-    from bench.modeling import build_gpt2, load_tokenizer
     from bench.tasks.keywords import SPECIAL_TOKENS, write_word_tokenizer
+    from bench.train.modeling import build_gpt2, load_tokenizer
 
     write_word_tokenizer(SPECIAL_TOKENS + [f"w{i:04d}" for i in range(N_WORDS)], out)
     tokenizer = load_tokenizer(out)
@@ -110,8 +110,8 @@ def vllm_worker(request_path: Path, result_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from bench.backends.vllm import VLLMBackend, VLLMParams
-    from bench.modeling import load_tokenizer
+    from bench.evaluate.backends.vllm import VLLMBackend, VLLMParams
+    from bench.train.modeling import load_tokenizer
 
     request = json.loads(request_path.read_text())
     model_dir = Path(request["model_dir"])
@@ -183,7 +183,7 @@ def measure_hf(model_dir: Path, prompts: dict, decoding: Decoding, repeats: int)
     """{(n_words, threads): (seconds per call, texts)} with torch's default threads and one."""
     import torch
 
-    from bench.backends.hf import HFBackend, HFParams
+    from bench.evaluate.backends.hf import HFBackend, HFParams
 
     default_threads = torch.get_num_threads()
     out = {}

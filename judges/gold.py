@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench.config import StrictParams, TaskNeed
-from bench.judging import Judgment, Replay, score_text, versus_reference
+from bench.evaluate.judging import Judgment, Replay, score_text, versus_reference
+from bench.evaluate.verdicts import Verdict
 from bench.registry import register_judge
-from bench.results import ResultLine
+from bench.report.results import ResultLine
 from bench.tasks.base import Sample, Task
-from bench.verdicts import Verdict
 
 
 class GoldParams(StrictParams):

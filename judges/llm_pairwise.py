@@ -15,8 +15,8 @@ task's prompt and the two outputs as "A" and "B", and asks the endpoint for an a
   at the verdict's position when the endpoint returns them.
 - An item whose output the task cannot judge (`task.validity`: unfinished, malformed) is INVALID
   without a request (a loss in the headline winrate). An item with a failed order is FAILED.
-- **Cache** (`bench.judge_cache`): every answer is written to SQLite as it arrives, keyed by the
-  judge's configuration hash, the rendered texts and the order; a rerun sends only what is
+- **Cache** (`bench.evaluate.judge_cache`): every answer is written to SQLite as it arrives, keyed
+  by the judge's configuration hash, the rendered texts and the order; a rerun sends only what is
   missing, and a run that dies keeps what it got.
 - **Requests**: at most `max_in_flight` at once; 429, 408, 409, 5xx, timeouts and connection
   errors are retried up to `max_retries` times with exponential backoff and jitter
@@ -44,15 +44,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from bench.cache import Cache
 from bench.config import StrictParams
-from bench.hashing import content_hash, short
-from bench.judge_cache import CachedAnswer, JudgeCache, answer_key, default_path
-from bench.judging import JudgeError, Judgment, Replay
+from bench.evaluate.judge_cache import CachedAnswer, JudgeCache, answer_key, default_path
+from bench.evaluate.judging import JudgeError, Judgment, Replay
+from bench.evaluate.verdicts import Verdict
 from bench.registry import register_judge
-from bench.results import ResultLine
+from bench.report.results import ResultLine
+from bench.run.cache import Cache
+from bench.run.hashing import content_hash, short
 from bench.tasks.base import Sample, Task
-from bench.verdicts import Verdict
 
 log = logging.getLogger(__name__)
 

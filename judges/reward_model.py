@@ -22,12 +22,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from bench.config import StrictParams
-from bench.hashing import short
-from bench.judging import Judgment, Replay, versus_reference
+from bench.evaluate.judging import Judgment, Replay, versus_reference
+from bench.evaluate.verdicts import Verdict
 from bench.registry import register_judge
-from bench.results import ResultLine
+from bench.report.results import ResultLine
+from bench.run.hashing import short
 from bench.tasks.base import Sample, Task
-from bench.verdicts import Verdict
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 

@@ -1,8 +1,9 @@
 """The ROUGE-L judge: the paper's hidden-reference variant, where the reward is ROUGE-L F1 of the
 output against the reference summary (Swamy et al. 2025, the ROUGE-L rows; Lin 2004).
 
-The score is `bench.rouge.rouge_l`: the `rouge-score` package's English defaults (what the paper's
-numbers use), no stemming. The TL;DR task's `labels: rouge` labels its pairs with the same function.
+The score is `bench.evaluate.rouge.rouge_l`: the `rouge-score` package's English defaults (what the
+paper's numbers use), no stemming. The TL;DR task's `labels: rouge` labels its pairs with the same
+function.
 
 `output_score` is that F1, so a result line's `mean_reward` (with its CI) is the paper's mean
 ROUGE-L. A verdict still has to be a win, loss or tie: the output WINS when its ROUGE-L reaches
@@ -18,12 +19,12 @@ from collections.abc import Callable
 from pydantic import Field
 
 from bench.config import StrictParams
-from bench.judging import Judgment, Replay, score_text
+from bench.evaluate.judging import Judgment, Replay, score_text
+from bench.evaluate.rouge import rouge_l
+from bench.evaluate.verdicts import Verdict
 from bench.registry import register_judge
-from bench.results import ResultLine
-from bench.rouge import rouge_l
+from bench.report.results import ResultLine
 from bench.tasks.base import Sample, Task
-from bench.verdicts import Verdict
 
 
 class RougeParams(StrictParams):

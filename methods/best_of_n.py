@@ -11,10 +11,10 @@ from pydantic import Field
 
 from bench.config import StrictParams
 from bench.method_api import GenerationContext, MethodContext, load_saved_verifier
-from bench.preference import fit_verifier
 from bench.registry import register_method
-from bench.reward_models import RewardModelSpec, score_samples
 from bench.tasks.base import Sample
+from bench.train.preference import fit_verifier
+from bench.train.reward_models import RewardModelSpec, score_samples
 
 
 class BestOfNConfig(StrictParams):

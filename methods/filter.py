@@ -10,9 +10,9 @@ from pydantic import Field
 
 from bench.config import StrictParams
 from bench.method_api import MethodContext
-from bench.preference import fit_verifier, unique_prompts
 from bench.registry import register_method
-from bench.reward_models import INVALID_SCORE, RewardModelSpec, score_samples
+from bench.train.preference import fit_verifier, unique_prompts
+from bench.train.reward_models import INVALID_SCORE, RewardModelSpec, score_samples
 
 
 class FilterConfig(StrictParams):
@@ -32,9 +32,9 @@ class FilterConfig(StrictParams):
 
 @register_method("filter", config=FilterConfig, family="online")
 def train(ctx: MethodContext, cfg: FilterConfig) -> dict:
-    from bench import training
-    from bench.generation import Decoding
-    from bench.modeling import encode_completions, load_causal_lm, load_tokenizer, sft_loss
+    from bench.evaluate.generation import Decoding
+    from bench.train import training
+    from bench.train.modeling import encode_completions, load_causal_lm, load_tokenizer, sft_loss
 
     verifier, rm_metrics = fit_verifier(ctx, cfg.reward_model)
     tokenizer = load_tokenizer(ctx.base_model_dir)

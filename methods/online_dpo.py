@@ -6,7 +6,7 @@ temperature T, ranks them by the verifier, and makes the best and the worst a ne
 same DPO loss as offline DPO (reference: the SFT policy) trains on those pairs. The paper's
 variant is R = 1, K = 25, T = 0.1, starting from the SFT policy (`init: sft`) or from offline
 DPO (`init: dpo`). The verifier's class is the dial of the generation-verification gap:
-`reward_model.kind/capacity` (see bench.reward_models).
+`reward_model.kind/capacity` (see bench.train.reward_models).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pydantic import Field
 
 from bench.config import StrictParams
 from bench.method_api import MethodContext
-from bench.preference import DPOConfig, fit_verifier, train_dpo_policy, unique_prompts
 from bench.registry import register_method
-from bench.reward_models import RewardModelSpec, score_samples
 from bench.tasks.base import PreferencePair
+from bench.train.preference import DPOConfig, fit_verifier, train_dpo_policy, unique_prompts
+from bench.train.reward_models import RewardModelSpec, score_samples
 
 
 class OnlineDPOConfig(StrictParams):
@@ -51,8 +51,8 @@ class OnlineDPOConfig(StrictParams):
 
 @register_method("online_dpo", config=OnlineDPOConfig, family="online")
 def train(ctx: MethodContext, cfg: OnlineDPOConfig) -> dict:
-    from bench.generation import Decoding
-    from bench.modeling import load_causal_lm, load_tokenizer
+    from bench.evaluate.generation import Decoding
+    from bench.train.modeling import load_causal_lm, load_tokenizer
 
     start = time.perf_counter()
     verifier, rm_metrics = fit_verifier(ctx, cfg.reward_model)

@@ -31,8 +31,8 @@ def train(ctx: MethodContext, cfg: SFTConfig) -> dict[str, float]:
     if cfg.epochs == 0:
         ctx.save_base_as_policy()
         return {}
-    from bench import training
-    from bench.modeling import encode_completions, load_causal_lm, load_tokenizer, sft_loss
+    from bench.train import training
+    from bench.train.modeling import encode_completions, load_causal_lm, load_tokenizer, sft_loss
 
     tokenizer = load_tokenizer(ctx.base_model_dir)
     model = load_causal_lm(ctx.base_model_dir)

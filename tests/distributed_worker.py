@@ -3,7 +3,7 @@
     torchrun --nproc_per_node 2 tests/distributed_worker.py OUT_DIR
 
 Each process writes OUT_DIR/rank<r>.json with what it saw:
-- `trained`: a tiny GPT-2 trained by `bench.training.run` on 64 examples in batches of 16 (the
+- `trained`: a tiny GPT-2 trained by `bench.train.training.run` on 64 examples in batches of 16 (the
   same model and data as `train_tiny` in one process), checkpointing at every step into a shared
   scratch folder; its weights (as lists) and the loop report;
 - `resumed_from_step`: a second call on the same scratch folder, which must resume at the end;
@@ -27,7 +27,7 @@ N_EXAMPLES, BATCH_SIZE = 64, 16
 
 
 def tiny_model():  # noqa: ANN201
-    from bench.modeling import build_gpt2
+    from bench.train.modeling import build_gpt2
 
     return build_gpt2(
         vocab_size=32,
@@ -51,7 +51,7 @@ def train_tiny(
     """The model and report of training `tiny_model` on the fixed examples (any process count)."""
     import torch
 
-    from bench import training
+    from bench.train import training
 
     generator = torch.Generator().manual_seed(0)
     examples = torch.randint(4, 32, (N_EXAMPLES, 8), generator=generator).tolist()
@@ -85,7 +85,7 @@ def weights(model) -> dict[str, list]:  # noqa: ANN001
 def main(out_dir: Path) -> None:
     import torch
 
-    from bench import distributed
+    from bench.train import distributed
 
     rank = distributed.rank()
     model, report = train_tiny(out_dir / "scratch", checkpoint_interval_s=0)

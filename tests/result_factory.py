@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from bench.config import Cell
-from bench.hashing import content_hash
-from bench.results import ResultLine
-from bench.summary import line_numbers
+from bench.report.results import ResultLine
+from bench.report.summary import line_numbers
+from bench.run.hashing import content_hash
 from bench.tasks.base import build_task
 
 OUTCOMES = "WWLTWLWWLI" * 6

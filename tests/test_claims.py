@@ -1,7 +1,7 @@
 """Claims the data can support (issue 10): power, `beats`, `equivalent_to`, and old lines.
 
-bench.power (the minimum detectable effect and the replication a claim would need),
-bench.expectations (the rules and their sentences) and bench.migrate (schema 1 -> 2).
+bench.report.power (the minimum detectable effect and the replication a claim would need),
+bench.report.expectations (the rules and their sentences) and bench.report.migrate (schema 1 -> 2).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from result_factory import cell_line
 
 from bench.cli import main
 from bench.config import Cell, Expectation, load_suite
-from bench.expectations import beats_failure, check_expectation, equivalence_failure
-from bench.migrate import migrate_v1
-from bench.power import minimum_detectable_effect, replication_needed
-from bench.results import ResultFileError, ResultLine, load_results
-from bench.stats import crossed_difference
-from bench.summary import line_numbers
+from bench.report.expectations import beats_failure, check_expectation, equivalence_failure
+from bench.report.migrate import migrate_v1
+from bench.report.power import minimum_detectable_effect, replication_needed
+from bench.report.results import ResultFileError, ResultLine, load_results
+from bench.report.stats import crossed_difference
+from bench.report.summary import line_numbers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

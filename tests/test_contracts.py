@@ -25,12 +25,12 @@ from pydantic import BaseModel, ValidationError
 from bench import registry
 from bench.config import StrictParams, is_suite_file, load_suite, validate_suite
 from bench.errors import ConfigError
-from bench.hashing import content_hash
+from bench.evaluate.verdicts import Verdict
 from bench.method_api import VERIFIER_DIR
 from bench.registry import METHOD_FAMILIES, Entry, Registry, UnknownNameError, register_method
+from bench.run.hashing import content_hash
 from bench.tasks.base import TASK_CAPABILITIES, Sample, Task
 from bench.tasks.keywords import KeywordsParams, KeywordsTask, format_prompt, word
-from bench.verdicts import Verdict
 from judges.gold import GoldJudge, gold_verdict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -350,8 +350,8 @@ _LIGHT_PATH_SCRIPT = textwrap.dedent(
                 cell.resolved_config()
                 n_cells += 1
     import bench.cli
-    import bench.runner
-    import bench.selection
+    import bench.run.runner
+    import bench.run.selection
 
     loaded = sorted(m for m in ("torch", "transformers") if m in sys.modules)
     print(f"cells={n_cells} loaded={loaded}")
@@ -436,7 +436,7 @@ def test_judges_never_import_methods() -> None:
 
 def test_no_method_imports_another_method() -> None:
     """A method file imports from bench/ (and its own stdlib, torch, pydantic), never from
-    another method: what two methods share lives once in bench/ (`bench.preference`)."""
+    another method: what two methods share lives once in bench/ (`bench.train.preference`)."""
     files = sorted((REPO / "methods").glob("*.py"))
     assert len(files) >= 5
     found = [
@@ -515,7 +515,7 @@ def test_the_scan_reads_the_real_sources() -> None:
     assert "bench.method_api" in imported_modules(
         (REPO / "methods" / "dpo.py").read_text(encoding="utf-8")
     )
-    assert "bench.verdicts" in imported_modules(
+    assert "bench.evaluate.verdicts" in imported_modules(
         (REPO / "judges" / "gold.py").read_text(encoding="utf-8")
     )
 
@@ -527,35 +527,47 @@ LIBRARY_PACKAGES = ("bench", "methods", "judges")
 ALLOWED_ENVIRONMENT_READS: dict[tuple[str, str, str], str] = {
     # (file, function, variable: its name, or the expression naming it) -> why it may be read.
     # Launchers (torchrun, accelerate launch) tell each process where it stands.
-    ("bench/distributed.py", "world_size", "WORLD_SIZE"): "set by the launcher: the number of "
-    "processes training together",
-    ("bench/distributed.py", "rank", "RANK"): "set by the launcher: this process's index",
-    ("bench/modeling.py", "device", "LOCAL_RANK"): "set by the launcher: this process's GPU",
-    ("bench/backends/vllm.py", "engine_devices", "LOCAL_RANK"): "set by the launcher: the GPU "
-    "this process's vLLM engine takes",
-    ("bench/backends/vllm.py", "engine_devices", "CUDA_VISIBLE_DEVICES"): "the GPUs the "
+    (
+        "bench/train/distributed.py",
+        "world_size",
+        "WORLD_SIZE",
+    ): "set by the launcher: the number of processes training together",
+    ("bench/train/distributed.py", "rank", "RANK"): "set by the launcher: this process's index",
+    ("bench/train/modeling.py", "device", "LOCAL_RANK"): "set by the launcher: this process's GPU",
+    (
+        "bench/evaluate/backends/vllm.py",
+        "engine_devices",
+        "LOCAL_RANK",
+    ): "set by the launcher: the GPU this process's vLLM engine takes",
+    ("bench/evaluate/backends/vllm.py", "engine_devices", "CUDA_VISIBLE_DEVICES"): "the GPUs the "
     "launcher (or the user) made visible; LOCAL_RANK indexes them",
     # The documented thread-count input (README, "CPU threads").
-    ("bench/threads.py", "choose_threads", "OMP_NUM_THREADS"): "the thread count when --threads "
-    "is not given, OpenMP's own convention",
-    ("bench/results.py", "_hardware", "OMP_NUM_THREADS"): "the thread count a run used, "
-    "recorded in its provenance when torch is not loaded (bench.threads set it)",
-    ("bench/threads.py", "configure", "name"): "OMP_WAIT_POLICY or GOMP_SPINCOUNT (WAITING): a "
+    (
+        "bench/run/threads.py",
+        "choose_threads",
+        "OMP_NUM_THREADS",
+    ): "the thread count when --threads is not given, OpenMP's own convention",
+    ("bench/report/results.py", "_hardware", "OMP_NUM_THREADS"): "the thread count a run used, "
+    "recorded in its provenance when torch is not loaded (bench.run.threads set it)",
+    ("bench/run/threads.py", "configure", "name"): "OMP_WAIT_POLICY or GOMP_SPINCOUNT (WAITING): a "
     "waiting policy the user set is kept, never overridden",
-    ("bench/threads.py", "waiting", "name"): "OMP_WAIT_POLICY and GOMP_SPINCOUNT (WAITING), "
+    ("bench/run/threads.py", "waiting", "name"): "OMP_WAIT_POLICY and GOMP_SPINCOUNT (WAITING), "
     "reported as the process has them",
     # Where the cache lives, never what is computed (the flag --cache-dir wins).
-    ("bench/cache.py", "Cache.default", "PFTBENCH_CACHE_DIR"): "a cluster points the cache at a "
-    "shared or scratch filesystem",
-    ("bench/cache.py", "Cache.default", "XDG_CACHE_HOME"): "the XDG convention for user caches",
+    (
+        "bench/run/cache.py",
+        "Cache.default",
+        "PFTBENCH_CACHE_DIR",
+    ): "a cluster points the cache at a shared or scratch filesystem",
+    ("bench/run/cache.py", "Cache.default", "XDG_CACHE_HOME"): "the XDG convention for user caches",
     # A secret stays out of every file: the LLM judge's API key is read from the variable whose
     # NAME its config gives (`api_key_env`).
     ("judges/llm_pairwise.py", "LlmPairwiseJudge._api_key", "name"): "the API key, from the "
     "variable the judge config names",
-    ("bench/selection.py", "missing_resources", "key_env"): "a suite whose judge needs the key "
+    ("bench/run/selection.py", "missing_resources", "key_env"): "a suite whose judge needs the key "
     "is skipped, saying so, when the variable its config names is unset",
     # Restoring what pftbench itself set.
-    ("bench/backends/vllm.py", "_environment", "name"): "the value before a vLLM engine's "
+    ("bench/evaluate/backends/vllm.py", "_environment", "name"): "the value before a vLLM engine's "
     "variables are set, restored when the engine closes",
 }
 """Environment reads in library code. Each is an input by convention (a launcher's, OpenMP's,
@@ -744,3 +756,28 @@ def test_the_readme_and_ci_install_the_cpu_build_of_torch_the_same_way():
     cpu_wheel = "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
     assert f".venv/bin/pip install {cpu_wheel} && " in first_command
     assert f".venv/bin/pip install --quiet {cpu_wheel}\n" in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_readme_module_map_matches_the_tree():
+    """Every module of bench/ is in the README's "Where the code lives", and every path there
+    exists (subpackage paths are written relative to bench/, e.g. `run/runner.py`)."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Where the code lives", 1)[1].split("\n- `pytest` runs", 1)[0]
+    named = set()
+    for path in re.findall(r"`((?:bench/)?[\w/]+(?:\.py|/))`", section):
+        if "/" not in path.rstrip("/"):
+            continue  # a file inside the folder just named, e.g. `base.py` of `bench/tasks/`
+        if not path.startswith(("bench/", "methods/", "judges/")):
+            path = f"bench/{path}"
+        named.add(path)
+        assert (REPO / path).exists(), f"the README's module map names {path}, which does not exist"
+    modules = {
+        str(p.relative_to(REPO))
+        for p in (REPO / "bench").rglob("*.py")
+        if p.name != "__init__.py"
+        and not any(f"bench/{d}/" in str(p) for d in ("tasks", "evaluate/backends"))
+    }
+    missing = sorted(m for m in modules if m not in named)
+    assert not missing, f"modules missing from the README's module map: {missing}"

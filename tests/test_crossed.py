@@ -1,4 +1,4 @@
-"""Unit and coverage tests of bench.stats.crossed_mean / crossed_difference (issue 10).
+"""Unit and coverage tests of bench.report.stats.crossed_mean / crossed_difference (issue 10).
 
 Hand computations are on tiny grids; the coverage tests draw the crossed seeds x prompts design
 of benchmarks/coverage_bench.py (shared prompts, seed effects, ties) and check the nominal 95%
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.stats import (
+from bench.report.stats import (
     _crossed_moments,
     crossed_difference,
     crossed_mean,

@@ -3,7 +3,7 @@
 
 - The training loop (tests/distributed_worker.py): both processes end with the weights one
   process would have trained (the batch is split, not multiplied), checkpoints are collective
-  and resume, and the weight and object exchanges of `bench.distributed` work.
+  and resume, and the weight and object exchanges of `bench.train.distributed` work.
 - The runner (`python -m bench.cli run` under torchrun) on a small micro suite, starting from
   the same base and pool as a one-process run: every stage is committed once, by the main
   process, the result lines are written once, and DPO trains the same number of steps on the
@@ -232,7 +232,8 @@ def test_accelerate_configs_load(name: str, kind: str) -> None:
         assert config.fsdp_config["fsdp_version"] == 2
         assert config.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
     if name == "deepspeed_zero3.yaml":
-        # bench.training gathers the full weights after each loop: ZeRO-3 must consolidate them
+        # bench.train.training gathers the full weights after each loop: ZeRO-3 must consolidate
+        # them
         assert config.deepspeed_config["zero3_save_16bit_model"] is True
     assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == [
         "ddp.yaml",

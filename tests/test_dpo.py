@@ -1,5 +1,5 @@
 """DPO: the pure loss against numbers computed by hand, the batching and log-prob plumbing of
-`bench.modeling` against a manual computation, and one short training run on a tiny GPT-2.
+`bench.train.modeling` against a manual computation, and one short training run on a tiny GPT-2.
 
 The model here has ~1,100 parameters (12-word vocabulary, width 8, one layer); never the micro
 base model.
@@ -15,19 +15,9 @@ from typing import Any
 import pytest
 import torch
 
-from bench.cache import Cache
-from bench.hashing import content_hash
 from bench.method_api import MethodContext
-from bench.modeling import (
-    build_gpt2,
-    concat_batches,
-    encode_completions,
-    encode_pairs,
-    load_tokenizer,
-    sequence_logps,
-    token_logps,
-)
-from bench.preference import DPOConfig, collate_pairs, dpo_loss, reference_logps
+from bench.run.cache import Cache
+from bench.run.hashing import content_hash
 from bench.tasks.base import PreferencePair
 from bench.tasks.keywords import (
     SPECIAL_TOKENS,
@@ -36,6 +26,16 @@ from bench.tasks.keywords import (
     word,
     write_word_tokenizer,
 )
+from bench.train.modeling import (
+    build_gpt2,
+    concat_batches,
+    encode_completions,
+    encode_pairs,
+    load_tokenizer,
+    sequence_logps,
+    token_logps,
+)
+from bench.train.preference import DPOConfig, collate_pairs, dpo_loss, reference_logps
 from methods import dpo
 
 # Token ids of the word tokenizer: <pad> 0, <unk> 1, <sep> 2, <eos> 3, then w00 = 4 ... w07 = 11.
@@ -346,7 +346,7 @@ def pair_logps(
 
 @pytest.mark.e2e
 def test_dpo_training_run(tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench.modeling import load_causal_lm
+    from bench.train.modeling import load_causal_lm
 
     base_dir = tmp_path / "base"
     base = tiny_gpt2(seed=1)
@@ -396,7 +396,7 @@ def test_dpo_training_run(tmp_path: Path, tokenizer: Any, monkeypatch: pytest.Mo
     def no_forward(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("reference log-probs recomputed despite the cache")
 
-    monkeypatch.setattr("bench.modeling.sequence_logps", no_forward)
+    monkeypatch.setattr("bench.train.modeling.sequence_logps", no_forward)
     assert reference_logps(ctx, None, None, PAIRS) == cached
     monkeypatch.undo()
 

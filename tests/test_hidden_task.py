@@ -14,7 +14,6 @@ from collections import Counter
 
 import pytest
 
-from bench.reward_models import LinearRewardModel, pair_metrics
 from bench.tasks.base import Sample
 from bench.tasks.keywords import (
     KeywordsParams,
@@ -24,6 +23,7 @@ from bench.tasks.keywords import (
     parse_prompt,
     word,
 )
+from bench.train.reward_models import LinearRewardModel, pair_metrics
 
 SALIENT_TASK = KeywordsTask(KeywordsParams())
 HIDDEN_TASK = KeywordsTask(KeywordsParams(reward="hidden"))

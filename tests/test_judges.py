@@ -15,12 +15,12 @@ import pytest
 from judge_server import FaultProxy, free_port, tiny_tokenizer
 from pydantic import ValidationError
 
-from bench.judge_cache import CachedAnswer, JudgeCache, answer_key, default_path
-from bench.judging import JudgeError, build_judge, judge_stats
+from bench.evaluate.judge_cache import CachedAnswer, JudgeCache, answer_key, default_path
+from bench.evaluate.judging import JudgeError, build_judge, judge_stats
+from bench.evaluate.rouge import lcs_length, rouge_l, rouge_tokens
+from bench.evaluate.verdicts import Verdict
 from bench.registry import JUDGES
-from bench.rouge import lcs_length, rouge_l, rouge_tokens
 from bench.tasks.base import Sample, Task
-from bench.verdicts import Verdict
 from judges.llm_pairwise import (
     JudgeRequestError,
     LlmPairwiseJudge,

@@ -30,8 +30,8 @@ from judge_server import (
 )
 from test_judges import StubTask, sample
 
-from bench.judge_cache import JudgeCache, answer_key
-from bench.verdicts import Verdict
+from bench.evaluate.judge_cache import JudgeCache, answer_key
+from bench.evaluate.verdicts import Verdict
 from judges.llm_pairwise import (
     JudgeRequestError,
     LlmPairwiseJudge,
@@ -285,7 +285,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from test_judges import StubTask, sample
 from test_judges_server import POSTS, OUTPUTS, REFERENCES
-from bench.judge_cache import JudgeCache
+from bench.evaluate.judge_cache import JudgeCache
 from judges.llm_pairwise import LlmPairwiseJudge, LlmPairwiseParams
 params = LlmPairwiseParams(**json.loads(sys.argv[2]))
 judge = LlmPairwiseJudge(params, StubTask(), JudgeCache(sys.argv[3]))
@@ -390,9 +390,9 @@ def test_5xx_and_timeouts_are_retried(tmp_path: Path, proxy: FaultProxy) -> None
 def test_a_suite_judged_by_the_server_through_the_runner(
     tiny_suite_text: str, tmp_path: Path, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bench.cache import Cache
     from bench.config import load_suite
-    from bench.runner import Runner
+    from bench.run.cache import Cache
+    from bench.run.runner import Runner
 
     # The runner does not pass its cache root to judges yet: the default cache is this one.
     monkeypatch.setenv("PFTBENCH_CACHE_DIR", str(tmp_path / "cache"))

@@ -1,11 +1,12 @@
-"""The length-controlled winrate (bench.stats.length_controlled_winrate) on hand-checkable cases."""
+"""The length-controlled winrate (bench.report.stats.length_controlled_winrate) on hand-checkable
+cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bench.stats import bootstrap_mean, length_controlled_winrate, verdict_scores
+from bench.report.stats import bootstrap_mean, length_controlled_winrate, verdict_scores
 
 
 def test_outcomes_independent_of_length_give_the_raw_winrate():

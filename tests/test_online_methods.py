@@ -19,17 +19,17 @@ from typing import Any
 import pytest
 import torch
 
-from bench.backends.hf import HFBackend, HFParams
-from bench.cache import Cache
 from bench.cli import main
 from bench.config import Cell, load_suite
-from bench.diagnostics import estimate_kl
-from bench.generation import Decoding
+from bench.evaluate.backends.hf import HFBackend, HFParams
+from bench.evaluate.generation import Decoding
 from bench.method_api import GenerationContext, load_saved_verifier
 from bench.registry import METHODS
-from bench.reward_models import pair_metrics, score_samples
-from bench.runner import Runner
+from bench.run.cache import Cache
+from bench.run.diagnostics import estimate_kl
+from bench.run.runner import Runner
 from bench.tasks.keywords import KeywordsParams, KeywordsTask
+from bench.train.reward_models import pair_metrics, score_samples
 
 # The online methods' suite, run once, then inspected.
 pytestmark = pytest.mark.e2e

@@ -14,11 +14,11 @@ import pytest
 from result_factory import synthetic_line
 
 from bench.cli import main
-from bench.leaderboard import cell_table, family_of, gap_table, markdown_gap
-from bench.pages import MARKERS, PALETTE, render_html, series_styles, write_html
-from bench.results import append_result, load_results
-from bench.stats import crossed_difference, verdict_scores
-from bench.verdicts import outcomes_from_string
+from bench.evaluate.verdicts import outcomes_from_string
+from bench.report.leaderboard import cell_table, family_of, gap_table, markdown_gap
+from bench.report.pages import MARKERS, PALETTE, render_html, series_styles, write_html
+from bench.report.results import append_result, load_results
+from bench.report.stats import crossed_difference, verdict_scores
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,9 +11,9 @@ from result_factory import cell_line, shared_cache_dir, with_outcomes, write_bun
 
 from bench.cli import main
 from bench.config import load_suite
-from bench.integrity import number_discrepancies, outcome_problems
-from bench.regression import Baseline, Status
-from bench.results import ResultFileError, ResultLine, append_result, load_results
+from bench.report.integrity import number_discrepancies, outcome_problems
+from bench.report.regression import Baseline, Status
+from bench.report.results import ResultFileError, ResultLine, append_result, load_results
 
 # -- comparisons on made-up lines ---------------------------------------------------------------
 

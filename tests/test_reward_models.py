@@ -1,6 +1,6 @@
-"""Reward models (bench.reward_models): the Bradley-Terry loss and pair metrics against numbers
-computed by hand, the linear verifier against a known linear reward, every kind's save/load round
-trip, and which weights each capacity trains.
+"""Reward models (bench.train.reward_models): the Bradley-Terry loss and pair metrics against
+numbers computed by hand, the linear verifier against a known linear reward, every kind's save/load
+round trip, and which weights each capacity trains.
 
 Transformer verifiers here are tiny GPT-2s (12-word vocabulary, width 8, one layer: ~1,100
 parameters) over the word tokenizer; never the micro base model.
@@ -19,8 +19,18 @@ import torch
 from pydantic import ValidationError
 
 from bench.method_api import VERIFIER_DIR
-from bench.modeling import build_gpt2, encode_completions, load_tokenizer, sequence_logps
-from bench.reward_models import (
+from bench.tasks.base import PreferencePair, Sample
+from bench.tasks.keywords import (
+    SPECIAL_TOKENS,
+    KeywordsParams,
+    KeywordsTask,
+    format_prompt,
+    parse_prompt,
+    word,
+    write_word_tokenizer,
+)
+from bench.train.modeling import build_gpt2, encode_completions, load_tokenizer, sequence_logps
+from bench.train.reward_models import (
     INVALID_SCORE,
     SPEC_FILE,
     ClassifierRewardModel,
@@ -33,16 +43,6 @@ from bench.reward_models import (
     pair_metrics,
     save_implicit_reward,
     train_reward_model,
-)
-from bench.tasks.base import PreferencePair, Sample
-from bench.tasks.keywords import (
-    SPECIAL_TOKENS,
-    KeywordsParams,
-    KeywordsTask,
-    format_prompt,
-    parse_prompt,
-    word,
-    write_word_tokenizer,
 )
 
 PAD, EOS = 0, 3  # ids of <pad> and <eos> in the word tokenizer
@@ -402,7 +402,7 @@ def test_implicit_reward_survives_a_move_of_the_whole_cache(tmp_path: Path) -> N
 
 
 def test_an_implicit_reward_is_not_saved_as_a_local_one(base_dir: Path, tmp_path: Path) -> None:
-    from bench.modeling import load_causal_lm
+    from bench.train.modeling import load_causal_lm
 
     model = LogProbRewardModel(
         load_causal_lm(base_dir), load_tokenizer(base_dir), load_causal_lm(base_dir), beta=0.5

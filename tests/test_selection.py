@@ -13,7 +13,7 @@ from conftest import TINY_SUITE
 
 from bench.cli import main
 from bench.config import validate_suite
-from bench.selection import UsageError, check_filters
+from bench.run.selection import UsageError, check_filters
 
 TINY = validate_suite(yaml.safe_load(TINY_SUITE), "tiny.yaml")
 """Methods sft, dpo; budgets n=40, n=120; seed 0."""

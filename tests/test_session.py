@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from result_factory import shared_cache_dir
 
-from bench.cache import Cache
 from bench.cli import main
-from bench.regression import Baseline
-from bench.runner import Runner
-from bench.selection import CheckGroup
-from bench.session import Session, select
+from bench.report.regression import Baseline
+from bench.run.cache import Cache
+from bench.run.runner import Runner
+from bench.run.selection import CheckGroup
+from bench.run.session import Session, select
 
 pytestmark = pytest.mark.e2e  # the tiny suite trains: seconds
 

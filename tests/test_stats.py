@@ -1,4 +1,4 @@
-"""Unit tests of bench.stats against hand-computed numbers and simulated coverage."""
+"""Unit tests of bench.report.stats against hand-computed numbers and simulated coverage."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from bench.stats import (
+from bench.evaluate.verdicts import Verdict
+from bench.report.stats import (
     Estimate,
     bootstrap_mean,
     mean_reward_estimate,
@@ -17,7 +18,6 @@ from bench.stats import (
     verdict_scores,
     winrate_estimate,
 )
-from bench.verdicts import Verdict
 
 WIN, LOSS, TIE, INVALID = Verdict.WIN, Verdict.LOSS, Verdict.TIE, Verdict.INVALID
 

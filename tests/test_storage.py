@@ -18,10 +18,15 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from bench.cache import Cache, CacheMiss
-from bench.hashing import canonical_json, content_hash, short
-from bench.leaderboard import cell_table, markdown_table, markdown_tables, print_table, render
-from bench.results import (
+from bench.evaluate.verdicts import outcomes_from_string
+from bench.report.leaderboard import (
+    cell_table,
+    markdown_table,
+    markdown_tables,
+    print_table,
+    render,
+)
+from bench.report.results import (
     ResultFileError,
     ResultLine,
     append_result,
@@ -30,9 +35,10 @@ from bench.results import (
     provenance,
     result_path,
 )
-from bench.stats import crossed_mean, verdict_scores
-from bench.summary import line_numbers
-from bench.verdicts import outcomes_from_string
+from bench.report.stats import crossed_mean, verdict_scores
+from bench.report.summary import line_numbers
+from bench.run.cache import Cache, CacheMiss
+from bench.run.hashing import canonical_json, content_hash, short
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -224,7 +230,7 @@ def test_an_interrupted_write_is_never_an_entry(tmp_path):
     code = f"""
         import os
         from pathlib import Path
-        from bench.cache import Cache
+        from bench.run.cache import Cache
         cache = Cache(Path({str(tmp_path)!r}))
         with cache.writing_dir("models", {KEY!r}) as folder:
             (folder / "weights.bin").write_bytes(b"half")
@@ -242,7 +248,7 @@ def test_the_next_run_removes_what_a_killed_run_left(tmp_path):
     code = f"""
         import os
         from pathlib import Path
-        from bench.cache import Cache
+        from bench.run.cache import Cache
         cache = Cache(Path({str(tmp_path)!r}))
         cache.write_json("judgments", {KEY!r}, [1])
         with cache.writing_dir("models", {KEY!r}) as folder:
@@ -255,7 +261,7 @@ def test_the_next_run_removes_what_a_killed_run_left(tmp_path):
     scratch = cache.scratch_dir("models", "other")
     elsewhere = tmp_path / "models" / f".tmp-{KEY}-1.0badc0de-abcdefgh"
     elsewhere.mkdir()
-    from bench.runner import Runner
+    from bench.run.runner import Runner
 
     messages = []
     with cache.writing_dir("generations", KEY) as live:
@@ -288,7 +294,7 @@ def test_lock_excludes_another_process(tmp_path):
             textwrap.dedent(f"""
             import sys
             from pathlib import Path
-            from bench.cache import Cache
+            from bench.run.cache import Cache
             with Cache(Path({str(tmp_path)!r})).lock("models", {KEY!r}):
                 print("locked", flush=True)
                 sys.stdin.readline()
@@ -404,8 +410,8 @@ def test_provenance_outside_git_and_without_importing_torch(tmp_path):
     code = f"""
         import sys
         from pathlib import Path
-        import bench.cache, bench.hashing, bench.leaderboard, bench.results
-        info = bench.results.provenance(Path({str(tmp_path)!r}))
+        import bench.run.cache, bench.run.hashing, bench.report.leaderboard, bench.report.results
+        info = bench.report.results.provenance(Path({str(tmp_path)!r}))
         assert "torch" not in sys.modules, "torch was imported"
         assert info["git_commit"] is None and info["git_dirty"] is None, info
         assert set(info) == {{"git_commit", "git_dirty", "packages", "hardware"}}, info

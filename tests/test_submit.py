@@ -13,10 +13,9 @@ from result_factory import cell_line, forged_outcomes, with_numbers, write_bundl
 
 from bench.cli import main
 from bench.config import Cell, load_suite
-from bench.hashing import content_hash
-from bench.integrity import number_discrepancies, outcome_problems
-from bench.leaderboard import cell_table, markdown_tables
-from bench.results import (
+from bench.report.integrity import number_discrepancies, outcome_problems
+from bench.report.leaderboard import cell_table, markdown_tables
+from bench.report.results import (
     SCHEMA_VERSION,
     ResultLine,
     append_result,
@@ -24,7 +23,8 @@ from bench.results import (
     load_located_results,
     load_results,
 )
-from bench.submit import judge_pin_problem
+from bench.report.submit import judge_pin_problem
+from bench.run.hashing import content_hash
 from judges.llm_pairwise import answers_verdict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The torch thread count and OpenMP wait policy a run chooses (bench/threads.py)."""
+"""The torch thread count and OpenMP wait policy a run chooses (bench/run/threads.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from bench import threads
 from bench.cli import main
+from bench.run import threads
 
 
 def test_the_count_comes_from_the_option_then_the_environment_then_the_cores(monkeypatch):
@@ -50,7 +50,7 @@ def _configured_in_a_fresh_process(env: dict[str, str], requested: int | None) -
     """configure() then import torch, in a new interpreter: what torch and OpenMP got."""
     code = (
         "import json, os\n"
-        "from bench import threads\n"
+        "from bench.run import threads\n"
         f"plan = threads.configure({requested!r})\n"
         "import torch\n"
         "print(json.dumps({'plan': [plan.threads, plan.source, plan.waiting],"
@@ -98,6 +98,6 @@ def test_configure_after_torch_still_sets_the_count():
 def test_result_lines_record_the_thread_count():
     import torch
 
-    from bench.results import provenance
+    from bench.report.results import provenance
 
     assert provenance(os.getcwd())["hardware"]["torch_threads"] == torch.get_num_threads()

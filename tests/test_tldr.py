@@ -20,9 +20,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bench.config import load_suite
 from bench.errors import ConfigError
-from bench.judging import Judgment
+from bench.evaluate.judging import Judgment
+from bench.evaluate.rouge import rouge_l
+from bench.evaluate.verdicts import Verdict
 from bench.registry import register_judge
-from bench.rouge import rouge_l
 from bench.tasks.base import Sample, Task
 from bench.tasks.keywords import SPECIAL_TOKENS, write_word_tokenizer
 from bench.tasks.tldr import (
@@ -35,7 +36,6 @@ from bench.tasks.tldr import (
     format_query,
     truncate_query,
 )
-from bench.verdicts import Verdict
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "tldr"
@@ -464,8 +464,8 @@ def test_rouge_labels_load_from_the_hub_and_count_the_pool_for_real(
 
 
 def test_the_labels_enter_every_cache_key(tmp_path: Path) -> None:
-    from bench.cache import Cache
-    from bench.runner import Runner
+    from bench.run.cache import Cache
+    from bench.run.runner import Runner
 
     human = tmp_path / "human.yaml"
     human.write_text(f"include: {ROUGE_SUITE}\ntask:\n  params:\n    labels: human\n")
@@ -494,7 +494,7 @@ def test_a_bad_labels_value_is_a_one_line_config_error(tmp_path: Path) -> None:
 def test_the_rouge_suite_validates_and_needs_only_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from bench.selection import missing_resources
+    from bench.run.selection import missing_resources
 
     suite = load_suite(ROUGE_SUITE)
     assert suite.task.params["labels"] == "rouge" and suite.judge.kind == "rouge"

@@ -1,4 +1,4 @@
-"""The shared training loop `bench.training.run`: determinism, resumption after a crash, the
+"""The shared training loop `bench.train.training.run`: determinism, resumption after a crash, the
 learning-rate schedule, and its token and example counts.
 
 The model is a ~1,100-parameter GPT-2 trained with `sft_loss` on word sequences; a run of a
@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import torch
 
-from bench import training
-from bench.modeling import build_gpt2, encode_completions, load_tokenizer, sft_loss
 from bench.tasks.keywords import SPECIAL_TOKENS, word, write_word_tokenizer
-from bench.training import LoopConfig, _epoch_loader, _lr_factor, total_steps
+from bench.train import training
+from bench.train.modeling import build_gpt2, encode_completions, load_tokenizer, sft_loss
+from bench.train.training import LoopConfig, _epoch_loader, _lr_factor, total_steps
 
 VOCAB = SPECIAL_TOKENS + [word(i) for i in range(8)]
 
@@ -319,7 +319,7 @@ def test_no_examples_no_steps(initial: Any, tokenizer: Any) -> None:
 def per_example_loss(model: Any, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean over examples of each example's per-token NLL: a mean over examples, as the DPO and
     reward-model losses are, so passes weighted by their example counts add up exactly."""
-    from bench.modeling import token_logps
+    from bench.train.modeling import token_logps
 
     logps = token_logps(model, batch)
     n_tokens = batch["loss_mask"][:, 1:].sum(dim=1).clamp(min=1)
@@ -392,7 +392,7 @@ class Stop(Exception):
 def test_the_command_line_hands_the_micro_batch_to_the_runner(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bench.runner
+    import bench.run.runner
     from bench import cli
 
     seen = {}
@@ -401,7 +401,7 @@ def test_the_command_line_hands_the_micro_batch_to_the_runner(
         seen.update(kwargs)
         raise Stop
 
-    monkeypatch.setattr(bench.runner, "Runner", runner)
+    monkeypatch.setattr(bench.run.runner, "Runner", runner)
     suite = str(Path(__file__).resolve().parents[1] / "suites" / "micro" / "keywords.yaml")
     for command in ("run", "check"):
         seen.clear()
@@ -413,8 +413,8 @@ def test_the_command_line_hands_the_micro_batch_to_the_runner(
 def test_a_method_passes_its_context_micro_batch_to_the_loop(
     initial: Any, tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bench.cache import Cache
     from bench.method_api import MethodContext
+    from bench.run.cache import Cache
     from methods.sft import SFTConfig
     from methods.sft import train as train_sft
 
@@ -474,7 +474,7 @@ def test_out_of_memory_is_raised_where_it_cannot_be_retried() -> None:
 
 
 def test_inference_batches_are_halved_after_running_out_of_memory() -> None:
-    from bench.modeling import map_batches
+    from bench.train.modeling import map_batches
 
     sizes = []
 

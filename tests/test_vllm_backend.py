@@ -21,7 +21,7 @@ from judge_server import VLLM_PYTHON_ENV, vllm_python
 from pydantic import ValidationError
 from vllm_worker import run_in_vllm_venv
 
-from bench.backends.vllm import (
+from bench.evaluate.backends.vllm import (
     SEED_STRIDE,
     VLLMParams,
     engine_devices,
@@ -29,7 +29,7 @@ from bench.backends.vllm import (
     sampling_kwargs,
     to_sample,
 )
-from bench.generation import Decoding
+from bench.evaluate.generation import Decoding
 from bench.registry import BACKENDS
 from bench.tasks.base import Sample
 
@@ -94,8 +94,8 @@ def test_request_seeds_never_collide_within_or_across_seeds() -> None:
 def test_completion_to_sample(tmp_path: Path) -> None:
     """finish_reason stop (EOS or a stop string) is finished, with EOS last in token_ids; length
     is not; the text is decoded as the HF backend decodes it and cut before a stop string."""
-    from bench.modeling import load_tokenizer
     from bench.tasks.keywords import SPECIAL_TOKENS, word, write_word_tokenizer
+    from bench.train.modeling import load_tokenizer
 
     write_word_tokenizer(SPECIAL_TOKENS + [word(i) for i in range(20)], tmp_path)
     tokenizer = load_tokenizer(tmp_path)
@@ -131,7 +131,7 @@ def test_engines_of_several_processes_get_one_gpu_each(monkeypatch: pytest.Monke
 def test_module_imports_neither_vllm_nor_torch() -> None:
     """Suite validation imports every backend module: it must stay fast."""
     code = (
-        "import sys, bench.backends.vllm; "
+        "import sys, bench.evaluate.backends.vllm; "
         "print(sorted(m for m in ('vllm', 'torch', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run(
@@ -189,8 +189,8 @@ def build_tiny_models(root: Path) -> tuple[Path, Path]:
     outputs both finish and run to the limit. Model b: a's weights plus noise."""
     import torch
 
-    from bench.modeling import build_gpt2, load_tokenizer
     from bench.tasks.keywords import SPECIAL_TOKENS, word, write_word_tokenizer
+    from bench.train.modeling import build_gpt2, load_tokenizer
 
     dirs = root / "model_a", root / "model_b"
     write_word_tokenizer(SPECIAL_TOKENS + [word(i) for i in range(64)], dirs[0])
@@ -225,7 +225,7 @@ def keywords_prompts() -> list[str]:
 
 
 def hf_generate(model_dir: str, prompts: list[str], decoding: Decoding) -> list[list[Sample]]:
-    from bench.backends.hf import HFBackend, HFParams
+    from bench.evaluate.backends.hf import HFBackend, HFParams
 
     return HFBackend(HFParams()).generate(Path(model_dir), prompts, decoding)
 

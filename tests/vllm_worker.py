@@ -73,8 +73,8 @@ def run_in_vllm_venv(
 def main(request_path: Path, result_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from bench.backends.vllm import VLLMBackend, VLLMParams
-    from bench.generation import Decoding
+    from bench.evaluate.backends.vllm import VLLMBackend, VLLMParams
+    from bench.evaluate.generation import Decoding
 
     request = json.loads(request_path.read_text())
     prompts, model_a, model_b = request["prompts"], request["model_a"], request["model_b"]
@@ -129,10 +129,10 @@ def run_suite(suite_path: Path, cache_dir: Path, result_path: Path) -> None:
     """Run every cell of a suite whose backend is vLLM, as `pftbench run` does, and write the
     result lines and the calls online methods made to `VLLMBackend.generate_from` (recorded on
     their way to the real method) to RESULT.json as {"lines": [...], "generate_from": [...]}."""
-    from bench.backends.vllm import VLLMBackend
-    from bench.cache import Cache
     from bench.config import load_suite
-    from bench.runner import Runner
+    from bench.evaluate.backends.vllm import VLLMBackend
+    from bench.run.cache import Cache
+    from bench.run.runner import Runner
 
     calls = []
     generate_from = VLLMBackend.generate_from

@@ -33,7 +33,7 @@ ROUGE-L's, below): the SFT policy is never sampled and there is no gold reward.
 
 ROUGE-L reward variant (`labels: rouge`; PAPER.md, H6: verifying is as hard as generating when
 the reward is ROUGE-L against a hidden reference). The humans' choices are not used: of the two
-summaries of a pair, the one with the higher ROUGE-L F1 (`bench.rouge.rouge_l`, the `rouge`
+summaries of a pair, the one with the higher ROUGE-L F1 (`bench.evaluate.rouge.rouge_l`, the `rouge`
 judge's function) against the human reference summary of the same post is preferred, in the pool
 and in the held-out pairs alike. The reference is found by joining the pair's post (subreddit,
 title, post) to the SFT rows: the pool's to SFT train only, so that no evaluation reference (SFT
@@ -70,8 +70,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from bench.config import StrictParams
+from bench.evaluate.rouge import rouge_l
 from bench.registry import register_task
-from bench.rouge import rouge_l
 from bench.tasks.base import Example, PreferencePair, Sample, SampleFn, Task
 
 if TYPE_CHECKING:
@@ -376,7 +376,7 @@ class TldrTask(Task):
                 )
             from transformers import AutoTokenizer
 
-            from bench.modeling import quiet_transformers
+            from bench.train.modeling import quiet_transformers
 
             quiet_transformers()
             self._tokenizer = AutoTokenizer.from_pretrained(

@@ -6,8 +6,8 @@ trains on the chosen completions of the other pairs (`skip_identical`), so that 
 follows a label.
 
 It is written against pftbench's public method API only (`bench.method_api.MethodContext`,
-`bench.registry.register_method`, `bench.training.run`, `bench.modeling`), and imports torch
-inside `train` only, so that validating a suite that lists it stays fast.
+`bench.registry.register_method`, `bench.train.training.run`, `bench.train.modeling`), and imports
+torch inside `train` only, so that validating a suite that lists it stays fast.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def informative_pairs(pairs: list[PreferencePair], skip_identical: bool) -> list
 
 @register_method("example_sft_chosen", config=ExampleSFTChosenConfig)
 def train(ctx: MethodContext, cfg: ExampleSFTChosenConfig) -> dict[str, float]:
-    from bench import training
-    from bench.modeling import encode_completions, load_causal_lm, load_tokenizer, sft_loss
+    from bench.train import training
+    from bench.train.modeling import encode_completions, load_causal_lm, load_tokenizer, sft_loss
 
     pairs = informative_pairs(ctx.pairs, cfg.skip_identical)
     tokenizer = load_tokenizer(ctx.base_model_dir)

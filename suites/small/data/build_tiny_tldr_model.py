@@ -46,10 +46,10 @@ def _texts(value: object) -> list[str]:
 
 
 def main() -> None:
-    from bench import training
-    from bench.modeling import build_gpt2, encode_completions, load_tokenizer, sft_loss
     from bench.tasks.keywords import SPECIAL_TOKENS, write_word_tokenizer
     from bench.tasks.tldr import TldrParams, TldrTask
+    from bench.train import training
+    from bench.train.modeling import build_gpt2, encode_completions, load_tokenizer, sft_loss
 
     if OUT.exists():
         shutil.rmtree(OUT)
