@@ -138,6 +138,20 @@ class MethodContext:
             self.verifier_dir, policy=policy_dir, reference=self.base_model_dir, beta=beta
         )
 
+    def loop_config(self, cfg: Any, **overrides: Any) -> Any:
+        """The training loop's settings (`bench.train.training.LoopConfig`) for this method:
+        `cfg`'s `lr`, `batch_size`, `epochs` and `warmup_ratio`, each unless `overrides` gives
+        it, with this context's seed and micro-batch size; other `overrides` pass through."""
+        from bench.train.training import LoopConfig
+
+        taken = {
+            name: overrides.pop(name) if name in overrides else getattr(cfg, name)
+            for name in ("lr", "batch_size", "epochs", "warmup_ratio")
+        }
+        return LoopConfig(
+            **taken, micro_batch_size=self.micro_batch_size, seed=self.seed, **overrides
+        )
+
     def save_base_as_policy(self) -> None:
         """The policy is the base model itself: link its files (no copy) into output_dir.
 

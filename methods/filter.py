@@ -58,14 +58,7 @@ def train(ctx: MethodContext, cfg: FilterConfig) -> dict:
     def collate(rows: list) -> dict:
         return encode_completions(tokenizer, [r[0] for r in rows], [r[1] for r in rows])
 
-    loop = training.LoopConfig(
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        micro_batch_size=ctx.micro_batch_size,
-        warmup_ratio=0.1,
-        seed=ctx.seed,
-    )
+    loop = ctx.loop_config(cfg, warmup_ratio=0.1)
     report = training.run(
         model,
         kept,

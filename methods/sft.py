@@ -40,14 +40,7 @@ def train(ctx: MethodContext, cfg: SFTConfig) -> dict[str, float]:
     def collate(pairs: list) -> dict:
         return encode_completions(tokenizer, [p.prompt for p in pairs], [p.chosen for p in pairs])
 
-    loop = training.LoopConfig(
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        micro_batch_size=ctx.micro_batch_size,
-        warmup_ratio=cfg.warmup_ratio,
-        seed=ctx.seed,
-    )
+    loop = ctx.loop_config(cfg)
     report = training.run(
         model,
         ctx.pairs,

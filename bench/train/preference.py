@@ -183,14 +183,7 @@ def train_dpo_policy(
     examples = [
         (pair, reference["chosen"][i], reference["rejected"][i]) for i, pair in enumerate(pairs)
     ]
-    loop = training.LoopConfig(
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        micro_batch_size=ctx.micro_batch_size,
-        warmup_ratio=cfg.warmup_ratio,
-        seed=ctx.seed,
-    )
+    loop = ctx.loop_config(cfg)
     report = training.run(
         model,
         examples,

@@ -54,14 +54,7 @@ def train(ctx: MethodContext, cfg: ExampleSFTChosenConfig) -> dict[str, float]:
             tokenizer, [pair.prompt for pair in batch], [pair.chosen for pair in batch]
         )
 
-    loop = training.LoopConfig(
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        micro_batch_size=ctx.micro_batch_size,
-        warmup_ratio=cfg.warmup_ratio,
-        seed=ctx.seed,
-    )
+    loop = ctx.loop_config(cfg)
     report = training.run(
         model,
         pairs,
