@@ -229,20 +229,22 @@ def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     session.run_all(selection.cells, _progress(args))
     groups = check_groups(selection.cells)
-    failures = [
+    failed_expectations = [
         f"{group.cell.suite.name} {group.id}: {sentence}"
         for group in groups
         for sentence in session.check(group)
     ]
-    failures += [f for f in map(session.regression_failure, selection.cells) if f]
-    for text in session.report():
-        print(text)
+    shifted = [f for f in map(session.regression_failure, selection.cells) if f]
+    print(session.table())
+    for line in session.regression_report():
+        print(line)
     n_checks = sum(len(g.cell.suite.expectations_for(g.cell)) for g in groups)
-    n_failed = len(failures) - sum(1 for c in selection.cells if session.regression_failure(c))
+    n_failed = len(failed_expectations)
     print(
         f"{len(selection.cells)} cells in {time.perf_counter() - start:.1f} s; "
         f"expectations: {n_checks - n_failed} held, {n_failed} failed"
     )
+    failures = failed_expectations + shifted
     for failure in failures:
         print(f"FAILED {failure}")
     if args.results_dir is not None:

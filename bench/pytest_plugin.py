@@ -172,12 +172,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(line)
     session = config.stash.get(_SESSION, None)
     if session is not None and session.lines:
-        report = session.report()
         terminalreporter.section("pftbench results")
-        terminalreporter.write_line(report[0])
-        if session.comparisons:
+        terminalreporter.write_line(session.table())
+        regression = session.regression_report()
+        if regression:
             terminalreporter.section("pftbench regression check")
-            for line in report[1:]:
+            for line in regression:
                 terminalreporter.write_line(line)
 
 

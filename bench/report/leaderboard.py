@@ -500,28 +500,20 @@ def _winrate_cell(record: dict[str, Any]) -> str:
     return text
 
 
-def _valid_cell(record: dict[str, Any]) -> str:
-    if _is_missing(record["valid_winrate"]):
-        return "no valid output"
-    return (
-        f"{record['valid_winrate']:.3f} "
-        f"[{record['valid_ci_low']:.3f}, {record['valid_ci_high']:.3f}]"
-    )
+def _interval_cell(value: str, low: str, high: str, missing: str = MISSING) -> Callable:
+    """A formatter of the record's `value [low, high]`, `missing` where there is no value."""
+
+    def format_cell(record: dict[str, Any]) -> str:
+        if _is_missing(record[value]):
+            return missing
+        return f"{record[value]:.3f} [{record[low]:.3f}, {record[high]:.3f}]"
+
+    return format_cell
 
 
-def _reward_cell(record: dict[str, Any]) -> str:
-    if _is_missing(record["mean_reward"]):
-        return MISSING
-    return (
-        f"{record['mean_reward']:.3f} "
-        f"[{record['reward_ci_low']:.3f}, {record['reward_ci_high']:.3f}]"
-    )
-
-
-def _lc_cell(record: dict[str, Any]) -> str:
-    if _is_missing(record["lc_winrate"]):
-        return MISSING
-    return f"{record['lc_winrate']:.3f} [{record['lc_ci_low']:.3f}, {record['lc_ci_high']:.3f}]"
+_valid_cell = _interval_cell("valid_winrate", "valid_ci_low", "valid_ci_high", "no valid output")
+_reward_cell = _interval_cell("mean_reward", "reward_ci_low", "reward_ci_high")
+_lc_cell = _interval_cell("lc_winrate", "lc_ci_low", "lc_ci_high")
 
 
 def online_method_ids(gaps: pd.DataFrame) -> list[str]:

@@ -98,19 +98,21 @@ class Session:
         comparison = self.comparisons.get(cell)
         return comparison.sentence if comparison and is_failure(comparison.status) else None
 
-    def report(self) -> list[str]:
-        """The table of the cells run (with each suite's MDE), then the regression check."""
+    def table(self) -> str:
+        """The table of the cells run, seeds pooled, with each suite's MDE under it."""
         from bench.report.leaderboard import print_table
 
-        out = [print_table(list(self.lines.values()))] if self.lines else []
-        if self.baseline is not None and self.comparisons:
-            out += [
-                f"{c.status.value}: {c.sentence}"
-                for c in self.comparisons.values()
-                if c.status is not Status.HELD
-            ]
-            out.append(summary(list(self.comparisons.values()), self.baseline))
-        return out
+        return print_table(list(self.lines.values()))
+
+    def regression_report(self) -> list[str]:
+        """Every comparison that did not hold, then the one-line summary; empty without a
+        baseline or a comparison."""
+        if self.baseline is None or not self.comparisons:
+            return []
+        comparisons = list(self.comparisons.values())
+        return [
+            f"{c.status.value}: {c.sentence}" for c in comparisons if c.status is not Status.HELD
+        ] + [summary(comparisons, self.baseline)]
 
     def run_all(
         self, cells: Sequence[Cell], progress: Callable[[Sequence[Cell]], Iterable[Cell]] = iter
