@@ -19,7 +19,9 @@ out=${1:?usage: bash benchmarks/device_check.sh OUT_DIR}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
+# The pftbench beside the interpreter (a venv), else the one on PATH.
 pftbench=$(dirname "$(command -v "$py")")/pftbench
+[ -x "$pftbench" ] || pftbench=$(command -v pftbench)
 scratch=$(mktemp -d)
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
