@@ -16,6 +16,14 @@ held-out accuracy, and the method's `generate` hook reads it back with `load_sav
 Where in the policy directory it lives is this module's business alone (`VERIFIER_DIR`).
 Whether a method is online or offline it declares where it registers
 (`register_method(..., family=...)`, `bench.registry`).
+
+`ctx.task` (and `GenerationContext.task`) is a `bench.tasks.base.MethodTask`: the task
+without its oracles. The gold reward, the reward's own features, the pair pool's labelling,
+anything private and the evaluation split raise `OracleAccessError`. The one route to the
+features is the verifier named an oracle, `RewardModelSpec(kind="oracle_features")`
+(`bench.train.reward_models`), which unwraps the task with `oracle_task` and so marks the cell:
+its result line lists the oracle in `metrics["oracles"]`, and the leaderboard shows the row as
+an oracle ceiling.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from bench.evaluate.generation import Decoding, GenerationBackend
 from bench.run.cache import Cache
 from bench.run.hashing import content_hash
 from bench.run.stage_store import METADATA_FILE, StageStore
-from bench.tasks.base import PreferencePair, Sample, Task
+from bench.tasks.base import MethodTask, PreferencePair, Sample, Task
 from bench.train import distributed
 from bench.train.reward_models import RewardModel, load_reward_model, save_implicit_reward
 
@@ -42,7 +50,8 @@ class GenerationContext:
     """What a method's `generate` hook gets: its saved policy and the evaluation prompts."""
 
     policy_dir: Path
-    task: Task
+    task: MethodTask
+    """The task without its oracles (`MethodTask`)."""
     prompts: list[str]
     decoding: Decoding
     """The suite's evaluation decoding (length limits, top_p, seed)."""
@@ -67,7 +76,8 @@ def load_saved_verifier(policy_dir: Path, task: Task) -> RewardModel | None:
 
 @dataclass
 class MethodContext:
-    task: Task
+    task: MethodTask
+    """The task without its oracles (`MethodTask`): no gold reward, no features, no eval split."""
     pairs: list[PreferencePair]
     """The labelled pairs at this budget: a prefix of the pool shared by all methods."""
     base_model_dir: Path

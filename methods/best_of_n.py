@@ -22,7 +22,7 @@ class BestOfNConfig(StrictParams):
     """Samples per prompt; a list gives the BoN@N curve (the largest is the headline)."""
     temperature: float = Field(0.7, gt=0)
     """Sampling temperature of the N candidates."""
-    reward_model: RewardModelSpec = RewardModelSpec(kind="global", capacity="linear")
+    reward_model: RewardModelSpec = RewardModelSpec()
     """The verifier that picks the best candidate, trained on the budget's pairs."""
 
     @property

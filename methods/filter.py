@@ -20,7 +20,7 @@ class FilterConfig(StrictParams):
     """Samples per prompt; the verifier keeps one."""
     temperature: float = Field(0.7, gt=0)
     """Sampling temperature of the N candidates."""
-    reward_model: RewardModelSpec = RewardModelSpec(kind="global", capacity="linear")
+    reward_model: RewardModelSpec = RewardModelSpec()
     """The verifier, trained on the budget's pairs."""
     epochs: float = Field(2.0, gt=0)
     """Passes of SFT over the kept outputs."""

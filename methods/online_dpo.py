@@ -29,7 +29,7 @@ class OnlineDPOConfig(StrictParams):
     """Start from the SFT policy, or from offline DPO on the same pairs (`init_dpo`)."""
     init_dpo: DPOConfig = DPOConfig()
     """Offline DPO used when init is dpo."""
-    reward_model: RewardModelSpec = RewardModelSpec(kind="global", capacity="linear")
+    reward_model: RewardModelSpec = RewardModelSpec()
     """The verifier, trained on the budget's pairs."""
     rounds: int = Field(1, ge=1)
     """R: sample-rank-train rounds."""

@@ -240,20 +240,31 @@ def test_what_a_config_asks_of_a_task_is_a_declared_capability(kind: str, entry:
 
 
 def test_a_suite_asking_a_task_for_features_it_lacks_fails_at_validate() -> None:
-    # The case: a linear verifier on a TL;DR suite failed at training time.
+    # The case: a feature-reading verifier on a TL;DR suite failed at training time.
     data = copy.deepcopy(CONTRACT_SUITE)
     data["task"] = {"name": "tldr", "params": {}}
     data["base_model"] = {"kind": "pretrained", "path": "EleutherAI/pythia-1b-deduped"}
     data["judge"] = {"kind": "rouge"}
     data["methods"] = [{"method": "online_dpo", "reward_model": {"capacity": "head"}}]
     validate_suite(copy.deepcopy(data), "contract.yaml")
-    data["methods"] = [{"method": "online_dpo", "reward_model": {"capacity": "linear"}}]
+    data["methods"] = [{"method": "online_dpo", "reward_model": {"kind": "oracle_features"}}]
     with pytest.raises(ConfigError) as caught:
         validate_suite(data, "contract.yaml")
     assert str(caught.value) == (
-        "contract.yaml: methods[0].reward_model.capacity: got 'linear' (str); needs features of "
-        "an output (Task.features), which task 'tldr' lacks"
+        "contract.yaml: methods[0].reward_model.kind: got 'oracle_features' (str); needs features "
+        "of an output (Task.features), which task 'tldr' lacks"
     )
+
+
+def test_the_old_linear_capacity_names_the_oracle_it_was() -> None:
+    data = copy.deepcopy(CONTRACT_SUITE)
+    data["methods"] = [{"method": "online_dpo", "reward_model": {"capacity": "linear"}}]
+    with pytest.raises(ConfigError) as caught:
+        validate_suite(data, "contract.yaml")
+    message = str(caught.value)
+    assert message.startswith("contract.yaml: methods[0].reward_model.capacity: got 'linear'")
+    assert "it is the oracle now, written `reward_model: {kind: oracle_features}`" in message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize("entry", [e for k, e in ENTRIES if k == "task"], ids=lambda e: e.name)

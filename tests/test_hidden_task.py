@@ -23,7 +23,7 @@ from bench.tasks.keywords import (
     parse_prompt,
     word,
 )
-from bench.train.reward_models import LinearRewardModel, pair_metrics
+from bench.train.reward_models import OracleFeaturesRewardModel, pair_metrics
 
 SALIENT_TASK = KeywordsTask(KeywordsParams())
 HIDDEN_TASK = KeywordsTask(KeywordsParams(reward="hidden"))
@@ -228,7 +228,7 @@ def random_document_summaries(
     return out
 
 
-def linear_verifier(reward: str) -> tuple[LinearRewardModel, float]:
+def linear_verifier(reward: str) -> tuple[OracleFeaturesRewardModel, float]:
     """A linear verifier fitted on 2000 pairs labelled by the larger gold reward, and its
     accuracy on 500 held-out pairs of the valid split."""
     task = KeywordsTask(
@@ -238,7 +238,7 @@ def linear_verifier(reward: str) -> tuple[LinearRewardModel, float]:
     )
     train = task.preference_pool(2000, 0, random_document_summaries)
     valid = task.preference_pool(500, 0, random_document_summaries, split="valid")
-    model = LinearRewardModel.fit(task, train, l2=1e-3)
+    model = OracleFeaturesRewardModel.fit(task, train, l2=1e-3)
     return model, pair_metrics(model, valid)["accuracy"]
 
 

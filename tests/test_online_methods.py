@@ -59,8 +59,8 @@ methods:
   - method: dpo
     epochs: 1
   - method: online_dpo
-    name: online_dpo_linear
-    reward_model: {kind: global, capacity: linear}
+    name: online_dpo_oracle
+    reward_model: {kind: oracle_features}
     rounds: 2
     samples: 4
     epochs: 1
@@ -73,9 +73,11 @@ methods:
     epochs: 1
   - method: best_of_n
     n: [1, 2, 4]
+    reward_model: {kind: oracle_features}
   - method: filter
     n: 4
     epochs: 1
+    reward_model: {kind: oracle_features}
 generation:
   backend: hf
   n_eval_prompts: 30
@@ -85,8 +87,8 @@ judge:
 seeds: [0]
 """
 N_PAIRS, N_VALID, N_EVAL = 40, 40, 30
-TRAINED = ["sft", "dpo", "online_dpo_linear", "online_dpo_implicit", "filter"]
-WITH_VERIFIER = ["dpo", "online_dpo_linear", "online_dpo_implicit", "best_of_n", "filter"]
+TRAINED = ["sft", "dpo", "online_dpo_oracle", "online_dpo_implicit", "filter"]
+WITH_VERIFIER = ["dpo", "online_dpo_oracle", "online_dpo_implicit", "best_of_n", "filter"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -164,14 +166,22 @@ def test_verifier_metrics_on_held_out_pairs(lab: dict[str, Any]) -> None:
     sft_dir = Cache(lab["cache"]).path("models", runner.keys(cell_of(lab["suite"], "sft")).policy)
     assert load_saved_verifier(sft_dir, runner.task(load_suite(lab["suite"]))) is None
 
-    # The linear verifier is the one online_dpo_linear, best_of_n and filter share (same spec,
+    # The oracle verifier is the one online_dpo_oracle, best_of_n and filter share (same spec,
     # same pairs, deterministic Newton fit): the same figures.
-    linear = lines["online_dpo_linear"]["metrics"]
-    assert linear["train"]["reward_model"] == "global-linear"
-    assert len(linear["train"]["rm_train"]["weights"]) == 4
+    oracle = lines["online_dpo_oracle"]["metrics"]
+    assert oracle["train"]["reward_model"] == "oracle-features"
+    assert len(oracle["train"]["rm_train"]["weights"]) == 4
     for method in ("best_of_n", "filter"):
-        assert lines[method]["metrics"]["reward_model"] == linear["reward_model"]
+        assert lines[method]["metrics"]["reward_model"] == oracle["reward_model"]
     assert lines["online_dpo_implicit"]["metrics"]["train"]["reward_model"] == "dpo"
+
+
+def test_a_cell_that_reached_the_oracle_is_marked_one(lab: dict[str, Any]) -> None:
+    lines = lab["lines"]
+    for method in ("online_dpo_oracle", "best_of_n", "filter"):
+        assert lines[method]["metrics"]["oracles"] == ["oracle_features"], method
+    for method in ("sft", "dpo", "online_dpo_implicit"):
+        assert lines[method]["metrics"]["oracles"] == [], method
 
 
 def test_kl_is_reported_for_trained_policies_only(lab: dict[str, Any]) -> None:
@@ -186,14 +196,14 @@ def test_kl_is_reported_for_trained_policies_only(lab: dict[str, Any]) -> None:
     # SFT with epochs 0 *is* the reference: log pi - log pi_ref is 0 on every sample.
     assert lines["sft"]["metrics"]["kl"] == {"kl": 0.0, "kl_stderr": 0.0, "n": N_EVAL}
     # A trained policy moved away from it (its per-sample log-ratios are not all 0).
-    for method in ("dpo", "online_dpo_linear", "online_dpo_implicit", "filter"):
+    for method in ("dpo", "online_dpo_oracle", "online_dpo_implicit", "filter"):
         assert lines[method]["metrics"]["kl"]["kl_stderr"] > 0
 
 
 def test_kl_estimate_is_not_below_zero(lab: dict[str, Any]) -> None:
     """KL >= 0, so an unbiased estimate is not many standard errors below 0. 20 samples on each
     of the 30 evaluation prompts of the trained online policy: sd about 0.002."""
-    cell = cell_of(lab["suite"], "online_dpo_linear")
+    cell = cell_of(lab["suite"], "online_dpo_oracle")
     runner = Runner(Cache(lab["cache"]), None, progress=False, log=lambda _: None)
     keys = runner.keys(cell)
     prompts = [e.prompt for e in runner.task(cell.suite).examples("eval", N_EVAL)] * 20
@@ -214,14 +224,14 @@ def test_online_counters_and_round_timings(lab: dict[str, Any]) -> None:
     assert len({e.prompt for e in task.examples("train", N_PAIRS)}) == N_PAIRS
     lines = lab["lines"]
 
-    # online_dpo_linear: R = 2 rounds x K = 4 samples x 40 prompts = 320 samples, each scored once.
-    linear = lines["online_dpo_linear"]
-    assert linear["metrics"]["counters"] == {
+    # online_dpo_oracle: R = 2 rounds x K = 4 samples x 40 prompts = 320 samples, each scored once.
+    oracle = lines["online_dpo_oracle"]
+    assert oracle["metrics"]["counters"] == {
         "pairs_used": 40,
         "samples_generated": 320,
         "rm_queries": 320,
     }
-    rounds = linear["metrics"]["train"]["rounds"]
+    rounds = oracle["metrics"]["train"]["rounds"]
     assert len(rounds) == 2
     for r in rounds:
         assert {"sample_s", "score_s", "train_s", "pairs_built", "final_loss"} <= set(r)
@@ -230,7 +240,7 @@ def test_online_counters_and_round_timings(lab: dict[str, Any]) -> None:
     # The rounds are part of the training stage's wall time.
     assert (
         sum(r["sample_s"] + r["score_s"] + r["train_s"] for r in rounds)
-        <= linear["timings"]["train"]
+        <= oracle["timings"]["train"]
     )
 
     # online_dpo_implicit: 1 round x 4 samples x 40 prompts; init from offline DPO, whose
@@ -316,9 +326,9 @@ def test_best_of_n_is_nested(lab: dict[str, Any]) -> None:
 
 def test_the_same_online_cell_twice_in_fresh_caches_is_identical(lab: dict[str, Any]) -> None:
     root = lab["root"]
-    args = ("run", lab["suite"], "--method", "online_dpo_linear", "--no-progress")
+    args = ("run", lab["suite"], "--method", "online_dpo_oracle", "--no-progress")
     assert run_cli(*args, "--cache-dir", root / "cache2", "--results-dir", root / "results2") == 0
-    first = lab["lines"]["online_dpo_linear"]
+    first = lab["lines"]["online_dpo_oracle"]
     (second,) = result_lines(root / "results2").values()
     assert second["outcomes"] == first["outcomes"]
     assert second["rewards"] == first["rewards"]
@@ -331,7 +341,7 @@ def test_the_same_online_cell_twice_in_fresh_caches_is_identical(lab: dict[str, 
         {k: v for k, v in r.items() if k not in strip} for r in first["metrics"]["train"]["rounds"]
     ]
     # The trained policies themselves are bit-identical.
-    cell = cell_of(lab["suite"], "online_dpo_linear")
+    cell = cell_of(lab["suite"], "online_dpo_oracle")
     key = Runner(Cache(lab["cache"]), None).keys(cell).policy
     weights = [
         (cache / "models" / key / "model.safetensors").read_bytes()
@@ -360,10 +370,11 @@ def test_validate_names_a_bad_verifier_value(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad_value.yaml"
     bad.write_text(
         ONLINE_SUITE.replace(
-            "    n: [1, 2, 4]\n", "    n: [1, 2, 4]\n    reward_model: {capacity: probe}\n"
+            "    n: [1, 2, 4]\n    reward_model: {kind: oracle_features}\n",
+            "    n: [1, 2, 4]\n    reward_model: {capacity: probe}\n",
         )
     )
     assert run_cli("validate", bad) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "methods[4].reward_model.capacity" in err and "'linear'" in err
+    assert "methods[4].reward_model.capacity" in err and "'head'" in err

@@ -34,8 +34,8 @@ from bench.train.reward_models import (
     INVALID_SCORE,
     SPEC_FILE,
     ClassifierRewardModel,
-    LinearRewardModel,
     LogProbRewardModel,
+    OracleFeaturesRewardModel,
     RewardModel,
     RewardModelSpec,
     bradley_terry_loss,
@@ -174,7 +174,7 @@ def test_linear_fit_recovers_the_direction_of_hard_labels() -> None:
     ties, so the scale of the fit is set by the L2 penalty, not the data; its direction is the
     gold weights' one."""
     task, train, valid = keywords_pairs(0.0, n_train=2000, n_valid=500)
-    model = LinearRewardModel.fit(task, train, l2=1e-3)
+    model = OracleFeaturesRewardModel.fit(task, train, l2=1e-3)
     salient, absent, repeats, length = model.weights
     # Observed: [5.28, -5.41, -2.50, -0.67]; ratios to the salient weight
     # 1 : -1.02 : -0.47 : -0.13 against the gold 1 : -1 : -0.5 : -0.1.
@@ -191,7 +191,7 @@ def test_linear_fit_recovers_the_weights_of_soft_labels() -> None:
     model the fit assumes, so the maximum-likelihood weights converge to the gold weights
     themselves, scale included (observed [0.93, -1.01, -0.50, -0.07])."""
     task, train, _ = keywords_pairs(1.0, n_train=3000, n_valid=1)
-    model = LinearRewardModel.fit(task, train, l2=1e-5)
+    model = OracleFeaturesRewardModel.fit(task, train, l2=1e-5)
     assert model.weights == pytest.approx(GOLD_WEIGHTS, abs=0.15)
 
 
@@ -202,17 +202,17 @@ def test_linear_fit_skips_unreadable_pairs_and_refuses_when_none_is_left() -> No
     )
     unreadable = [PreferencePair(prompt, "w01 w02", "w99 w98"), PreferencePair(prompt, "w01", "")]
     with pytest.raises(ValueError, match="no pair with two readable outputs"):
-        LinearRewardModel.fit(task, unreadable, l2=1e-3)
+        OracleFeaturesRewardModel.fit(task, unreadable, l2=1e-3)
     # One readable pair next to them is fitted alone: chosen [2, 0, 0, 2] - rejected [0, 0, 0, 2]
     # = d = [2, 0, 0, 0], so only the salient weight w moves. The penalised log-likelihood per
     # pair, log sigmoid(2 w) - l2 w^2 / 2, is stationary where 2 (1 - sigmoid(2 w)) = l2 w: with
     # l2 = 1, w = 0.5212985 (by bisection).
     readable = PreferencePair(prompt, "w01 w02", "w10 w11")
-    model = LinearRewardModel.fit(task, [*unreadable, readable], l2=1.0)
+    model = OracleFeaturesRewardModel.fit(task, [*unreadable, readable], l2=1.0)
     assert model.weights[0] == pytest.approx(0.5212985, abs=1e-6)
     assert model.weights[1:] == [0.0, 0.0, 0.0]
     # The penalty is per pair: three copies of the pair give the same fit.
-    assert LinearRewardModel.fit(task, [readable] * 3, l2=1.0).weights == pytest.approx(
+    assert OracleFeaturesRewardModel.fit(task, [readable] * 3, l2=1.0).weights == pytest.approx(
         model.weights, abs=1e-9
     )
 
@@ -223,7 +223,7 @@ def test_linear_scores_by_hand_and_unreadable_outputs_score_invalid() -> None:
     prompt = format_prompt(
         ["w01"] * 3 + ["w02"] * 3 + ["w03"] * 3 + [word(i) for i in range(10, 25)]
     )
-    model = LinearRewardModel(task, [2.0, -3.0, -0.5, 0.25])
+    model = OracleFeaturesRewardModel(task, [2.0, -3.0, -0.5, 0.25])
     outputs = [
         "w01 w02 w10",  # features [2, 0, 0, 3]: 4 + 0.75 = 4.75
         "w01 w01 w50",  # features [1, 1, 1, 3]: 2 - 3 - 0.5 + 0.75 = -0.75
@@ -341,10 +341,10 @@ def test_local_save_and_load_give_identical_scores(base_dir: Path, tmp_path: Pat
 
 def test_linear_save_and_load_give_identical_scores(tmp_path: Path) -> None:
     task, train, valid = keywords_pairs(0.0, n_train=200, n_valid=50)
-    model = LinearRewardModel.fit(task, train, l2=1e-3)
+    model = OracleFeaturesRewardModel.fit(task, train, l2=1e-3)
     model.save(tmp_path / "linear")
     loaded = load_reward_model(tmp_path / "linear", task)
-    assert isinstance(loaded, LinearRewardModel)
+    assert isinstance(loaded, OracleFeaturesRewardModel)
     assert loaded.weights == model.weights
     prompts = [p.prompt for p in valid] * 2
     outputs = [p.chosen for p in valid] + [p.rejected for p in valid]
@@ -475,7 +475,7 @@ def test_spec_rejects_unknown_keys_and_values() -> None:
     [
         ({}, "global-full"),
         ({"capacity": "head"}, "global-head"),
-        ({"kind": "global", "capacity": "linear"}, "global-linear"),
+        ({"kind": "oracle_features"}, "oracle-features"),
         ({"kind": "local"}, "local"),
         # The capacity means nothing outside `global`, so it stays out of the label.
         ({"kind": "local", "capacity": "head"}, "local"),

@@ -51,6 +51,7 @@ CELL_COLUMNS = [
     "lc_ci_low",
     "lc_ci_high",
     "provenance",
+    "oracle",
 ]
 
 ONLINE_FAMILY = "online"
@@ -78,6 +79,7 @@ GAP_COLUMNS = [
     "ci_high",
     "n",
     "decidable",
+    "oracle",
 ]
 
 MDE_COLUMNS = ["suite", "suite_version", "tier", "judge", "mde", "mde_low", "mde_high", "pairs"]
@@ -222,6 +224,7 @@ def _pool_cell(
         "lc_ci_low": lc.low if lc else math.nan,
         "lc_ci_high": lc.high if lc else math.nan,
         "provenance": provenance_marks(seed_lines),
+        "oracle": any(is_oracle(line) for line in seed_lines),
     }
 
 
@@ -277,6 +280,29 @@ def family_of(line: ResultLine) -> str:
     return "offline"
 
 
+ORACLE_MARK = " (oracle)"
+"""Appended to the method of a row whose cells reached an oracle (`is_oracle`)."""
+
+ORACLE_EXPLANATION = (
+    "(oracle): the row's verifier read the gold reward's own features "
+    "(`reward_model: {kind: oracle_features}`, formerly `capacity: linear`): a ceiling to read "
+    "the learned verifiers against, not a method that learns only from its pairs."
+)
+
+OLD_ORACLE_LABELS = frozenset({"global-linear"})
+"""Verifier labels of lines written before oracles were recorded that read the features."""
+
+
+def is_oracle(line: ResultLine) -> bool:
+    """Whether the line's method reached an oracle: recorded in `metrics.oracles` (the runner,
+    from `bench.tasks.base.oracle_task`); for older lines, a verifier label that read the gold
+    reward's features."""
+    if line.metrics.get("oracles"):
+        return True
+    train = line.metrics.get("train")
+    return isinstance(train, dict) and train.get("reward_model") in OLD_ORACLE_LABELS
+
+
 def task_of(line: ResultLine) -> str:
     """The task a line's suite runs (its config's task name; the suite name for older lines)."""
     task = line.config.get("task")
@@ -318,6 +344,7 @@ def gap_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
                     "judge": judge,
                     "method": method,
                     "method_id": entries[method],
+                    "oracle": any(is_oracle(line) for line in by_seed.values()),
                     "baseline": baseline,
                     "budget": budget,
                     "n_pairs": first.n_pairs,
@@ -429,6 +456,8 @@ def markdown_tables(df: pd.DataFrame, mdes: pd.DataFrame | None = None) -> str:
         if key in mde_of:
             parts.append(mde_sentence(mde_of[key]))
         parts.append(_method_by_budget(section, _winrate_cell))
+        if any(record.get("oracle") for record in section):
+            parts.append(ORACLE_EXPLANATION)
         if any(record["n_invalid"] > 0 for record in section):
             parts.append(
                 "Valid-only winrate [95% CI] (secondary: invalid outputs left out, not lost):"
@@ -447,6 +476,7 @@ def _method_by_budget(
     section: list[dict[str, Any]], format_cell: Callable[[dict[str, Any]], str]
 ) -> str:
     methods = list(dict.fromkeys(record["method"] for record in section))
+    oracles = {record["method"] for record in section if record.get("oracle")}
     n_pairs_of = {}
     for record in section:
         n_pairs_of.setdefault(record["budget"], record["n_pairs"])
@@ -455,7 +485,7 @@ def _method_by_budget(
     by_cell = {(record["method"], record["budget"]): record for record in section}
     header = ["method"] + [_budget_header(budget, n_pairs_of[budget]) for budget in budgets]
     rows = [
-        [method]
+        [method + (ORACLE_MARK if method in oracles else "")]
         + [
             format_cell(by_cell[method, budget]) if (method, budget) in by_cell else MISSING
             for budget in budgets
@@ -529,7 +559,8 @@ def markdown_gap(gaps: pd.DataFrame) -> str:
         [
             record["task"],
             f"{record['suite']} v{record['suite_version']}",
-            f"{record['method']} - {record['baseline']}",
+            f"{record['method']}{ORACLE_MARK if record.get('oracle') else ''} - "
+            f"{record['baseline']}",
             _budget_header(record["budget"], record["n_pairs"]),
             f"{record['gap']:+.3f} [{record['ci_low']:+.3f}, {record['ci_high']:+.3f}] "
             f"n={record['n']}"
@@ -546,7 +577,8 @@ def markdown_gap(gaps: pd.DataFrame) -> str:
                 "The paired winrate difference of each online method against offline "
                 f"`{OFFLINE_BASELINE_ID}` on the same prompts and seeds at the same budget; a CI "
                 "above 0 means the online method wins more often. Online methods: "
-                f"{', '.join(online_method_ids(gaps))}.",
+                f"{', '.join(online_method_ids(gaps))}."
+                + (" " + ORACLE_EXPLANATION if gaps["oracle"].any() else ""),
                 markdown_table(header, rows),
             ]
         )

@@ -29,9 +29,11 @@ from bench.report.leaderboard import (
     LC_EXPLANATION,
     MDE_EXPLANATION,
     OFFLINE_BASELINE_ID,
+    ORACLE_EXPLANATION,
     cell_lines,
     cell_table,
     gap_table,
+    is_oracle,
     mde_sentence,
     mde_table,
     online_method_ids,
@@ -42,6 +44,9 @@ from bench.run.cache import atomic_write_text
 
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 """Okabe-Ito colours, distinguishable with the common colour-vision deficiencies."""
+
+_ORACLE_BADGE = f' <span class="muted" title="{html.escape(ORACLE_EXPLANATION)}">(oracle)</span>'
+"""After the method of a row whose verifier read the gold reward's features."""
 
 TABLE_COLUMNS = (
     # (header, numeric?) in display order; the first column is the expand button.
@@ -115,6 +120,7 @@ def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
     body = [
         "<header><h1>pftbench leaderboard</h1>",
         f"<p>{_e(EXPLANATION)}</p><p>{_e(MDE_EXPLANATION)}</p><p>{_e(LC_EXPLANATION)}</p>",
+        f"<p>{_e(ORACLE_EXPLANATION)}</p>" if any(map(is_oracle, lines)) else "",
         "<p>Click a column header to sort; click &#9656; to show a row's provenance.</p>",
     ]
     if sections:
@@ -247,7 +253,8 @@ def _table_row(record: dict[str, Any], seed_lines: list[ResultLine]) -> str:
                 f' <span class="muted">{_e(method_id)}</span>'
                 if method_id != record["method"]
                 else ""
-            ),
+            )
+            + (_ORACLE_BADGE if record.get("oracle") else ""),
             record["method"],
         ),
         (_e(record["budget"]), record["budget"]),
@@ -397,7 +404,8 @@ def _gap_row(record: dict[str, Any]) -> str:
         f'<tr class="gap-row" data-method="{_e(record["method"])}" '
         f'data-budget="{_e(record["budget"])}" data-gap="{record["gap"]!r}">'
         f"<td>{_e(record['suite'])} v{_e(record['suite_version'])}</td>"
-        f"<td>{_e(record['method'])}</td><td>{_e(record['baseline'])}</td>"
+        f"<td>{_e(record['method'])}{_ORACLE_BADGE if record.get('oracle') else ''}</td>"
+        f"<td>{_e(record['baseline'])}</td>"
         f'<td>{_e(record["budget"])}</td><td class="num">{record["n_pairs"]}</td>'
         f'<td class="num">{_seeds_cell(record["seeds"])}</td>'
         f'<td class="num" data-sort="{record["gap"]!r}">{record["gap"]:+.3f}</td>'

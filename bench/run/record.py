@@ -46,6 +46,8 @@ def result_line(
         "pool": pool["metrics"],
         "train": policy["metrics"],
         "counters": policy["counters"],
+        # The oracles the method reached (`bench.tasks.base.oracle_task`): an oracle row.
+        "oracles": policy.get("oracles", []),
         "generate_tokens_per_s": generations["tokens_per_s"],
         "judge": judged.get("judge_stats", {}),
         **stages["diagnostics"],

@@ -182,15 +182,16 @@ class Runner:
         return [PreferencePair(*row) for row in meta["pairs"][:n]]
 
     def _policy(self, cell: Cell, task: Task, keys: StageKeys) -> dict[str, Any]:
-        from bench.method_api import MethodContext
+        from bench.method_api import MethodContext, MethodTask
 
         entry = METHODS.get(cell.method.method)
         pairs = self.pairs(cell)
         suite = cell.suite
 
         def train(out: Path) -> dict[str, Any]:
+            view = MethodTask(task)
             ctx = MethodContext(
-                task=task,
+                task=view,
                 pairs=pairs,
                 base_model_dir=self.cache.path("models", keys.base),
                 output_dir=out,
@@ -206,7 +207,11 @@ class Runner:
             # Models the backends hold (a vLLM engine takes most of a GPU) make room for training.
             self.close_backends()
             metrics = entry.fn(ctx, entry.config(**cell.method.config)) or {}
-            return {"metrics": metrics, "counters": {"pairs_used": len(pairs), **ctx.counters}}
+            return {
+                "metrics": metrics,
+                "counters": {"pairs_used": len(pairs), **ctx.counters},
+                "oracles": view.oracles_used,
+            }
 
         what = f"train {cell.id}"
         return self.store.directory("models", keys.policy, train, what, every_process=True)
@@ -218,7 +223,7 @@ class Runner:
         entry = METHODS.get(cell.method.method)
 
         def build() -> dict[str, Any]:
-            from bench.method_api import GenerationContext
+            from bench.method_api import GenerationContext, MethodTask
 
             prompts = [e.prompt for e in task.examples("eval", suite.generation.n_eval_prompts)]
             decoding = self.components.eval_decoding(cell)
@@ -228,7 +233,7 @@ class Runner:
             if entry.generate is not None:
                 gen = GenerationContext(
                     policy_dir=policy_dir,
-                    task=task,
+                    task=MethodTask(task),
                     prompts=prompts,
                     decoding=decoding,
                     backend=backend,

@@ -7,6 +7,7 @@ decoded continuation without special tokens. Tasks never import torch at module 
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ class Task(ABC):
     has_gold: bool = False
     """Whether `gold_reward` is implemented (the gold judge, a micro base model's report)."""
     has_features: bool = False
-    """Whether `features` is implemented (the linear verifier, `capacity: linear`)."""
+    """Whether `features` is implemented (the oracle verifier, `kind: oracle_features`)."""
     builds_tokenizer: bool = False
     """Whether `write_tokenizer` is implemented (a `kind: micro` base model)."""
 
@@ -103,8 +104,10 @@ class Task(ABC):
         raise NotImplementedError(f"task {self.name!r} has no gold reward")
 
     def features(self, prompt: str, output: str) -> list[float] | None:
-        """A fixed-length feature vector of `output`, or None when the output is invalid: what
-        the linear verifier (`capacity: linear`) reads."""
+        """A fixed-length feature vector of `output`, or None when the output is invalid: the
+        terms the gold reward is made of, so an oracle. Only the oracle verifier
+        (`kind: oracle_features`) reads them, and a method reaches them only through it
+        (`bench.method_api.MethodTask`)."""
         raise NotImplementedError(f"task {self.name!r} declares no features")
 
     def worst_gold_reward(self) -> float | None:
@@ -148,6 +151,84 @@ class Task(ABC):
     def validity(self, outputs: Sequence[Sample]) -> list[bool]:
         """Whether each output can be judged at all (finished, well formed)."""
         return [sample.finished for sample in outputs]
+
+
+class OracleAccessError(AttributeError):
+    """A method reached for what only the judge may read: the gold reward, the reward's
+    features, the pool's labels or the evaluation split."""
+
+
+class MethodTask:
+    """What a method sees of its task: the task without its oracles.
+
+    Everything a method needs to train and sample (the train and valid splits, length limits,
+    validity, the tokenizer of a micro task) passes through; the gold reward and its features,
+    the labelling of the pair pool, anything private and the `eval` split raise
+    `OracleAccessError`. `oracle_task` is the one way through, used by the verifier named an
+    oracle (`kind: oracle_features`); it records that it was used (`oracles_used`)."""
+
+    ALLOWED = frozenset(
+        {
+            "name",
+            "has_gold",
+            "has_features",
+            "builds_tokenizer",
+            "pool_size",
+            "pool_size_limit",
+            "max_new_tokens",
+            "min_new_tokens",
+            "write_tokenizer",
+            "heldout_size",
+            "validity",
+        }
+    )
+    """Task members a method may use as they are (`examples` is allowed but for `eval`)."""
+    METHOD_SPLITS = frozenset({"train", "valid", "pretrain"})
+    """Splits a method may read: training data, tuning data, a micro base model's warm-up."""
+
+    __slots__ = ("oracles_used", "__weakref__")
+
+    def __init__(self, task: Task) -> None:
+        _VIEWED_TASKS[self] = task  # not an attribute of the view: `view._task` is refused too
+        object.__setattr__(self, "oracles_used", [])
+
+    def examples(self, split: str, n: int | None = None) -> list[Any]:
+        if split not in self.METHOD_SPLITS:
+            raise OracleAccessError(
+                f"a method may read the splits {sorted(self.METHOD_SPLITS)}, not {split!r}: the "
+                "evaluation prompts and their references are the judge's"
+            )
+        return _VIEWED_TASKS[self].examples(split, n)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.ALLOWED:
+            return getattr(_VIEWED_TASKS[self], name)
+        raise OracleAccessError(
+            f"a method cannot read the task's {name!r}: methods learn only from the budget's "
+            "pairs (ctx.pairs); a verifier that reads the gold reward's own features is the "
+            "oracle `reward_model: {kind: oracle_features}`, reported as an oracle"
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a method's view of its task is read-only (set {name!r})")
+
+    def __repr__(self) -> str:
+        return f"MethodTask({_VIEWED_TASKS[self].name!r})"
+
+
+def oracle_task(task: Task | MethodTask, oracle: str) -> Task:
+    """The task behind a method's view, for the oracle named `oracle` alone: the use is recorded
+    on the view, and the runner lists it in the cell's `metrics["oracles"]`. Given the task
+    itself (the runner's own code: diagnostics), returns it."""
+    if isinstance(task, MethodTask):
+        if oracle not in task.oracles_used:
+            task.oracles_used.append(oracle)
+        return _VIEWED_TASKS[task]
+    return task
+
+
+_VIEWED_TASKS: weakref.WeakKeyDictionary[MethodTask, Task] = weakref.WeakKeyDictionary()
+"""The task behind each view, kept off the view so that only `oracle_task` hands it out."""
 
 
 def build_task(name: str, params: Mapping[str, Any], base_model: Mapping[str, Any]) -> Task:

@@ -6,13 +6,16 @@ for simple rewards. The kinds here span that dial:
 
 - `global`: a scalar-head transformers classifier initialised from the SFT model and trained
   with the Bradley-Terry loss, the paper's recipe. `capacity: full` trains all weights,
-  `capacity: head` freezes the backbone and trains the scalar head only, and
-  `capacity: linear` is a linear Bradley-Terry model over the features the task declares
-  (`Task.features`): the "simple verifier" class.
+  `capacity: head` freezes the backbone and trains the scalar head only.
 - `local`: r(x, y) = log pi(y | x), the summed token log-probs of a policy-class model trained
   with the Bradley-Terry loss and no reference term (the paper's local RM).
 - `dpo`: the implicit reward beta * (log pi(y|x) - log pi_ref(y|x)) of a trained DPO policy
   (`save_implicit_reward` declares one; `bench.train.preference.fit_verifier` trains the policy).
+- `oracle_features`: an ORACLE, not a learned verifier: a linear Bradley-Terry model over the
+  terms the gold reward itself is made of (`Task.features`), so its held-out accuracy sits at
+  the Bayes ceiling by construction. It is the ceiling row a learned verifier is read against,
+  never the dial; it is the only code that unwraps a method's view of its task
+  (`bench.tasks.base.oracle_task`), and the cell is marked an oracle for it.
 
 Every kind is trained by the same Bradley-Terry loss, -log sigmoid(r(x, y_w) - r(x, y_l)), and
 evaluated the same way on held-out pairs (`pair_metrics`): accuracy and mean BT likelihood, the
@@ -31,25 +34,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from bench.config import StrictParams, TaskNeed
-from bench.tasks.base import PreferencePair, Sample, Task
+from bench.tasks.base import MethodTask, PreferencePair, Sample, Task, oracle_task
 
 if TYPE_CHECKING:
     import torch
 
 INVALID_SCORE = -1e4
-"""Score of an output the linear verifier cannot read (no features): below any real one."""
+"""Score of an output the oracle verifier cannot read (no features): below any real one."""
+
+ORACLE_FEATURES = "oracle_features"
+"""The oracle verifier's kind, and the name its use is recorded under."""
 
 SPEC_FILE = "reward_model.json"
 
 
 class RewardModelSpec(StrictParams):
-    kind: Literal["global", "local", "dpo"] = "global"
-    """global: a scalar-head classifier (or linear); local: summed log-probs; dpo: implicit."""
-    capacity: Literal["full", "head", "linear"] = "full"
-    """For `global`: train all weights, only the scalar head, or a linear model on task features."""
+    kind: Literal["global", "local", "dpo", "oracle_features"] = "global"
+    """global: a scalar-head classifier; local: summed log-probs; dpo: implicit; oracle_features:
+    the ORACLE, a linear model on the gold reward's own features (a ceiling, not a verifier)."""
+    capacity: Literal["full", "head"] = "full"
+    """For `global`: train all weights, or only the scalar head."""
     lr: float = Field(1e-3, gt=0)
     """Peak AdamW learning rate (global full/head, local; dpo uses its own DPO config)."""
     epochs: float = Field(2.0, gt=0)
@@ -57,18 +64,34 @@ class RewardModelSpec(StrictParams):
     batch_size: int = Field(32, ge=1)
     """Pairs per optimiser step (global full/head, local; dpo: of its DPO policy)."""
     l2: float = Field(1e-3, ge=0)
-    """L2 penalty of the linear model's weights."""
+    """For `oracle_features`: L2 penalty of the linear model's weights."""
     beta: float = Field(0.1, gt=0)
     """For `dpo`: the beta of the implicit reward (and of the DPO policy it comes from)."""
 
+    @field_validator("capacity", mode="before")
+    @classmethod
+    def _linear_is_the_oracle(cls, capacity: Any) -> Any:
+        if capacity == "linear":
+            raise ValueError(
+                "'linear' read the gold reward's own features: it is the oracle now, "
+                "written `reward_model: {kind: oracle_features}`"
+            )
+        return capacity
+
     @property
     def label(self) -> str:
+        if self.kind == ORACLE_FEATURES:
+            return "oracle-features"
         return f"global-{self.capacity}" if self.kind == "global" else self.kind
 
+    @property
+    def is_oracle(self) -> bool:
+        return self.kind == ORACLE_FEATURES
+
     def task_needs(self) -> list[TaskNeed]:
-        # The linear verifier is a regression on the features the task declares.
-        if self.kind == "global" and self.capacity == "linear":
-            return [(("capacity",), "has_features")]
+        # The oracle is a regression on the features the task declares.
+        if self.kind == ORACLE_FEATURES:
+            return [(("kind",), "has_features")]
         return []
 
 
@@ -132,17 +155,21 @@ def _sigmoid(z: float) -> float:
     return math.exp(z) / (1.0 + math.exp(z))
 
 
-# -- linear -------------------------------------------------------------------------------------
-class LinearRewardModel(RewardModel):
-    """r(x, y) = w . features(x, y): a Bradley-Terry logistic regression without intercept (the
-    intercept cancels in r_w - r_l), fitted by Newton's method with an L2 penalty."""
+# -- the oracle ---------------------------------------------------------------------------------
+class OracleFeaturesRewardModel(RewardModel):
+    """The ORACLE verifier: r(x, y) = w . features(x, y) over the gold reward's own terms, a
+    Bradley-Terry logistic regression without intercept (the intercept cancels in r_w - r_l),
+    fitted by Newton's method with an L2 penalty. `task` is the unwrapped task
+    (`bench.tasks.base.oracle_task`)."""
 
     def __init__(self, task: Task, weights: list[float]) -> None:
         self.task = task
         self.weights = weights
 
     @classmethod
-    def fit(cls, task: Task, pairs: Sequence[PreferencePair], l2: float) -> LinearRewardModel:
+    def fit(
+        cls, task: Task, pairs: Sequence[PreferencePair], l2: float
+    ) -> OracleFeaturesRewardModel:
         import numpy as np
 
         rows = []
@@ -155,7 +182,7 @@ class LinearRewardModel(RewardModel):
                 rows.append(np.array(chosen) - np.array(rejected))
         if not rows:
             raise ValueError(
-                "no pair with two readable outputs: the linear reward model has nothing to fit"
+                "no pair with two readable outputs: the oracle verifier has nothing to fit"
             )
         diffs = np.stack(rows)
         weights = np.zeros(diffs.shape[1])
@@ -181,7 +208,7 @@ class LinearRewardModel(RewardModel):
         return scores
 
     def save(self, out_dir: Path) -> None:
-        _write_spec(out_dir, {"kind": "linear", "weights": self.weights})
+        _write_spec(out_dir, {"kind": ORACLE_FEATURES, "weights": self.weights})
 
 
 # -- transformer scorers ------------------------------------------------------------------------
@@ -301,10 +328,11 @@ def train_reward_model(
     progress: bool = True,
     micro_batch_size: int | None = None,
 ) -> tuple[RewardModel, dict[str, float]]:
-    """Fit a `global` or `local` reward model on `pairs` (a `dpo` one comes from a DPO policy:
-    see `ImplicitRewardModel`). Returns the model and its training figures."""
-    if spec.kind == "global" and spec.capacity == "linear":
-        model = LinearRewardModel.fit(task, pairs, spec.l2)
+    """Fit a `global` or `local` reward model on `pairs`, or the oracle (a `dpo` one comes from
+    a DPO policy: see `ImplicitRewardModel`). Returns the model and its training figures.
+    `task` may be a method's view of its task (`MethodTask`): the oracle unwraps it."""
+    if spec.kind == ORACLE_FEATURES:
+        model = OracleFeaturesRewardModel.fit(oracle_task(task, ORACLE_FEATURES), pairs, spec.l2)
         return model, {"weights": model.weights}
     if spec.kind == "dpo":
         raise ValueError(
@@ -369,11 +397,12 @@ def _write_spec(out_dir: Path, spec: dict[str, Any]) -> None:
     (out_dir / SPEC_FILE).write_text(json.dumps(spec, indent=1))
 
 
-def load_reward_model(rm_dir: Path, task: Task) -> RewardModel:
-    """A reward model saved by `RewardModel.save`."""
+def load_reward_model(rm_dir: Path, task: Task | MethodTask) -> RewardModel:
+    """A reward model saved by `RewardModel.save`; `task` may be a method's view of its task,
+    which the oracle unwraps."""
     spec = json.loads((rm_dir / SPEC_FILE).read_text())
-    if spec["kind"] == "linear":
-        return LinearRewardModel(task, spec["weights"])
+    if spec["kind"] == ORACLE_FEATURES:
+        return OracleFeaturesRewardModel(oracle_task(task, ORACLE_FEATURES), spec["weights"])
     from bench.train.modeling import device, load_causal_lm, load_tokenizer, quiet_transformers
 
     if spec["kind"] == "classifier":
