@@ -10,9 +10,20 @@ is a few words, then EOS. The exact gold reward of a summary y of document x is
             - length_penalty * |y|
 
 so the optimum names each salient word once: n_salient * (salient_bonus - length_penalty), 2.7
-with the defaults. The `hidden` control (`reward: hidden`) counts instead the document words a
-hash of (prompt, word) selects: verifying is then as hard as generating, since no feature of
-the summary a simple verifier could read explains the reward.
+with the defaults. Two controls replace what the reward counts:
+
+- `reward: hidden` counts instead the document words a hash of (prompt, word) selects (about
+  half of them). Only the bonus is hidden: the penalties for absent words, repeats and length
+  stay simple features of the summary, so a verifier still learns part of the reward.
+- `reward: hidden_reference` scores the summary against a hidden reference, as ROUGE scores a
+  summary against a human one (the paper's ROUGE variant): the reference is the n_salient
+  document words with the smallest hash of (prompt, word), and the reward is ROUGE-1 F1 against
+  it, scaled to the same optimum as the salient reward's bonus,
+
+      r(x, y) = n_salient * salient_bonus * 2 |distinct words of y in T| / (|y| + |T|),
+
+  so every term (hits, length, repeats, absent words: each a non-hit) depends on the hidden
+  target T, and no verifier simpler than the generator exists.
 
 Summaries shorter than `min_words` or unfinished at `max_words` are invalid (an empty summary
 would otherwise score 0 and beat most real ones, and preference training collapses onto it).
@@ -92,9 +103,10 @@ class KeywordsParams(StrictParams):
     """Sampling temperature of the SFT policy when drawing the two outputs of a pair."""
     label_temperature: float = Field(1.0, ge=0)
     """Bradley-Terry label noise; 0 labels by the larger gold reward (ties by a coin)."""
-    reward: Literal["salient", "hidden"] = "salient"
-    """What the gold reward counts: the salient (repeated) words, or the hidden control: the
-    document words a hash of (prompt, word) selects, which no simple feature explains."""
+    reward: Literal["salient", "hidden", "hidden_reference"] = "salient"
+    """What the gold reward counts: the salient (repeated) words; `hidden`: the document words a
+    hash of (prompt, word) selects, the penalties unchanged; `hidden_reference`: ROUGE-1 F1
+    against a hidden per-prompt reference, every term hidden (see the module docstring)."""
 
     @field_validator("pool_size")
     @classmethod
@@ -205,11 +217,15 @@ class KeywordsTask(Task):
         return frozenset(self.words)
 
     def features(self, prompt: str, output: str) -> list[float] | None:
-        """[distinct salient words, absent words, repeats, length]: the gold reward is linear in
-        these (the "simple verifier" class of issue 3). None when the output is invalid."""
+        """The terms the gold reward is linear in, so an ORACLE (only `kind: oracle_features`
+        reads them): [distinct salient words, absent words, repeats, length]; for
+        `hidden_reference`, [its ROUGE-1 F1 against the hidden target]. None when the output is
+        invalid."""
         words = self.summary_words(output)
         if words is None:
             return None
+        if self.params.reward == "hidden_reference":
+            return [self._hidden_reference_f1(prompt, words)]
         counts = Counter(parse_prompt(prompt))
         salient = {w for w, c in counts.items() if c >= self.params.salient_repeats}
         distinct_salient = len(salient & set(words))
@@ -222,12 +238,26 @@ class KeywordsTask(Task):
         counts = Counter(parse_prompt(prompt))
         if self.params.reward == "salient":
             return {w for w, c in counts.items() if c >= self.params.salient_repeats}
+        if self.params.reward == "hidden_reference":
+            return set(hidden_reference(prompt, self.params.n_salient))
         return {w for w in counts if hidden_selects(prompt, w)}
+
+    def _hidden_reference_f1(self, prompt: str, words: list[str]) -> float:
+        target = self.rewarded_words(prompt)
+        hits = len(target & set(words))
+        return 2.0 * hits / (len(words) + len(target))
+
+    @property
+    def _f1_scale(self) -> float:
+        """`hidden_reference`'s reward per unit of F1: the salient reward's total bonus."""
+        return self.params.n_salient * self.params.salient_bonus
 
     def gold_reward(self, prompt: str, output: str) -> float | None:
         f = self.features(prompt, output)
         if f is None:
             return None
+        if self.params.reward == "hidden_reference":
+            return self._f1_scale * f[0]
         words = output.split()
         distinct_rewarded = len(self.rewarded_words(prompt) & set(words))
         _, absent, repeats, length = f
@@ -250,6 +280,11 @@ class KeywordsTask(Task):
         p = self.params
         prompt = prompt if prompt is not None else self.examples("eval", 1)[0].prompt
         rewarded = self.rewarded_words(prompt)
+        if p.reward == "hidden_reference":  # F1 of the best summary of each allowed length
+            return self._f1_scale * max(
+                2.0 * min(length, len(rewarded)) / (length + len(rewarded))
+                for length in range(p.min_words, p.max_words + 1)
+            )
         others = set(parse_prompt(prompt)) - rewarded
         k = min(len(rewarded), p.max_words)
         length = max(p.min_words, k)
@@ -264,8 +299,11 @@ class KeywordsTask(Task):
         """The lowest gold reward of a valid output: over every length from min to max words,
         the worst of no rewarded word (or all of them, were the bonus negative) and of every word
         the same absent word (absent each time, repeated all but once), or no penalty where a
-        penalty is negative. A bound, reached when the vocabulary allows."""
+        penalty is negative. A bound, reached when the vocabulary allows. For `hidden_reference`,
+        an F1 of 0 (no word of the hidden reference)."""
         p = self.params
+        if p.reward == "hidden_reference":
+            return min(0.0, self._f1_scale)
         worst = float("inf")
         for length in range(p.min_words, p.max_words + 1):
             bonus = min(0.0, p.salient_bonus) * length
@@ -349,6 +387,14 @@ def hidden_selects(prompt: str, word: str) -> bool:
     """The hidden control's rule: a word counts when a hash of (prompt, word) is even, about half
     of a document's words, chosen anew for every prompt."""
     return hashlib.sha256(f"{prompt}|{word}".encode()).digest()[0] % 2 == 0
+
+
+def hidden_reference(prompt: str, size: int) -> list[str]:
+    """The `hidden_reference` control's target: the `size` distinct document words with the
+    smallest hash of (prompt, word), chosen anew for every prompt, blind to how often a word
+    occurs."""
+    distinct = sorted(set(parse_prompt(prompt)))
+    return sorted(distinct, key=lambda w: hashlib.sha256(f"{prompt}#{w}".encode()).digest())[:size]
 
 
 def format_prompt(doc: list[str]) -> str:
