@@ -436,8 +436,14 @@ def test_provenance_records_the_commit_and_dirtiness(tmp_path):
     git("commit", "-q", "--allow-empty", "-m", "start")
     clean = provenance(tmp_path)
     assert len(clean["git_commit"]) == 40 and clean["git_dirty"] is False
+    # The committed leaderboard is what runs write: a run appending there stays clean.
+    (tmp_path / "leaderboard" / "results").mkdir(parents=True)
+    (tmp_path / "leaderboard" / "results" / "s.jsonl").write_text("{}\n")
+    assert provenance(tmp_path)["git_dirty"] is False
+    assert provenance(tmp_path / "leaderboard")["git_dirty"] is False  # from a subfolder too
     (tmp_path / "new.txt").write_text("x")
     assert provenance(tmp_path)["git_dirty"] is True
+    assert provenance(tmp_path / "leaderboard")["git_dirty"] is True
 
 
 # --- leaderboard -----------------------------------------------------------------------------

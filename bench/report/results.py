@@ -233,15 +233,26 @@ class ResultLine(BaseModel):
         return self
 
 
+GENERATED_PATHSPECS = (":(exclude,top)leaderboard",)
+"""What git_dirty does not count: the committed leaderboard (its result lines, pages and plots)
+is what runs write, not what they run. Without this, a run writing to leaderboard/results
+marked every cell after its first dirty, the first line itself having dirtied the tree."""
+
+
 def provenance(repo_dir: Path) -> dict[str, Any]:
-    """Where a result came from: git_commit, git_dirty, packages and hardware.
+    """Where a result came from: git_commit, git_dirty (uncommitted changes outside
+    GENERATED_PATHSPECS), packages and hardware.
 
     git fields are None when `repo_dir` is not a git work tree (or has no commit, or git is not
     installed). GPU names are recorded only if torch is already imported by the run: importing
     it here would cost seconds on a fully cached rerun that never needed it.
     """
     commit = _git(repo_dir, "rev-parse", "HEAD")
-    status = _git(repo_dir, "status", "--porcelain") if commit is not None else None
+    status = (
+        _git(repo_dir, "status", "--porcelain", "--", ":/", *GENERATED_PATHSPECS)
+        if commit is not None
+        else None
+    )
     return {
         "git_commit": commit.strip() if commit is not None else None,
         "git_dirty": bool(status.strip()) if status is not None else None,
