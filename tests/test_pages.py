@@ -90,8 +90,14 @@ def expected_rows(results: Path) -> list[dict]:
 def assert_rows_equal_results(page: Page, results: Path) -> None:
     """The table rows are the leaderboard's cells (in any order), each showing exactly the
     numbers the leaderboard computes."""
-    records = {(r["suite"], r["method"], r["budget"]): r for r in expected_rows(results)}
-    rows = {(r["data-suite"], r["data-method"], r["data-budget"]): r for r in page.rows}
+    records = {
+        (r["suite"], str(r["suite_version"]), r["method"], r["budget"]): r
+        for r in expected_rows(results)
+    }
+    rows = {
+        (r["data-suite"], r["data-suite-version"], r["data-method"], r["data-budget"]): r
+        for r in page.rows
+    }
     assert len(rows) == len(page.rows) and rows.keys() == records.keys()
     for key, row in rows.items():
         record = records[key]

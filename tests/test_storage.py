@@ -580,3 +580,39 @@ def test_print_table_is_a_compact_summary():
     seeds = header.index("seeds")
     assert row[seeds:].split()[0] == "2"  # the number of seeds, not their ids "0,1"
     assert print_table([]) == "(no results)"
+
+
+def test_the_run_table_prints_online_minus_offline_in_winrate_and_reward():
+    rewards_dpo = [1.0, 0.5, None, 0.0, 2.0, 1.0]
+    rewards_online = [1.5, 0.5, 1.0, None, 2.5, 1.0]
+    floor = -9.0
+    lines = [
+        make_line("WLIWWL", method="dpo", seed=0, rewards=rewards_dpo, reward_floor=floor),
+        make_line(
+            "WWWIWL", method="online_dpo", seed=0, rewards=rewards_online, reward_floor=floor
+        ),
+    ]
+    lines[1] = lines[1].model_copy(update={"method_id": "online_dpo", "method_family": "online"})
+    text = print_table(lines)
+    head, gap = text.splitlines()[-2:]
+    assert head.startswith("online minus offline dpo, paired over the same prompts and seeds")
+    # Per prompt online - dpo: winrate 0, 1, 1, -1, 0, 0; reward (invalid at the floor -9)
+    # 0.5, 0, 10, -9, 0.5, 0: means +0.167 and +0.333.
+    from bench.report.summary import difference, reward_difference
+
+    winrate = difference(lines[1:], lines[:1])
+    reward = reward_difference(lines[1:], lines[:1])
+    assert winrate.value == pytest.approx(1 / 6) and reward.value == pytest.approx(2 / 6)
+    assert gap.startswith("  tldr v1 online_dpo - dpo at n=250: winrate +0.167 [")
+    assert f"mean reward +0.333 [{reward.low:+.3f}, {reward.high:+.3f}]" in gap
+    assert gap.endswith("(n=6, seeds=1)")
+
+
+def test_a_reward_difference_needs_rewards_and_one_floor():
+    from bench.report.summary import reward_difference
+
+    a = make_line("WL", rewards=[1.0, 0.0], reward_floor=-1.0)
+    assert reward_difference([a], [make_line("WL", rewards=None)]) is None
+    assert reward_difference([a], [make_line("WL", rewards=[0.0, 0.0], reward_floor=-2.0)]) is None
+    with pytest.raises(ValueError, match="same seeds"):
+        reward_difference([a, a], [a])

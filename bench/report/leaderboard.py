@@ -21,7 +21,7 @@ from bench.registry import METHODS
 from bench.report.power import POWER, minimum_detectable_effect
 from bench.report.results import ResultLine, load_results
 from bench.report.stats import CrossedEstimate, Estimate, length_controlled_winrate
-from bench.report.summary import CellNumbers, difference, pool, scores
+from bench.report.summary import CellNumbers, difference, pool, reward_difference, scores
 from bench.run.cache import atomic_write_text
 
 CELL_COLUMNS = [
@@ -80,6 +80,9 @@ GAP_COLUMNS = [
     "n",
     "decidable",
     "oracle",
+    "reward_gap",
+    "reward_ci_low",
+    "reward_ci_high",
 ]
 
 MDE_COLUMNS = ["suite", "suite_version", "tier", "judge", "mde", "mde_low", "mde_high", "pairs"]
@@ -334,6 +337,7 @@ def gap_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
             gap, seeds = _difference(by_seed, cells[baseline, budget])
             if gap is None:
                 continue  # no common seed, or no prompt both judged: no difference to show
+            reward_gap = _reward_difference(by_seed, cells[baseline, budget], seeds)
             first = by_seed[seeds[0]]
             rows.append(
                 {
@@ -345,6 +349,9 @@ def gap_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
                     "method": method,
                     "method_id": entries[method],
                     "oracle": any(is_oracle(line) for line in by_seed.values()),
+                    "reward_gap": reward_gap.value if reward_gap else math.nan,
+                    "reward_ci_low": reward_gap.low if reward_gap else math.nan,
+                    "reward_ci_high": reward_gap.high if reward_gap else math.nan,
                     "baseline": baseline,
                     "budget": budget,
                     "n_pairs": first.n_pairs,
@@ -429,6 +436,16 @@ def _difference(
         except ValueError:
             _DIFFERENCES[key] = None  # different prompts: not comparable
     return _DIFFERENCES[key], seeds
+
+
+def _reward_difference(
+    a: dict[int, ResultLine], b: dict[int, ResultLine], seeds: list[int]
+) -> CrossedEstimate | None:
+    """The paired mean-reward difference A - B over `seeds`; None where it cannot be taken."""
+    try:
+        return reward_difference([a[seed] for seed in seeds], [b[seed] for seed in seeds])
+    except ValueError:
+        return None
 
 
 def markdown_tables(df: pd.DataFrame, mdes: pd.DataFrame | None = None) -> str:
@@ -566,10 +583,18 @@ def markdown_gap(gaps: pd.DataFrame) -> str:
             f"n={record['n']}"
             + (f" seeds={len(record['seeds'])}" if len(record["seeds"]) > 1 else "")
             + ("" if record["decidable"] else " (undecidable)"),
+            _interval_text(record["reward_gap"], record["reward_ci_low"], record["reward_ci_high"]),
         ]
         for record in gaps.to_dict("records")
     ]
-    header = ["task", "suite", "online - offline", "budget", "winrate difference [95% CI]"]
+    header = [
+        "task",
+        "suite",
+        "online - offline",
+        "budget",
+        "winrate difference [95% CI]",
+        "mean reward difference [95% CI]",
+    ]
     return (
         "\n\n".join(
             [
@@ -584,6 +609,13 @@ def markdown_gap(gaps: pd.DataFrame) -> str:
         )
         + "\n"
     )
+
+
+def _interval_text(value: float, low: float, high: float) -> str:
+    """`+0.123 [+0.045, +0.201]`, or MISSING."""
+    if _is_missing(value):
+        return MISSING
+    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def _is_missing(value: Any) -> bool:
@@ -656,7 +688,8 @@ def print_table(lines: Sequence[ResultLine]) -> str:
 
     One row per cell (seeds pooled), e.g. after a run: suite, method, budget, winrate with its
     interval and n, invalid outputs, failed judgments, the number of seeds, mean reward; then
-    each suite's minimum detectable effect (`mde_table`).
+    each suite's minimum detectable effect (`mde_table`), and each online method's paired
+    difference from offline DPO in winrate and mean reward (`gap_table`).
     """
     df = cell_table(lines)
     if df.empty:
@@ -703,4 +736,21 @@ def print_table(lines: Sequence[ResultLine]) -> str:
         f"{record['suite']} v{record['suite_version']}: {mde_sentence(record)}"
         for record in mde_table(lines).to_dict("records")
     ]
-    return "\n".join([table, *mdes])
+    gaps = [
+        f"  {record['suite']} v{record['suite_version']} "
+        f"{record['method']}{ORACLE_MARK if record['oracle'] else ''} - {record['baseline']} at "
+        f"{record['budget']}: winrate "
+        f"{_interval_text(record['gap'], record['ci_low'], record['ci_high'])}"
+        + ("" if record["decidable"] else " (undecidable)")
+        + f", mean reward "
+        f"{_interval_text(record['reward_gap'], record['reward_ci_low'], record['reward_ci_high'])}"
+        + f" (n={record['n']}, seeds={len(record['seeds'])})"
+        for record in gap_table(lines).to_dict("records")
+    ]
+    if gaps:
+        gaps.insert(
+            0,
+            f"online minus offline {OFFLINE_BASELINE_ID}, paired over the same prompts and seeds "
+            "(95% CI):",
+        )
+    return "\n".join([table, *mdes, *gaps])

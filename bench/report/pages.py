@@ -276,6 +276,7 @@ def _table_row(record: dict[str, Any], seed_lines: list[ResultLine]) -> str:
     )
     data = {
         "suite": record["suite"],
+        "suite-version": record["suite_version"],
         "method": record["method"],
         "method-id": method_id,
         "budget": record["budget"],
@@ -378,6 +379,7 @@ def _gap_section(
             '<div class="scroll"><table class="gap"><thead><tr><th>suite</th><th>online</th>'
             '<th>offline</th><th>budget</th><th class="num">pairs</th><th class="num">seeds</th>'
             '<th class="num">difference</th><th class="num">95% CI</th><th class="num">n</th>'
+            '<th class="num">mean reward difference [95% CI]</th>'
             f"</tr></thead><tbody>{rows}</tbody></table></div>"
         )
     parts.append("</section>")
@@ -412,8 +414,16 @@ def _gap_row(record: dict[str, Any]) -> str:
         f'<td class="num">[{record["ci_low"]:+.3f}, {record["ci_high"]:+.3f}]'
         + ("" if record["decidable"] else ' <span class="flag">undecidable</span>')
         + "</td>"
-        + f'<td class="num">{record["n"]}</td></tr>'
+        + f'<td class="num">{record["n"]}</td>'
+        + f'<td class="num">{_e(_reward_gap_text(record))}</td></tr>'
     )
+
+
+def _reward_gap_text(record: dict[str, Any]) -> str:
+    value, low, high = record["reward_gap"], record["reward_ci_low"], record["reward_ci_high"]
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 # -- plots ------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 `line_numbers` gives a result line's summary fields from its own outcomes and rewards (the
 runner writes a line with it, `pftbench migrate` rewrites old lines with it,
 `bench.report.integrity` recomputes a stated line with it). `pool` gives a cell's numbers over its
-seeds and `difference` the paired difference of two cells (the leaderboard, the page, the run's
-table, the expectations and the lab summary read them).
+seeds, and `difference` (`reward_difference`) the paired winrate (mean reward) difference of two
+cells (the leaderboard, the page, the run's table, the expectations and the lab summary read
+them).
 
 Every seed of every method is judged on the same evaluation prompts, so a cell's result lines
 form a crossed ``[k seeds, n prompts]`` grid, and two methods' cells share its columns. The
@@ -122,11 +123,7 @@ def pool(lines: Sequence[ResultLine]) -> CellNumbers:
         raise ValueError(f"the seeds of one cell disagree on reward_floor: {sorted(floors)}")
     rewards = None
     if all(line.rewards is not None for line in lines):
-        floor = next(iter(floors))
-        missing = np.nan if floor is None else float(floor)
-        rewards = _estimate(
-            [[missing if r is None else r for r in line.rewards or []] for line in lines], None
-        )
+        rewards = _estimate([_rewards(line) for line in lines], None)
     return CellNumbers(
         seeds=[line.seed for line in lines],
         winrate=_estimate([scores(line) for line in lines], WINRATE_BOUNDS),
@@ -157,6 +154,35 @@ def difference(
             f"a paired difference needs the same prompts: {a.shape[1]} against {b.shape[1]}"
         )
     return _crossed(a - b, DIFFERENCE_BOUNDS)
+
+
+def reward_difference(
+    a_lines: Sequence[ResultLine], b_lines: Sequence[ResultLine]
+) -> CrossedEstimate | None:
+    """The paired mean-reward difference A - B (the gold reward where the judge is gold) over
+    seeds both ran, on the same prompts: an invalid output counts at its line's `reward_floor`
+    (left out where that is None), as in the cell's mean reward. None when a side records no
+    rewards, the two sides' floors differ, or fewer than two prompts count on both sides."""
+    if len(a_lines) != len(b_lines):
+        raise ValueError(
+            f"a paired difference needs the same seeds: {len(a_lines)} lines against {len(b_lines)}"
+        )
+    lines = [*a_lines, *b_lines]
+    if not lines or any(line.rewards is None for line in lines):
+        return None
+    if len({line.reward_floor for line in lines}) > 1:
+        return None
+    a, b = _grid([_rewards(line) for line in a_lines]), _grid([_rewards(line) for line in b_lines])
+    if a.shape != b.shape:
+        raise ValueError(
+            f"a paired difference needs the same prompts: {a.shape[1]} against {b.shape[1]}"
+        )
+    return _crossed(a - b, None)
+
+
+def _rewards(line: ResultLine) -> list[float]:
+    missing = np.nan if line.reward_floor is None else float(line.reward_floor)
+    return [missing if r is None else r for r in line.rewards or []]
 
 
 def scores(line: ResultLine, *, valid_only: bool = False) -> np.ndarray:
