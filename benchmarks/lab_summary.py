@@ -5,7 +5,9 @@
 Prints, per lab suite: winrates pooled over seeds (method x budget), the paired difference of
 every online method against offline DPO (seeds x prompts, 95% CI: the H6 test), each verifier's
 held-out accuracy and Bradley-Terry likelihood, KL(policy || SFT) and output length, and the
-BoN@N curve. Everything is recomputed from the per-prompt outcomes the result lines keep.
+BoN@N curve; then the views of `bench.report.views` over the chosen suites: the verifiers with
+seed intervals, mean reward against KL, and Tajwar et al.'s 2x2 where a suite has it.
+Everything is recomputed from the per-prompt outcomes the result lines keep.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.evaluate.verdicts import outcomes_from_string
+from bench.report import views
 from bench.report.power import minimum_detectable_effect
 from bench.report.results import ResultLine, latest_per_cell, load_results
 from bench.report.stats import WINRATE_BOUNDS, crossed_mean, verdict_scores
@@ -157,6 +160,14 @@ def main() -> None:
     lines = load_results(args.results_dir)
     for suite in args.suites:
         summarise(lines, suite)
+    chosen = [line for line in latest_per_cell(lines) if line.suite in args.suites]
+    for view in (
+        views.markdown_verifiers(views.verifier_table(chosen)),
+        views.markdown_reward_kl(views.reward_kl_table(chosen)),
+        views.markdown_quadrants(views.quadrant_table(chosen)),
+    ):
+        if view:
+            print("\n" + view)
 
 
 if __name__ == "__main__":

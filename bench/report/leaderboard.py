@@ -652,9 +652,16 @@ def render(results_dir: Path, out: Path) -> str:
         markdown_tables(cell_table(lines, length_controlled=True), mde_table(lines))
         or "No results yet.\n"
     )
-    gap = markdown_gap(gap_table(lines))
-    if gap:
-        tables += "\n" + gap
+    from bench.report import views  # it builds on this module
+
+    for view in (
+        markdown_gap(gap_table(lines)),
+        views.markdown_verifiers(views.verifier_table(lines)),
+        views.markdown_reward_kl(views.reward_kl_table(lines)),
+        views.markdown_quadrants(views.quadrant_table(lines)),
+    ):
+        if view:
+            tables += "\n" + view
     source = os.path.relpath(results_dir, out.parent)
     text = "\n".join(
         [

@@ -1,0 +1,384 @@
+"""The lab's views beyond winrates: what a verifier learnt, reward against KL, and the 2x2.
+
+Each view is a table built from result lines alone (no rerun) and its markdown; the leaderboard
+page (`bench.report.leaderboard.render`) and `benchmarks/lab_summary.py` print them.
+
+- `verifier_table`: each verifier's held-out accuracy and mean Bradley-Terry likelihood on the
+  `valid` pairs (`metrics.reward_model`) per budget, the mean over seeds with a t interval over
+  seeds: the paper's RM comparison (global vs local vs DPO-implicit).
+- `reward_kl_table`: each cell's mean gold reward (pooled, crossed interval) against its
+  KL(policy || SFT) (`metrics.kl`, the mean over seeds with its standard error), so that "online
+  beats offline at every KL budget" (Tang et al. 2024) can be read off: the points of a method
+  are its budgets and any of its entries (a beta sweep).
+- `quadrant_table`: Tajwar et al. 2024's 2x2 on the same pairs: off-policy without a negative
+  gradient (SFT on the chosen: `sft` with epochs > 0), off-policy with one (`dpo`), on-policy
+  without (`filter`) and on-policy with (`online_dpo`), the on-policy pair sharing one verifier.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from bench.report.leaderboard import (
+    MISSING,
+    ORACLE_MARK,
+    cell_lines,
+    is_oracle,
+    markdown_table,
+)
+from bench.report.results import ResultLine
+from bench.report.stats import student_t_quantile
+from bench.report.summary import pool
+
+VERIFIER_COLUMNS = [
+    "suite",
+    "suite_version",
+    "verifier",
+    "oracle",
+    "budget",
+    "n_pairs",
+    "seeds",
+    "accuracy",
+    "accuracy_low",
+    "accuracy_high",
+    "bt_likelihood",
+    "bt_low",
+    "bt_high",
+    "n",
+    "methods",
+]
+
+REWARD_KL_COLUMNS = [
+    "suite",
+    "suite_version",
+    "method",
+    "method_id",
+    "oracle",
+    "budget",
+    "n_pairs",
+    "seeds",
+    "kl",
+    "kl_stderr",
+    "reward",
+    "reward_low",
+    "reward_high",
+]
+
+QUADRANTS = {
+    ("off-policy", "no negative gradient"): "sft on the chosen",
+    ("off-policy", "negative gradient"): "dpo",
+    ("on-policy", "no negative gradient"): "filter",
+    ("on-policy", "negative gradient"): "online_dpo",
+}
+"""Tajwar et al. 2024's two axes and the method that fills each cell here."""
+
+QUADRANT_COLUMNS = [
+    "suite",
+    "suite_version",
+    "budget",
+    "n_pairs",
+    "verifier",
+    "oracle",
+    "sampling",
+    "gradient",
+    "method",
+    "reward",
+    "reward_low",
+    "reward_high",
+    "winrate",
+    "winrate_low",
+    "winrate_high",
+]
+
+
+# -- the verifiers ------------------------------------------------------------------------------
+def verifier_label(line: ResultLine) -> str | None:
+    """The verifier a line's metrics describe: the label the method trained it under
+    (`metrics.train.reward_model`), `dpo` for an offline DPO policy's own implicit reward (the
+    label of a `kind: dpo` verifier), None when the line reports no verifier."""
+    if not line.metrics.get("reward_model"):
+        return None
+    train = line.metrics.get("train")
+    label = train.get("reward_model") if isinstance(train, dict) else None
+    if isinstance(label, str):
+        return label
+    return "dpo" if line.method_id == "dpo" else line.method
+
+
+def verifier_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
+    """One row per (suite, version, verifier, budget): held-out accuracy and BT likelihood.
+
+    Methods that fit the same verifier on the same pairs (online DPO, best-of-N and filter with
+    one spec) report the same figures; the row takes the first such method's seeds and names
+    them all. The interval is a t interval over the seeds' values (what a fresh seed's verifier
+    gets on these 500 held-out pairs; the pairs' own sampling error is not in it), NaN from one
+    seed."""
+    rows: dict[tuple, dict[str, Any]] = {}
+    for (suite, version, _, _, method, budget), by_seed in cell_lines(lines).items():
+        first = next(iter(by_seed.values()))
+        label = verifier_label(first)
+        if label is None:
+            continue
+        key = (suite, version, label, budget)
+        if key in rows:
+            rows[key]["methods"].append(method)
+            continue
+        seed_lines = [by_seed[seed] for seed in sorted(by_seed)]
+        figures = [line.metrics["reward_model"] for line in seed_lines]
+        accuracy = _seed_interval([f["accuracy"] for f in figures])
+        likelihood = _seed_interval([f["bt_likelihood"] for f in figures])
+        rows[key] = {
+            "suite": suite,
+            "suite_version": version,
+            "verifier": label,
+            "oracle": any(is_oracle(line) for line in seed_lines),
+            "budget": budget,
+            "n_pairs": first.n_pairs,
+            "seeds": sorted(by_seed),
+            "accuracy": accuracy[0],
+            "accuracy_low": accuracy[1],
+            "accuracy_high": accuracy[2],
+            "bt_likelihood": likelihood[0],
+            "bt_low": likelihood[1],
+            "bt_high": likelihood[2],
+            "n": figures[0].get("n"),
+            "methods": [method],
+        }
+    return pd.DataFrame(list(rows.values()), columns=VERIFIER_COLUMNS)
+
+
+def markdown_verifiers(table: pd.DataFrame) -> str:
+    """Per suite: verifier x budget, held-out accuracy and BT likelihood with seed intervals."""
+    if table.empty:
+        return ""
+    parts = [
+        "## Verifiers on held-out pairs",
+        "Each verifier's accuracy (a tie counts half) and mean Bradley-Terry likelihood on the "
+        "labelled pairs of the `valid` prompts, which no method trains on: the mean over seeds "
+        "with a 95% t interval over seeds (one seed: no interval). `dpo` is an offline DPO "
+        "policy's implicit reward, `global-full` the paper's global RM, `local` its local RM. "
+        "Chance is 0.5.",
+    ]
+    for (suite, version), section in table.groupby(["suite", "suite_version"], sort=False):
+        budgets = list(dict.fromkeys(section.sort_values("n_pairs")["budget"]))
+        by_key = {(r["verifier"], r["budget"]): r for r in section.to_dict("records")}
+        rows = []
+        for label in dict.fromkeys(section["verifier"]):
+            oracle = any(r["oracle"] for (v, _), r in by_key.items() if v == label)
+            cells = []
+            for budget in budgets:
+                record = by_key.get((label, budget))
+                if record is None:
+                    cells.append(MISSING)
+                    continue
+                accuracy = (record["accuracy"], record["accuracy_low"], record["accuracy_high"])
+                likelihood = (record["bt_likelihood"], record["bt_low"], record["bt_high"])
+                cells.append(f"{_interval(*accuracy)} / {_interval(*likelihood)}")
+            rows.append([label + (ORACLE_MARK if oracle else ""), *cells])
+        parts.append(f"### {suite} v{version}: accuracy / BT likelihood")
+        parts.append(markdown_table(["verifier", *budgets], rows))
+    return "\n\n".join(parts) + "\n"
+
+
+# -- reward against KL --------------------------------------------------------------------------
+def reward_kl_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
+    """One row per cell that measured KL: its KL(policy || SFT) and its mean reward.
+
+    KL is the mean over seeds of each line's estimate (`metrics.kl.kl`: one sample per prompt on
+    the evaluation prompts), its standard error sqrt(sum se^2) / k; the reward is the pooled
+    cell's (crossed seeds x prompts interval). Best-of-N and other methods whose output is not
+    a policy's sample record no KL and are left out."""
+    rows = []
+    for (suite, version, _, _, method, budget), by_seed in cell_lines(lines).items():
+        seed_lines = [by_seed[seed] for seed in sorted(by_seed)]
+        kls = [line.metrics.get("kl") for line in seed_lines]
+        if not all(isinstance(kl, dict) and "kl" in kl for kl in kls):
+            continue
+        reward = pool(seed_lines).mean_reward
+        if reward is None:
+            continue
+        k = len(kls)
+        rows.append(
+            {
+                "suite": suite,
+                "suite_version": version,
+                "method": method,
+                "method_id": seed_lines[0].method_id,
+                "oracle": any(is_oracle(line) for line in seed_lines),
+                "budget": budget,
+                "n_pairs": seed_lines[0].n_pairs,
+                "seeds": sorted(by_seed),
+                "kl": statistics.fmean(kl["kl"] for kl in kls),
+                "kl_stderr": math.sqrt(sum(kl.get("kl_stderr", 0.0) ** 2 for kl in kls)) / k,
+                "reward": reward.value,
+                "reward_low": reward.low,
+                "reward_high": reward.high,
+            }
+        )
+    return pd.DataFrame(rows, columns=REWARD_KL_COLUMNS)
+
+
+def markdown_reward_kl(table: pd.DataFrame) -> str:
+    """Per suite: each method's cells in order of KL, mean reward [CI] at KL +- se."""
+    if table.empty:
+        return ""
+    parts = [
+        "## Reward against KL",
+        "Each cell's mean reward (the gold reward on the micro tier; invalid outputs at the "
+        "task's floor) with its 95% CI, against KL(policy || SFT) estimated on the evaluation "
+        "prompts (mean over seeds +- its standard error). A method's points are its budgets "
+        "(and its entries, for a sweep); a method whose points lie above another's at equal "
+        "KL gets more reward for the same drift from the SFT policy.",
+    ]
+    for (suite, version), section in table.groupby(["suite", "suite_version"], sort=False):
+        order = {method: i for i, method in enumerate(dict.fromkeys(section["method"]))}
+        records = sorted(section.to_dict("records"), key=lambda r: (order[r["method"]], r["kl"]))
+        rows = [
+            [
+                record["method"] + (ORACLE_MARK if record["oracle"] else ""),
+                record["budget"],
+                f"{record['kl']:.3f} +- {record['kl_stderr']:.3f}",
+                _interval(record["reward"], record["reward_low"], record["reward_high"]),
+            ]
+            for record in records
+        ]
+        parts.append(f"### {suite} v{version}")
+        parts.append(markdown_table(["method", "budget", "KL", "mean reward [95% CI]"], rows))
+    return "\n\n".join(parts) + "\n"
+
+
+# -- Tajwar et al.'s 2x2 ------------------------------------------------------------------------
+def quadrant_of(line: ResultLine) -> tuple[str, str] | None:
+    """(sampling, gradient) of a line's method in the 2x2, None when it fills no cell: `sft`
+    fills it only when it trains on the chosen (epochs > 0); `online_dpo` only from the SFT
+    policy (`init: sft`), so that the on-policy pair starts where the off-policy pair does."""
+    method = line.config.get("method") if isinstance(line.config, dict) else None
+    config = method.get("config") if isinstance(method, dict) else None
+    config = config if isinstance(config, dict) else {}
+    if line.method_id == "sft":
+        return ("off-policy", "no negative gradient") if config.get("epochs", 0) > 0 else None
+    if line.method_id == "dpo":
+        return ("off-policy", "negative gradient")
+    if line.method_id == "filter":
+        return ("on-policy", "no negative gradient")
+    if line.method_id == "online_dpo" and config.get("init", "sft") == "sft":
+        return ("on-policy", "negative gradient")
+    return None
+
+
+def quadrant_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
+    """Rows of every complete 2x2: per (suite, version, budget, verifier of the on-policy
+    pair), the four cells' mean reward and winrate over the seeds all four ran. The first
+    method entry filling an off-policy cell is taken; the on-policy cells come in pairs that
+    fitted the same verifier (filter and online DPO with one `reward_model`)."""
+    sections: dict[tuple, dict[tuple[str, str], list[tuple[str, dict[int, ResultLine]]]]] = {}
+    for (suite, version, _, _, method, budget), by_seed in cell_lines(lines).items():
+        first = next(iter(by_seed.values()))
+        quadrant = quadrant_of(first)
+        if quadrant is not None:
+            sections.setdefault((suite, version, budget), {}).setdefault(quadrant, []).append(
+                (method, by_seed)
+            )
+    rows = []
+    for (suite, version, budget), cells in sections.items():
+        if len(cells) < 4:
+            continue
+        off = {q: cells[q][0] for q in cells if q[0] == "off-policy"}
+        by_verifier: dict[str, dict[tuple[str, str], tuple[str, dict[int, ResultLine]]]] = {}
+        for quadrant in (q for q in cells if q[0] == "on-policy"):
+            for method, by_seed in cells[quadrant]:
+                label = verifier_label(next(iter(by_seed.values()))) or "-"
+                by_verifier.setdefault(label, {}).setdefault(quadrant, (method, by_seed))
+        for label, on in by_verifier.items():
+            if len(on) < 2:
+                continue
+            four = {**off, **on}
+            seeds = sorted(set.intersection(*(set(by_seed) for _, by_seed in four.values())))
+            if not seeds:
+                continue
+            oracle = any(is_oracle(by_seed[seed]) for _, by_seed in four.values() for seed in seeds)
+            for (sampling, gradient), (method, by_seed) in four.items():
+                numbers = pool([by_seed[seed] for seed in seeds])
+                reward, winrate = numbers.mean_reward, numbers.winrate
+                rows.append(
+                    {
+                        "suite": suite,
+                        "suite_version": version,
+                        "budget": budget,
+                        "n_pairs": by_seed[seeds[0]].n_pairs,
+                        "verifier": label,
+                        "oracle": oracle,
+                        "sampling": sampling,
+                        "gradient": gradient,
+                        "method": method,
+                        "reward": reward.value if reward else math.nan,
+                        "reward_low": reward.low if reward else math.nan,
+                        "reward_high": reward.high if reward else math.nan,
+                        "winrate": winrate.value if winrate else math.nan,
+                        "winrate_low": winrate.low if winrate else math.nan,
+                        "winrate_high": winrate.high if winrate else math.nan,
+                    }
+                )
+    return pd.DataFrame(rows, columns=QUADRANT_COLUMNS)
+
+
+def markdown_quadrants(table: pd.DataFrame) -> str:
+    """Each complete 2x2 as a small table: sampling x gradient, mean reward [CI]."""
+    if table.empty:
+        return ""
+    parts = [
+        "## On-policy sampling and negative gradients (Tajwar et al. 2024)",
+        "The same pairs through the four combinations: off-policy without a negative gradient "
+        "(SFT on the chosen), with one (DPO), on-policy without (filter: SFT on the verifier's "
+        "best samples) and with one (online DPO), the on-policy pair sharing one verifier. "
+        "Mean reward [95% CI] over the seeds all four ran.",
+    ]
+    keys = ["suite", "suite_version", "budget", "verifier"]
+    for (suite, version, budget, label), section in table.groupby(keys, sort=False):
+        cell = {(r["sampling"], r["gradient"]): r for r in section.to_dict("records")}
+
+        oracle = ORACLE_MARK if section["oracle"].any() else ""
+        parts.append(f"### {suite} v{version}, {budget}, verifier {label}{oracle}")
+        parts.append(
+            markdown_table(
+                ["", "no negative gradient", "negative gradient"],
+                [
+                    [sampling]
+                    + [
+                        _quadrant_text(cell[sampling, gradient])
+                        for gradient in ("no negative gradient", "negative gradient")
+                    ]
+                    for sampling in ("off-policy", "on-policy")
+                ],
+            )
+        )
+    return "\n\n".join(parts) + "\n"
+
+
+def _quadrant_text(record: dict[str, Any]) -> str:
+    reward = _interval(record["reward"], record["reward_low"], record["reward_high"])
+    return f"{record['method']}: {reward}"
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _seed_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean of per-seed values with a 95% t interval over seeds; NaN bounds from one seed."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = float(student_t_quantile(0.975, len(values) - 1.0)) * statistics.stdev(values)
+    half /= math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if low is None or (isinstance(low, float) and math.isnan(low)):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
