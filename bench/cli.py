@@ -215,6 +215,43 @@ def _parser() -> argparse.ArgumentParser:
         "step's batch: less memory, same gradient; not part of any cache key)",
     )
     check.set_defaults(func=_check)
+
+    tune = commands.add_parser(
+        "tune", help="score a grid of a method entry's settings on the valid split"
+    )
+    tune.add_argument("suite", metavar="SUITE", help="a suite file")
+    tune.add_argument("--method", required=True, help="the method entry (name or method id)")
+    tune.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="a setting and its values (repeatable; dotted keys reach nested blocks, e.g. "
+        "reward_model.lr=1e-4,1e-3)",
+    )
+    tune.add_argument("--budget", action="append", help="only this budget (repeatable)")
+    tune.add_argument("--seed", action="append", type=int, help="only this seed (repeatable)")
+    tune.add_argument(
+        "--objective",
+        choices=["reward", "winrate", "verifier"],
+        default="reward",
+        help="what the best point is chosen by (default: the mean valid reward)",
+    )
+    tune.add_argument(
+        "--valid-prompts",
+        type=_positive_int,
+        metavar="N",
+        help="valid prompts scored (default: the suite's n_eval_prompts, at most the split)",
+    )
+    tune.add_argument("--out", type=Path, help="also write the table (markdown) here")
+    tune.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="cache root (default $PFTBENCH_CACHE_DIR or ~/.cache/pftbench)",
+    )
+    tune.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_threads_option(tune)
+    tune.set_defaults(func=_tune)
     return parser
 
 
@@ -281,6 +318,48 @@ def _progress(args: argparse.Namespace):
     from tqdm.auto import tqdm
 
     return lambda cells: tqdm(cells, desc="cells", disable=args.no_progress)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    """`bench.run.tuning`: every grid point trained and scored on the valid split."""
+    from bench.config import load_suite
+    from bench.run import tuning
+    from bench.run.cache import Cache
+    from bench.run.runner import Runner
+
+    try:
+        grid = tuning.parse_grid(args.grid)
+    except ValueError as error:
+        print(f"pftbench tune: {error}", file=sys.stderr)
+        return 2
+    suite = load_suite(args.suite)
+    cache = Cache(args.cache_dir) if args.cache_dir else Cache.default()
+    runner = Runner(cache, None, progress=not args.no_progress)
+    try:
+        points = tuning.tune(
+            runner,
+            suite,
+            args.method,
+            grid,
+            budgets=args.budget,
+            seeds=args.seed,
+            n_prompts=args.valid_prompts,
+        )
+    except ValueError as error:
+        print(f"pftbench tune: {error}", file=sys.stderr)
+        return 2
+    text = tuning.markdown(
+        points,
+        args.objective,
+        title=f"{suite.name} v{suite.version}: {args.method} on the valid split",
+        grid=grid,
+    )
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f"written to {args.out}")
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:

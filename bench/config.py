@@ -869,6 +869,31 @@ def _validate_params(
     return _Params(name, name_loc, params_loc, validated)
 
 
+def method_entry(method: str, name: str, overrides: dict[str, Any]) -> MethodEntry:
+    """A method entry as a suite file would give it: `overrides` validated against the method's
+    registered config model, `config` the full config with defaults. Raises ValueError naming
+    the method and what pydantic refused (an unknown key, a wrong type)."""
+    config_model = registry.METHODS.get(method).config
+    unknown = set(overrides) - set(getattr(config_model, "model_fields", overrides))
+    if unknown:
+        raise ValueError(
+            f"{method}: unknown key {sorted(unknown)[0]!r}; allowed keys: "
+            + ", ".join(sorted(config_model.model_fields))
+        )
+    try:
+        config = _dump(_adapter(config_model).validate_python(overrides))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"{method}: {where}: {first['msg']}") from None
+    return MethodEntry(
+        name=name,
+        method=method,
+        overrides={key: config.get(key, value) for key, value in overrides.items()},
+        config=config,
+    )
+
+
 def _dump(config: Any) -> dict[str, Any]:
     """A validated config as the JSON its cell's resolved config stores, defaults filled in."""
     return _adapter(type(config)).dump_python(config, mode="json")

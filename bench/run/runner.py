@@ -122,6 +122,17 @@ class Runner:
         self._base_policy(cell.suite, self.task(cell.suite), keys)
         return self.cache.path("models", keys.base)
 
+    def policy(self, cell: Cell) -> dict[str, Any]:
+        """The cell's trained policy (base, pool and training built first if needed, as
+        `run_cell` builds them): its stage metadata; the model is at
+        `cache.path("models", keys(cell).policy)`. Tuning (`bench.run.tuning`) scores it on the
+        valid split without a result line."""
+        keys = self.keys(cell)
+        task = self.task(cell.suite)
+        self._base_policy(cell.suite, task, keys)
+        self._pool(cell, task, keys)
+        return self._policy(cell, task, keys)
+
     def _base_policy(self, suite: Suite, task: Task, keys: StageKeys) -> dict[str, Any]:
         spec = suite.base_model
         if spec.kind == "pretrained":
