@@ -184,8 +184,57 @@ def test_the_leaderboard_marks_oracle_rows() -> None:
     assert not any(oracle_of[m] for m in ("dpo", "online_dpo_full", "best_of_n_full"))
     text = markdown_tables(table)
     rows = {row.split("|")[1].strip() for row in text.splitlines() if row.startswith("| ")}
-    assert {"online_dpo_linear (oracle)", "best_of_n (oracle)", "online_dpo_full"} <= rows
+    assert {"online_dpo_linear (oracle)", "online_dpo_full"} <= rows
+    assert "best_of_n (oracle) (16 samples/prompt)" in rows
     assert ORACLE_EXPLANATION in text
     gap_text = markdown_gap(gap_table(lines))
     assert "online_dpo_linear (oracle) - dpo" in gap_text and "online_dpo_full - dpo" in gap_text
     assert "(oracle)</span>" in render_html(lines)
+
+
+def test_best_of_n_is_shown_beside_its_inference_cost() -> None:
+    """Older lines infer N from their variants; new ones record what the backend decoded."""
+    from bench.report.leaderboard import (
+        COST_EXPLANATION,
+        cell_table,
+        markdown_tables,
+        samples_per_prompt,
+    )
+    from bench.report.results import load_result_file
+
+    lines = [
+        line
+        for line in load_result_file(REPO_ROOT / "leaderboard/results/micro-lab-smoke.jsonl")
+        if line.suite_version == 2
+    ]
+    by_method = {line.method: line for line in lines}
+    assert samples_per_prompt(by_method["best_of_n_oracle"]) == 16
+    assert samples_per_prompt(by_method["dpo"]) == 1
+    recorded = by_method["dpo"].model_copy(
+        update={"metrics": {**by_method["dpo"].metrics, "eval_samples_per_prompt": 4.0}}
+    )
+    assert samples_per_prompt(recorded) == 4
+    text = markdown_tables(cell_table(lines))
+    rows = {row.split("|")[1].strip() for row in text.splitlines() if row.startswith("| ")}
+    assert "best_of_n_oracle (oracle) (16 samples/prompt)" in rows and "dpo" in rows
+    assert COST_EXPLANATION in text
+
+
+def test_the_runner_records_the_samples_decoded_per_prompt(tmp_path: Path) -> None:
+    suite = tmp_path / "probe.yaml"
+    suite.write_text(
+        PROBE_SUITE.replace(
+            "  - test_oracle_probe\n  - {method: test_oracle_probe, name: probe_with_oracle, "
+            "use_oracle: true}\n",
+            "  - sft\n  - {method: best_of_n, n: [1, 3], reward_model: {kind: oracle_features}}\n",
+        )
+    )
+    results = tmp_path / "results"
+    args = ["run", str(suite), "--no-progress", "--threads", "1"]
+    assert main([*args, "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(results)]) == 0
+    lines = {
+        line["method"]: line
+        for line in map(json.loads, (results / "oracle-probe.jsonl").read_text().splitlines())
+    }
+    assert lines["sft"]["metrics"]["eval_samples_per_prompt"] == 1
+    assert lines["best_of_n"]["metrics"]["eval_samples_per_prompt"] == 3

@@ -52,6 +52,7 @@ CELL_COLUMNS = [
     "lc_ci_high",
     "provenance",
     "oracle",
+    "samples_per_prompt",
 ]
 
 ONLINE_FAMILY = "online"
@@ -228,6 +229,7 @@ def _pool_cell(
         "lc_ci_high": lc.high if lc else math.nan,
         "provenance": provenance_marks(seed_lines),
         "oracle": any(is_oracle(line) for line in seed_lines),
+        "samples_per_prompt": max(samples_per_prompt(line) for line in seed_lines),
     }
 
 
@@ -292,8 +294,28 @@ ORACLE_EXPLANATION = (
     "the learned verifiers against, not a method that learns only from its pairs."
 )
 
+COST_EXPLANATION = (
+    "(N samples/prompt): the method decodes N samples per evaluation prompt and returns one "
+    "(best-of-N), N times the inference cost of the others' single greedy decode."
+)
+
 OLD_ORACLE_LABELS = frozenset({"global-linear"})
 """Verifier labels of lines written before oracles were recorded that read the features."""
+
+
+def samples_per_prompt(line: ResultLine) -> float:
+    """Samples the line's method decoded per evaluation prompt, its inference cost against one
+    greedy decode: recorded (`metrics.eval_samples_per_prompt`), else for older lines the
+    largest N of its best-of-N variants (`n=N`), else 1."""
+    recorded = line.metrics.get("eval_samples_per_prompt")
+    if isinstance(recorded, (int, float)):
+        return float(recorded)
+    ns = [
+        int(name.split("=", 1)[1])
+        for name in (line.metrics.get("variants") or {})
+        if name.startswith("n=") and name.split("=", 1)[1].isdigit()
+    ]
+    return float(max(ns)) if ns else 1.0
 
 
 def is_oracle(line: ResultLine) -> bool:
@@ -475,6 +497,8 @@ def markdown_tables(df: pd.DataFrame, mdes: pd.DataFrame | None = None) -> str:
         parts.append(_method_by_budget(section, _winrate_cell))
         if any(record.get("oracle") for record in section):
             parts.append(ORACLE_EXPLANATION)
+        if any((record.get("samples_per_prompt") or 1) > 1 for record in section):
+            parts.append(COST_EXPLANATION)
         if any(record["n_invalid"] > 0 for record in section):
             parts.append(
                 "Valid-only winrate [95% CI] (secondary: invalid outputs left out, not lost):"
@@ -494,6 +518,7 @@ def _method_by_budget(
 ) -> str:
     methods = list(dict.fromkeys(record["method"] for record in section))
     oracles = {record["method"] for record in section if record.get("oracle")}
+    costs = {record["method"]: record.get("samples_per_prompt") or 1.0 for record in section}
     n_pairs_of = {}
     for record in section:
         n_pairs_of.setdefault(record["budget"], record["n_pairs"])
@@ -502,7 +527,7 @@ def _method_by_budget(
     by_cell = {(record["method"], record["budget"]): record for record in section}
     header = ["method"] + [_budget_header(budget, n_pairs_of[budget]) for budget in budgets]
     rows = [
-        [method + (ORACLE_MARK if method in oracles else "")]
+        [method + (ORACLE_MARK if method in oracles else "") + _cost_mark(costs[method])]
         + [
             format_cell(by_cell[method, budget]) if (method, budget) in by_cell else MISSING
             for budget in budgets
@@ -510,6 +535,14 @@ def _method_by_budget(
         for method in methods
     ]
     return markdown_table(header, rows)
+
+
+def _cost_mark(samples: float) -> str:
+    """` (16 samples/prompt)` after a method that decodes more than one sample per prompt at
+    inference (best-of-N), against one greedy decode for the others."""
+    if samples <= 1:
+        return ""
+    return f" ({samples:g} samples/prompt)"
 
 
 def _budget_header(budget: str, n_pairs: int) -> str:

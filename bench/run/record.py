@@ -49,6 +49,7 @@ def result_line(
         # The oracles the method reached (`bench.tasks.base.oracle_task`): an oracle row.
         "oracles": policy.get("oracles", []),
         "generate_tokens_per_s": generations["tokens_per_s"],
+        "eval_samples_per_prompt": generations.get("samples_per_prompt"),
         "judge": judged.get("judge_stats", {}),
         **stages["diagnostics"],
         "variants": {

@@ -239,7 +239,7 @@ class Runner:
             prompts = [e.prompt for e in task.examples("eval", suite.generation.n_eval_prompts)]
             decoding = self.components.eval_decoding(cell)
             policy_dir = self.cache.path("models", keys.policy)
-            backend = self.components.backend(suite)
+            backend = _CountingBackend(self.components.backend(suite))
             start = time.perf_counter()
             if entry.generate is not None:
                 gen = GenerationContext(
@@ -258,6 +258,8 @@ class Runner:
                 "samples": [s.__dict__ for s in samples],
                 "variants": {name: [s.__dict__ for s in v] for name, v in variants.items()},
                 "tokens_per_s": sum(s.n_tokens for s in samples) / max(elapsed, 1e-9),
+                # The inference cost: samples decoded per prompt (best-of-N: N; else 1).
+                "samples_per_prompt": backend.samples / max(len(prompts), 1),
             }
 
         return self.store.json("generations", keys.generations, build, f"generate {cell.id}")
@@ -312,6 +314,23 @@ class Runner:
             )
 
         return self.store.json("diagnostics", keys.diagnostics, build, f"diagnostics {cell.id}")
+
+
+class _CountingBackend:
+    """A generation backend that counts the samples it decodes (the evaluation's inference
+    cost); everything else passes through."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self.samples = 0
+
+    def generate(self, model_dir: Path, prompts: list[str], decoding: Any) -> list[list[Sample]]:
+        groups = self._backend.generate(model_dir, prompts, decoding)
+        self.samples += sum(len(group) for group in groups)
+        return groups
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
 
 
 def _link_pretrained(spec: Any, out: Path) -> dict[str, Any]:

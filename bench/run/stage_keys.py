@@ -15,9 +15,10 @@ from bench.run.hashing import content_hash
 CACHE_VERSION = 1
 """Part of every stage's cache key: bump when a stage's code changes what it produces."""
 
-RECORD_VERSION = 7
+RECORD_VERSION = 8
 """Part of a cell record's key: bump when the result line gains or changes a field (7: a
-best-of-N variant's mean reward counts invalid outputs at the judge's worst score)."""
+best-of-N variant's mean reward counts invalid outputs at the judge's worst score; 8:
+`metrics.oracles` and `metrics.eval_samples_per_prompt`)."""
 
 JUDGMENTS_VERSION = 3
 """Part of the judgments stage's key: bump when what it records changes (2: order_answers;
