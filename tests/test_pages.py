@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -471,3 +472,23 @@ def test_plots_use_the_page_width_and_show_every_legend_label_whole(
         assert None not in colours and len(set(colours)) == len(colours), where
         assert len(set(plot["marker_xs"])) == len(plot["marker_xs"]) > 0, where
     print(f"screenshot of the {source} plots: {screenshot}")
+
+
+def test_reward_against_kl_is_one_scatter_per_suite_with_a_point_per_policy():
+    lines = [
+        line
+        for line in load_results(REPO_ROOT / "leaderboard" / "results")
+        if line.suite == "micro-lab-keywords"
+    ]
+    html = render_html(lines)
+    section = html[html.index('<section id="reward-kl">') :]
+    section = section[: section.index("</section>")]
+    assert section.count("<svg") == 1 and "micro-lab-keywords v1: mean reward against KL" in section
+    series = re.findall(r'<g class="series" data-series="([^"]+)">', section)
+    assert series == ["sft", "dpo", "online_dpo_linear", "online_dpo_full", "filter"]
+    assert "best_of_n" not in series  # no policy of its own: no KL
+    # sft is one policy at every budget: one marker; the others one per budget (3).
+    markers = re.findall(r'class="marker"[^>]*><title>([^<]+)</title>', section)
+    assert sum(m.startswith("sft at") for m in markers) == 1
+    assert sum(m.startswith("dpo at") for m in markers) == 3
+    assert 'href="#reward-kl"' in html

@@ -40,6 +40,7 @@ from bench.report.leaderboard import (
     task_of,
 )
 from bench.report.results import ResultLine, load_results
+from bench.report.views import reward_kl_table
 from bench.run.cache import atomic_write_text
 
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -127,13 +128,17 @@ def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
         links = "".join(
             f'<li><a href="#{_anchor(key)}">{_e(_section_title(key))}</a></li>' for key in sections
         )
-        body.append(f'<nav><ul>{links}<li><a href="#gap">online minus offline</a></li></ul></nav>')
+        body.append(
+            f'<nav><ul>{links}<li><a href="#gap">online minus offline</a></li>'
+            '<li><a href="#reward-kl">reward against KL</a></li></ul></nav>'
+        )
     body.append("</header><main>")
     if not sections:
         body.append("<p id='empty'>No results yet.</p>")
     for key, rows in sections.items():
         body.append(_suite_section(key, rows, styles, mdes.get(key, "")))
     body.append(_gap_section(gap_panels, styles, online_method_ids(gaps)))
+    body.append(_reward_kl_section(reward_kl_table(lines), styles))
     body.append(
         f"</main><footer><p>Generated from the {len(lines)} result lines in "
         f"<code>{_e(source)}/*.jsonl</code> by <code>pftbench leaderboard</code>. Each line "
@@ -381,6 +386,56 @@ def _gap_section(
             '<th class="num">difference</th><th class="num">95% CI</th><th class="num">n</th>'
             '<th class="num">mean reward difference [95% CI]</th>'
             f"</tr></thead><tbody>{rows}</tbody></table></div>"
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _reward_kl_section(table: pd.DataFrame, styles: dict[str, SeriesStyle]) -> str:
+    """Per suite, each method's mean reward against its KL(policy || SFT): one point per budget
+    (or entry), the reward's 95% CI up and down, KL's standard error across."""
+    intro = (
+        '<section id="reward-kl"><h2>Reward against KL</h2><p>Each cell\'s mean reward (the '
+        "gold reward on the micro tier) with its 95% CI, against KL(policy || SFT) on the "
+        "evaluation prompts with its standard error. A method's points are its budgets; a "
+        "method above another at equal KL gets more reward for the same drift from the SFT "
+        "policy (Tang et al. 2024 compare online and offline methods this way). Best-of-N "
+        "has no policy of its own, so no KL, and is not shown.</p>"
+    )
+    if table.empty:
+        return intro + '<p class="none">No cell records KL yet.</p></section>'
+    parts = [intro]
+    for (suite, version), section in table.groupby(["suite", "suite_version"], sort=False):
+        series: dict[str, list[XYPoint]] = {}
+        seen: set[tuple] = set()
+        for record in section.to_dict("records"):
+            # One policy at several budgets (the SFT policy trains on no pairs) is one point.
+            same = (record["method"], record["kl"], record["reward"])
+            if same in seen:
+                continue
+            seen.add(same)
+            series.setdefault(record["method"], []).append(
+                XYPoint(
+                    record["kl"],
+                    record["kl_stderr"],
+                    record["reward"],
+                    record["reward_low"],
+                    record["reward_high"],
+                    f"{record['method']} at {record['budget']}: reward {record['reward']:.3f} "
+                    f"[{record['reward_low']:.3f}, {record['reward_high']:.3f}], KL "
+                    f"{record['kl']:.3f} +- {record['kl_stderr']:.3f}",
+                )
+            )
+        parts.append(
+            '<figure class="plot">'
+            + scatter_plot(
+                series,
+                styles=styles,
+                title=f"{suite} v{version}: mean reward against KL",
+                x_label="KL(policy || SFT), nats per output",
+                y_label="mean reward",
+            )
+            + "</figure>"
         )
     parts.append("</section>")
     return "".join(parts)
@@ -661,6 +716,134 @@ def line_plot(
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+@dataclass(frozen=True)
+class XYPoint:
+    """One plotted estimate with error bars on both axes: `y` with its CI [`low`, `high`] at
+    `x` +- `x_err`."""
+
+    x: float
+    x_err: float
+    y: float
+    low: float
+    high: float
+    label: str
+    """Tooltip text."""
+
+
+def scatter_plot(
+    series: dict[str, list[XYPoint]],
+    *,
+    styles: dict[str, SeriesStyle],
+    title: str,
+    x_label: str,
+    y_label: str,
+    width: int = _PAGE_WIDTH,
+) -> str:
+    """An inline SVG of one series per name on two continuous axes: each point a marker with
+    its y CI and its x error as bars, a series' points joined in order of x. For reward
+    against KL: a series above another at equal x does better at the same cost."""
+    points = [point for values in series.values() for point in values]
+    if not points:
+        return f'<p class="none">{_e(title)}: nothing to plot.</p>'
+    x_lo, x_hi = _span([v for p in points for v in (p.x - p.x_err, p.x + p.x_err)])
+    if min(p.x for p in points) >= 0:
+        x_lo = max(x_lo, 0.0)  # a KL, a count: nothing below 0 to show
+    y_lo, y_hi = _span([v for p in points for v in (p.low, p.high, p.y)])
+    x_step, y_step = _nice_step(x_hi - x_lo), _nice_step(y_hi - y_lo)
+    x_lo, x_hi = math.floor(x_lo / x_step) * x_step, math.ceil(x_hi / x_step) * x_step
+    y_lo, y_hi = math.floor(y_lo / y_step) * y_step, math.ceil(y_hi / y_step) * y_step
+    legend_x = width - 12 - _LEGEND_SWATCH - 8 - _LEGEND_CHAR * max(map(len, series))
+    plot_right = legend_x - 24
+    height = max(_HEIGHT, _TOP + 8 + _LEGEND_ROW * len(series) + 8)
+
+    def px(x: float) -> float:
+        return _LEFT + 16 + (x - x_lo) / (x_hi - x_lo) * (plot_right - _LEFT - 32)
+
+    def py(y: float) -> float:
+        return _TOP + (y_hi - y) / (y_hi - y_lo) * (height - _TOP - _BOTTOM)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="{_e(title)}">',
+        f"<title>{_e(title)}</title>",
+        f'<text x="{_LEFT}" y="16" class="plot-title">{_e(title)}</text>',
+    ]
+    for index in range(round((y_hi - y_lo) / y_step) + 1):
+        y = y_lo + index * y_step
+        parts.append(
+            f'<line x1="{_LEFT}" x2="{plot_right:.1f}" y1="{py(y):.1f}" y2="{py(y):.1f}" '
+            f'class="grid"/><text x="{_LEFT - 6}" y="{py(y) + 4:.1f}" class="tick" '
+            f'text-anchor="end">{_step_text(y, y_step)}</text>'
+        )
+    for index in range(round((x_hi - x_lo) / x_step) + 1):
+        x = x_lo + index * x_step
+        parts.append(
+            f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{_TOP}" y2="{height - _BOTTOM}" '
+            f'class="grid"/><text x="{px(x):.1f}" y="{height - _BOTTOM + 16}" class="tick" '
+            f'text-anchor="middle">{_step_text(x, x_step)}</text>'
+        )
+    parts.append(
+        f'<text x="{(_LEFT + plot_right) / 2:.1f}" y="{height - 8}" class="axis" '
+        f'text-anchor="middle">{_e(x_label)}</text>'
+        f'<text transform="translate(14 {(_TOP + height - _BOTTOM) / 2:.1f}) rotate(-90)" '
+        f'class="axis" text-anchor="middle">{_e(y_label)}</text>'
+    )
+    for index, (name, values) in enumerate(series.items()):
+        style = styles[name]
+        ordered = sorted(values, key=lambda point: point.x)
+        parts.append(f'<g class="series" data-series="{_e(name)}">')
+        if len(ordered) > 1:
+            line = [(px(p.x), py(p.y)) for p in ordered]
+            parts.append(
+                f'<polyline points="{_svg_points(line)}" fill="none" stroke="{style.colour}" '
+                'stroke-width="1.75" class="trend"/>'
+            )
+        for p in ordered:
+            x, y, low, high = px(p.x), py(p.y), py(p.low), py(p.high)
+            left, right = px(p.x - p.x_err), px(p.x + p.x_err)
+            parts.append(
+                f'<path d="M{x - 3:.1f},{high:.1f}h6M{x:.1f},{high:.1f}V{low:.1f}'
+                f'M{x - 3:.1f},{low:.1f}h6M{left:.1f},{y:.1f}H{right:.1f}" '
+                f'stroke="{style.colour}" stroke-width="1.5" fill="none" class="ci"/>'
+                + _marker(style, x, y, "marker", p.label)
+            )
+        legend_y = _TOP + 8 + _LEGEND_ROW * index
+        parts.append(
+            f'<line x1="{legend_x:.1f}" x2="{legend_x + _LEGEND_SWATCH:.1f}" y1="{legend_y}" '
+            f'y2="{legend_y}" stroke="{style.colour}" stroke-width="1.75"/>'
+            + _marker(style, legend_x + _LEGEND_SWATCH / 2, legend_y, "legend-marker")
+            + f'<text x="{legend_x + _LEGEND_SWATCH + 8:.1f}" y="{legend_y + 4}" '
+            f'class="legend">{_e(name)}</text></g>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _span(values: list[float]) -> tuple[float, float]:
+    """The range of `values` with a margin; a single value gets a unit-wide range."""
+    finite = [v for v in values if math.isfinite(v)]
+    lo, hi = min(finite), max(finite)
+    margin = 0.08 * (hi - lo) if hi > lo else 0.5
+    return lo - margin, hi + margin
+
+
+def _nice_step(span: float) -> float:
+    """A step of 1, 2, 2.5 or 5 times a power of ten giving at most 8 ticks over `span`."""
+    magnitude = 10.0 ** math.floor(math.log10(span / 8)) if span > 0 else 1.0
+    for factor in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if span / (factor * magnitude) <= 8:
+            return factor * magnitude
+    return 10 * magnitude
+
+
+def _step_text(value: float, step: float) -> str:
+    """A tick's text with as many decimals as the step has (0.25: 2; 0.5: 1; 2: 0)."""
+    step_text = f"{step:g}"
+    decimals = len(step_text.split(".")[1]) if "." in step_text else 0
+    text = f"{value:.{decimals}f}"
+    return "0" if float(text) == 0 else text
 
 
 def _marker(style: SeriesStyle, x: float, y: float, css_class: str, tooltip: str = "") -> str:
