@@ -81,6 +81,11 @@ class Entry:
     them)."""
     family: MethodFamily | None = None
     """Methods only: `offline` or `online` (see MethodFamily)."""
+    negative_gradient: bool | None = None
+    """Methods only: whether training pushes the rejected side down (a contrastive loss: DPO,
+    online DPO), False when it raises the likelihood of chosen or kept outputs only (SFT,
+    filter), None when it trains no policy (best-of-N) or does not say. With `family` it places
+    the method in Tajwar et al.'s 2x2 (`bench.report.views.quadrant_table`)."""
 
 
 METHODS: Registry[Entry] = Registry("method")
@@ -96,6 +101,7 @@ def _decorator(
     generate: Callable[..., Any] | None = None,
     replay: Callable[..., Any] | None = None,
     family: MethodFamily | None = None,
+    negative_gradient: bool | None = None,
 ) -> Callable[[T], T]:
     def register(fn: T) -> T:
         entry = Entry(
@@ -105,6 +111,7 @@ def _decorator(
             generate=generate,
             replay=replay,
             family=family,
+            negative_gradient=negative_gradient,
         )
         registry.add(name, entry)
         return fn
@@ -118,18 +125,22 @@ def register_method(
     generate: Callable[..., Any] | None = None,
     *,
     family: MethodFamily = "offline",
+    negative_gradient: bool | None = None,
 ) -> Callable[[T], T]:
     """Register `fn(ctx: MethodContext, cfg: config) -> dict` as method `name`.
 
     `generate(gen: GenerationContext, cfg) -> {"main": samples, ...}` replaces plain generation
     from the saved policy when given; extra keys are variants judged too (e.g. BoN@N).
     `family` declares what the method is (see MethodFamily): the runner records it in every
-    result line, and the leaderboard's online-minus-offline gap reads it."""
+    result line, and the leaderboard's online-minus-offline gap reads it. `negative_gradient`
+    declares whether its loss pushes the rejected side down (see Entry)."""
     if family not in METHOD_FAMILIES:
         raise ValueError(
             f"method {name!r}: unknown family {family!r}; known: {', '.join(METHOD_FAMILIES)}"
         )
-    return _decorator(METHODS, name, config, generate, family=family)
+    return _decorator(
+        METHODS, name, config, generate, family=family, negative_gradient=negative_gradient
+    )
 
 
 def register_task(name: str, config: type) -> Callable[[T], T]:

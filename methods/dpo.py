@@ -19,7 +19,7 @@ from bench.registry import register_method
 from bench.train.preference import DPOConfig, train_dpo_policy
 
 
-@register_method("dpo", config=DPOConfig, family="offline")
+@register_method("dpo", config=DPOConfig, family="offline", negative_gradient=True)
 def train(ctx: MethodContext, cfg: DPOConfig) -> dict[str, float]:
     from bench.train.modeling import load_tokenizer
 

@@ -30,7 +30,7 @@ class FilterConfig(StrictParams):
     """Kept outputs per optimiser step."""
 
 
-@register_method("filter", config=FilterConfig, family="online")
+@register_method("filter", config=FilterConfig, family="online", negative_gradient=False)
 def train(ctx: MethodContext, cfg: FilterConfig) -> dict:
     from bench.evaluate.generation import Decoding
     from bench.train import training

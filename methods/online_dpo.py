@@ -49,7 +49,7 @@ class OnlineDPOConfig(StrictParams):
     """Pairs per optimiser step."""
 
 
-@register_method("online_dpo", config=OnlineDPOConfig, family="online")
+@register_method("online_dpo", config=OnlineDPOConfig, family="online", negative_gradient=True)
 def train(ctx: MethodContext, cfg: OnlineDPOConfig) -> dict:
     from bench.evaluate.generation import Decoding
     from bench.train.modeling import load_causal_lm, load_tokenizer

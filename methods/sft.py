@@ -26,7 +26,7 @@ class SFTConfig(StrictParams):
     """Fraction of the steps over which the learning rate rises linearly from 0."""
 
 
-@register_method("sft", config=SFTConfig, family="offline")
+@register_method("sft", config=SFTConfig, family="offline", negative_gradient=False)
 def train(ctx: MethodContext, cfg: SFTConfig) -> dict[str, float]:
     if cfg.epochs == 0:
         ctx.save_base_as_policy()

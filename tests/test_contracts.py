@@ -285,6 +285,15 @@ def test_every_registered_method_has_a_family(entry: Entry) -> None:
     assert entry.family in METHOD_FAMILIES, f"method {entry.name!r}: family {entry.family!r}"
 
 
+def test_the_built_in_methods_declare_their_gradient() -> None:
+    """Tajwar et al.'s 2x2 places a method by what it declared (bench.report.views)."""
+    from bench.registry import METHODS
+
+    declared = {name: METHODS.get(name).negative_gradient for name in METHODS.names()}
+    expected = {"sft": False, "dpo": True, "filter": False, "online_dpo": True, "best_of_n": None}
+    assert {name: declared[name] for name in expected} == expected
+
+
 def _register_method_calls(source: str) -> list[ast.Call]:
     return [
         node

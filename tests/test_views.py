@@ -71,7 +71,7 @@ def line(
         packages={},
         hardware={},
         timings={},
-        metrics=metrics or {},
+        metrics=metrics or {"train": {"final_loss": 0.5}},
     )
 
 
@@ -139,19 +139,22 @@ def test_reward_against_kl_pools_the_reward_and_averages_kl_over_seeds() -> None
 
 
 @pytest.mark.parametrize(
-    ("method_id", "config", "quadrant"),
+    ("method_id", "train", "quadrant"),
     [
-        ("sft", {}, None),  # the SFT policy itself trains on nothing
-        ("sft", {"epochs": 2}, ("off-policy", "no negative gradient")),
-        ("dpo", {}, ("off-policy", "negative gradient")),
-        ("filter", {}, ("on-policy", "no negative gradient")),
-        ("online_dpo", {}, ("on-policy", "negative gradient")),
-        ("online_dpo", {"init": "dpo"}, None),  # starts elsewhere than the other three
-        ("best_of_n", {}, None),
+        ("sft", {}, None),  # the SFT policy itself: it trained on nothing
+        ("sft", {"final_loss": 0.5}, ("off-policy", "no negative gradient")),
+        ("dpo", {"final_loss": 0.5}, ("off-policy", "negative gradient")),
+        ("filter", {"final_loss": 0.5}, ("on-policy", "no negative gradient")),
+        ("online_dpo", {"rounds": []}, ("on-policy", "negative gradient")),
+        ("online_dpo", {"init_dpo": {}, "rounds": []}, None),  # starts from DPO, not SFT
+        ("best_of_n", {"reward_model": "global-full"}, None),  # trains no policy
+        ("not_installed", {"final_loss": 0.5}, None),
     ],
 )
-def test_quadrant_of(method_id: str, config: dict, quadrant: tuple | None) -> None:
-    assert quadrant_of(line(method_id, method_id, 0, config=config)) == quadrant
+def test_quadrant_of_reads_what_the_method_declared(
+    method_id: str, train: dict, quadrant: tuple | None
+) -> None:
+    assert quadrant_of(line(method_id, method_id, 0, metrics={"train": train})) == quadrant
 
 
 def test_the_2x2_pairs_on_policy_methods_by_their_verifier() -> None:
@@ -185,7 +188,7 @@ def test_the_2x2_pairs_on_policy_methods_by_their_verifier() -> None:
                 seed,
                 metrics=verifier_metrics("oracle-features", 0.7, oracle=True),
             ),
-            line("sft", "sft", seed),
+            line("sft", "sft", seed, metrics={"train": {}}),
         ]
 
     lines = four(0) + four(1)

@@ -10,7 +10,8 @@ page (`bench.report.leaderboard.render`) and `benchmarks/lab_summary.py` print t
   KL(policy || SFT) (`metrics.kl`, the mean over seeds with its standard error), so that "online
   beats offline at every KL budget" (Tang et al. 2024) can be read off: the points of a method
   are its budgets and any of its entries (a beta sweep).
-- `quadrant_table`: Tajwar et al. 2024's 2x2 on the same pairs: off-policy without a negative
+- `quadrant_table`: Tajwar et al. 2024's 2x2 on the same pairs, each method placed by what it
+  declared where it registered (`family`, `negative_gradient`): off-policy without a negative
   gradient (SFT on the chosen: `sft` with epochs > 0), off-policy with one (`dpo`), on-policy
   without (`filter`) and on-policy with (`online_dpo`), the on-policy pair sharing one verifier.
 """
@@ -24,10 +25,13 @@ from typing import Any
 
 import pandas as pd
 
+from bench.registry import METHODS
 from bench.report.leaderboard import (
     MISSING,
+    ONLINE_FAMILY,
     ORACLE_MARK,
     cell_lines,
+    family_of,
     is_oracle,
     markdown_table,
 )
@@ -254,21 +258,20 @@ def markdown_reward_kl(table: pd.DataFrame) -> str:
 
 # -- Tajwar et al.'s 2x2 ------------------------------------------------------------------------
 def quadrant_of(line: ResultLine) -> tuple[str, str] | None:
-    """(sampling, gradient) of a line's method in the 2x2, None when it fills no cell: `sft`
-    fills it only when it trains on the chosen (epochs > 0); `online_dpo` only from the SFT
-    policy (`init: sft`), so that the on-policy pair starts where the off-policy pair does."""
-    method = line.config.get("method") if isinstance(line.config, dict) else None
-    config = method.get("config") if isinstance(method, dict) else None
-    config = config if isinstance(config, dict) else {}
-    if line.method_id == "sft":
-        return ("off-policy", "no negative gradient") if config.get("epochs", 0) > 0 else None
-    if line.method_id == "dpo":
-        return ("off-policy", "negative gradient")
-    if line.method_id == "filter":
-        return ("on-policy", "no negative gradient")
-    if line.method_id == "online_dpo" and config.get("init", "sft") == "sft":
-        return ("on-policy", "negative gradient")
-    return None
+    """(sampling, gradient) of a line's method in the 2x2, from what the method declared where it
+    registered: its family (offline: off-policy, online: on-policy; `family_of`) and whether its
+    loss pushes the rejected side down (`negative_gradient`). None when it fills no cell: a
+    method not installed here or that trains no policy (best-of-N), a cell that trained
+    nothing (its `metrics.train` is empty: the SFT policy itself), and online DPO started from
+    DPO (`metrics.train.init_dpo`), which does not start where the other three do."""
+    if line.method_id not in METHODS:
+        return None
+    gradient = METHODS.get(line.method_id).negative_gradient
+    train = line.metrics.get("train")
+    if gradient is None or not train or (isinstance(train, dict) and "init_dpo" in train):
+        return None
+    sampling = "on-policy" if family_of(line) == ONLINE_FAMILY else "off-policy"
+    return sampling, "negative gradient" if gradient else "no negative gradient"
 
 
 def quadrant_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
