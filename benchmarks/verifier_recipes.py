@@ -41,26 +41,54 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "global head": {"kind": "global", "capacity": "head", "lr": 1e-2, "epochs": 8},
     "local": {"kind": "local"},
     "logp head, lr 3e-2, 8 ep": {
-        "kind": "global", "capacity": "head", "readout": "logp", "lr": 3e-2, "epochs": 8
+        "kind": "global",
+        "capacity": "head",
+        "readout": "logp",
+        "lr": 3e-2,
+        "epochs": 8,
     },
     "logp head+residual, lr 1e-2, 8 ep": {
-        "kind": "global", "capacity": "head", "readout": "logp", "residual": True, "lr": 1e-2,
+        "kind": "global",
+        "capacity": "head",
+        "readout": "logp",
+        "residual": True,
+        "lr": 1e-2,
         "epochs": 8,
     },
     "logp full, lr 1e-4, 4 ep": {
-        "kind": "global", "capacity": "full", "readout": "logp", "lr": 1e-4, "epochs": 4
+        "kind": "global",
+        "capacity": "full",
+        "readout": "logp",
+        "lr": 1e-4,
+        "epochs": 4,
     },
     "logp full, lr 3e-4, 4 ep": {
-        "kind": "global", "capacity": "full", "readout": "logp", "lr": 3e-4, "epochs": 4
+        "kind": "global",
+        "capacity": "full",
+        "readout": "logp",
+        "lr": 3e-4,
+        "epochs": 4,
     },
     "logp full, lr 1e-3, 2 ep": {
-        "kind": "global", "capacity": "full", "readout": "logp", "lr": 1e-3, "epochs": 2
+        "kind": "global",
+        "capacity": "full",
+        "readout": "logp",
+        "lr": 1e-3,
+        "epochs": 2,
     },
     "logp full, lr 1e-3, 4 ep": {
-        "kind": "global", "capacity": "full", "readout": "logp", "lr": 1e-3, "epochs": 4
+        "kind": "global",
+        "capacity": "full",
+        "readout": "logp",
+        "lr": 1e-3,
+        "epochs": 4,
     },
     "logp full+residual, lr 3e-4, 4 ep": {
-        "kind": "global", "capacity": "full", "readout": "logp", "residual": True, "lr": 3e-4,
+        "kind": "global",
+        "capacity": "full",
+        "readout": "logp",
+        "residual": True,
+        "lr": 3e-4,
         "epochs": 4,
     },
 }
@@ -109,7 +137,11 @@ def main() -> None:
                     )
                 else:
                     model, _ = train_reward_model(
-                        RewardModelSpec(**spec), task, pool[:budget], base_dir, seed,
+                        RewardModelSpec(**spec),
+                        task,
+                        pool[:budget],
+                        base_dir,
+                        seed,
                         progress=False,
                     )
                 fit_s = time.perf_counter() - start

@@ -61,9 +61,7 @@ class LogProbReadout(torch.nn.Module):
         mask = batch["loss_mask"][:, 1:].float()
         is_eos = (targets == self.lm.config.eos_token_id).float()
         per_token = (
-            self.logp_scale * token_logps
-            + self.word_bias * (1.0 - is_eos)
-            + self.eos_bias * is_eos
+            self.logp_scale * token_logps + self.word_bias * (1.0 - is_eos) + self.eos_bias * is_eos
         )
         if self.residual is not None:
             per_token = per_token + self.residual(out.hidden_states[-1][:, :-1].float()).squeeze(-1)

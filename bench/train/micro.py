@@ -73,7 +73,9 @@ def build_base_policy(
             warmup_ratio=0.02,
             seed=cfg.seed,
         )
-        loss = sft_loss if cfg.document_lm_weight == 0 else _with_document_lm(cfg.document_lm_weight)
+        loss = (
+            sft_loss if cfg.document_lm_weight == 0 else _with_document_lm(cfg.document_lm_weight)
+        )
         report = training.run(
             model, examples, collate, loss, loop, desc=f"base {phase}", progress=progress
         )
@@ -94,7 +96,10 @@ def _with_document_lm(weight: float) -> Any:
         document_mask = batch["attention_mask"][:, 1:] * (1 - batch["loss_mask"][:, 1:])
         logps = token_logps(model, {**batch, "loss_mask": batch["attention_mask"]})
         document_nll = -(logps * document_mask).sum() / document_mask.sum().clamp(min=1)
-        return summary_loss + weight * document_nll, {**figures, "document_nll": document_nll.item()}
+        return summary_loss + weight * document_nll, {
+            **figures,
+            "document_nll": document_nll.item(),
+        }
 
     return loss_fn
 

@@ -440,7 +440,9 @@ def load_reward_model(rm_dir: Path, task: Task) -> RewardModel:
             train_lm=False,
         )
         readout.load_readout_state(spec["readout"])
-        return LogProbReadoutRewardModel(readout.to(device()).eval(), load_tokenizer(rm_dir / "model"))
+        return LogProbReadoutRewardModel(
+            readout.to(device()).eval(), load_tokenizer(rm_dir / "model")
+        )
     model_dir = rm_dir / spec["model"]
     reference = load_causal_lm(rm_dir / spec["reference"]).eval() if spec["reference"] else None
     return LogProbRewardModel(
