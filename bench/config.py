@@ -234,12 +234,6 @@ class MicroBaseModel(StrictParams):
     """Language-modelling steps on the task's text before SFT."""
     sft_epochs: int = Field(ge=0)
     """Epochs of supervised fine-tuning on the task's references."""
-    document_lm_weight: float = Field(0.0, ge=0.0)
-    """Weight of a next-token loss on the prompt (document) tokens, added in both phases to the
-    loss on the summary: the micro analogue of pretraining. Predicting a document's next word
-    teaches the model how often each word has occurred so far, which is what a verifier of
-    salience reads; copying alone puts that only in the next-token logits (issue 11). 0 trains
-    on the summaries alone."""
     lr: float = Field(gt=0.0)
     """Learning rate of pretraining and SFT."""
     batch_size: int = Field(ge=1)

@@ -73,35 +73,13 @@ def build_base_policy(
             warmup_ratio=0.02,
             seed=cfg.seed,
         )
-        loss = (
-            sft_loss if cfg.document_lm_weight == 0 else _with_document_lm(cfg.document_lm_weight)
-        )
         report = training.run(
-            model, examples, collate, loss, loop, desc=f"base {phase}", progress=progress
+            model, examples, collate, sft_loss, loop, desc=f"base {phase}", progress=progress
         )
         metrics.update({f"{phase}_{k}": v for k, v in report.summary().items()})
     model.save_pretrained(out_dir)
     metrics.update(_greedy_quality(task, model, tokenizer))
     return metrics
-
-
-def _with_document_lm(weight: float) -> Any:
-    """The summary's SFT loss plus `weight` times the mean next-token loss on the document
-    (prompt) tokens: a language model of the documents trained alongside the copying."""
-    from bench.train.modeling import sft_loss, token_logps
-
-    def loss_fn(model: Any, batch: dict) -> tuple[Any, dict[str, float]]:
-        summary_loss, figures = sft_loss(model, batch)
-        # Every real token after the first that is not the summary's: the document and its <sep>.
-        document_mask = batch["attention_mask"][:, 1:] * (1 - batch["loss_mask"][:, 1:])
-        logps = token_logps(model, {**batch, "loss_mask": batch["attention_mask"]})
-        document_nll = -(logps * document_mask).sum() / document_mask.sum().clamp(min=1)
-        return summary_loss + weight * document_nll, {
-            **figures,
-            "document_nll": document_nll.item(),
-        }
-
-    return loss_fn
 
 
 def _greedy_quality(task: Task, model: Any, tokenizer: Any, n: int = 200) -> dict[str, float]:
