@@ -550,3 +550,16 @@ def test_logp_readout_starts_at_log_pi_and_learns_what_a_word_is_worth(
     model.save(tmp_path / "readout")
     loaded = load_reward_model(tmp_path / "readout", SMALL_TASK)
     assert loaded.score(PROMPTS, OUTPUTS) == pytest.approx(model.score(PROMPTS, OUTPUTS), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "local", "readout": "logp"},
+        {"kind": "global", "capacity": "linear", "readout": "logp"},
+        {"kind": "global", "capacity": "head", "residual": True},
+    ],
+)
+def test_readout_options_without_a_readout_to_set_are_refused(spec: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="is for"):
+        RewardModelSpec(**spec)

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bench.config import StrictParams, TaskNeed
 from bench.tasks.base import PreferencePair, Sample, Task
@@ -70,6 +70,15 @@ class RewardModelSpec(StrictParams):
     """L2 penalty of the linear model's weights."""
     beta: float = Field(0.1, gt=0)
     """For `dpo`: the beta of the implicit reward (and of the DPO policy it comes from)."""
+
+    @model_validator(mode="after")
+    def _readout_needs_a_global_model(self) -> RewardModelSpec:
+        # A readout is read out of a model: a `local`, `dpo` or linear verifier has none to set.
+        if self.readout == "logp" and (self.kind != "global" or self.capacity == "linear"):
+            raise ValueError("readout: logp is for kind: global with capacity full or head")
+        if self.residual and self.readout != "logp":
+            raise ValueError("residual: true is for readout: logp")
+        return self
 
     @property
     def label(self) -> str:
