@@ -29,11 +29,13 @@ from bench.tasks.keywords import (
     word,
     write_word_tokenizer,
 )
+from bench.train.logp_readout import LogProbReadout
 from bench.train.modeling import build_gpt2, encode_completions, load_tokenizer, sequence_logps
 from bench.train.reward_models import (
     INVALID_SCORE,
     SPEC_FILE,
     ClassifierRewardModel,
+    LogProbReadoutRewardModel,
     LogProbRewardModel,
     OracleFeaturesRewardModel,
     RewardModel,
@@ -484,3 +486,80 @@ def test_spec_rejects_unknown_keys_and_values() -> None:
 )
 def test_spec_label(spec: dict[str, str], label: str) -> None:
     assert RewardModelSpec(**spec).label == label
+
+
+# --- the log-prob readout (issue 11) ------------------------------------------------------------
+
+
+def length_confounded_pairs(base_dir: Path, n: int, seed: int) -> list[PreferencePair]:
+    """Pairs labelled by a reward in the readout's class that zero-shot log pi gets backwards:
+    r*(x, y) = log pi_base(y | x) + 3 * |y| (a word is worth more than its log-prob costs under
+    the tiny base, about -log 12 = -2.5), the larger r* chosen. Outputs are 1 to 4 random words."""
+    rng = random.Random(seed)
+    tokenizer = load_tokenizer(base_dir)
+    prompts, outputs = [], []
+    for _ in range(n):
+        prompt = " ".join(word(rng.randrange(8)) for _ in range(4)) + " <sep>"
+        for _ in range(2):
+            prompts.append(prompt)
+            outputs.append(" ".join(word(rng.randrange(8)) for _ in range(rng.randint(1, 4))))
+    with torch.no_grad():
+        logps = sequence_logps(
+            tiny_gpt2(seed=1).eval(), encode_completions(tokenizer, prompts, outputs)
+        )
+    rewards = [lp + 3.0 * len(o.split()) for lp, o in zip(logps.tolist(), outputs, strict=True)]
+    pairs = []
+    for i in range(0, 2 * n, 2):
+        a, b = (i, i + 1) if rewards[i] > rewards[i + 1] else (i + 1, i)
+        pairs.append(PreferencePair(prompts[i], outputs[a], outputs[b]))
+    return pairs
+
+
+def test_logp_readout_starts_at_log_pi_and_learns_what_a_word_is_worth(
+    base_dir: Path, tmp_path: Path
+) -> None:
+    """The readout is initialised at r = log pi(y | x) (the zero-shot verifier) and learns, from
+    96 pairs, the length term that log pi gets wrong: held-out accuracy on 64 pairs from chance
+    to near 1 (observed 0.51 -> 0.95; learnt a = 0.53, b_word = 1.68). The frozen LM is left as
+    it was, and the verifier round-trips through save and load."""
+    train, heldout = (
+        length_confounded_pairs(base_dir, 96, seed=0),
+        length_confounded_pairs(base_dir, 64, seed=1),
+    )
+    spec = RewardModelSpec(
+        kind="global", capacity="head", readout="logp", lr=0.1, epochs=10, batch_size=16
+    )
+    assert spec.label == "global-logp-head"
+    tokenizer = load_tokenizer(base_dir)
+    zero_shot = LogProbRewardModel(tiny_gpt2(seed=1).eval(), tokenizer)
+    untrained = LogProbReadoutRewardModel(
+        LogProbReadout(tiny_gpt2(seed=1), residual=True, train_lm=False).eval(), tokenizer
+    )
+    assert untrained.score(PROMPTS, OUTPUTS) == pytest.approx(
+        zero_shot.score(PROMPTS, OUTPUTS), abs=1e-5
+    )
+    assert pair_metrics(zero_shot, heldout)["accuracy"] < 0.6
+
+    model, _ = train_reward_model(spec, SMALL_TASK, train, base_dir, seed=0, progress=False)
+    assert isinstance(model, LogProbReadoutRewardModel)
+    assert pair_metrics(model, heldout)["accuracy"] > 0.9
+    assert model.model.readout_state()["word_bias"] > 1.0
+    for name, parameter in model.model.lm.state_dict().items():
+        assert torch.equal(parameter, tiny_gpt2(seed=1).state_dict()[name]), name
+
+    model.save(tmp_path / "readout")
+    loaded = load_reward_model(tmp_path / "readout", SMALL_TASK)
+    assert loaded.score(PROMPTS, OUTPUTS) == pytest.approx(model.score(PROMPTS, OUTPUTS), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "local", "readout": "logp"},
+        {"kind": "oracle_features", "readout": "logp"},
+        {"kind": "global", "capacity": "head", "residual": True},
+    ],
+)
+def test_readout_options_without_a_readout_to_set_are_refused(spec: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="is for"):
+        RewardModelSpec(**spec)

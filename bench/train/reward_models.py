@@ -6,7 +6,10 @@ for simple rewards. The kinds here span that dial:
 
 - `global`: a scalar-head transformers classifier initialised from the SFT model and trained
   with the Bradley-Terry loss, the paper's recipe. `capacity: full` trains all weights,
-  `capacity: head` freezes the backbone and trains the scalar head only.
+  `capacity: head` freezes the backbone and trains the scalar head only. `readout: logp` reads
+  the scalar out of the SFT model's own token log-probs instead of its last hidden state,
+  starting at r = log pi(y|x) (`bench.train.logp_readout`): the learned verifier that gets past
+  chance on the micro tier.
 - `local`: r(x, y) = log pi(y | x), the summed token log-probs of a policy-class model trained
   with the Bradley-Terry loss and no reference term (the paper's local RM).
 - `dpo`: the implicit reward beta * (log pi(y|x) - log pi_ref(y|x)) of a trained DPO policy
@@ -34,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from bench.config import StrictParams, TaskNeed
 from bench.tasks.base import MethodTask, PreferencePair, Sample, Task, oracle_task
@@ -63,6 +66,14 @@ class RewardModelSpec(StrictParams):
     """Passes over the pairs (global full/head, local; dpo: of its DPO policy)."""
     batch_size: int = Field(32, ge=1)
     """Pairs per optimiser step (global full/head, local; dpo: of its DPO policy)."""
+    readout: Literal["last_hidden", "logp"] = "last_hidden"
+    """For `global` full/head: where the scalar is read. `last_hidden`: a linear head on the last
+    token's hidden state (the paper's classifier). `logp`: a per-token readout of the model's own
+    log-probs, r = sum_t [a log pi(y_t | ...) + b_word or b_eos (+ u . h_t)], initialised at
+    log pi(y | x) (`bench.train.logp_readout`); `capacity: head` freezes the LM and trains the
+    readout, `full` trains both."""
+    residual: bool = False
+    """For `readout: logp`: add the learned linear correction u . h_t from the hidden state."""
     l2: float = Field(1e-3, ge=0)
     """For `oracle_features`: L2 penalty of the linear model's weights."""
     beta: float = Field(0.1, gt=0)
@@ -78,11 +89,24 @@ class RewardModelSpec(StrictParams):
             )
         return capacity
 
+    @model_validator(mode="after")
+    def _readout_needs_a_global_model(self) -> RewardModelSpec:
+        # A readout is read out of a model: a `local`, `dpo` or oracle verifier has none to set.
+        if self.readout == "logp" and self.kind != "global":
+            raise ValueError("readout: logp is for kind: global with capacity full or head")
+        if self.residual and self.readout != "logp":
+            raise ValueError("residual: true is for readout: logp")
+        return self
+
     @property
     def label(self) -> str:
         if self.kind == ORACLE_FEATURES:
             return "oracle-features"
-        return f"global-{self.capacity}" if self.kind == "global" else self.kind
+        if self.kind != "global":
+            return self.kind
+        if self.readout == "logp":
+            return f"global-logp-{self.capacity}"
+        return f"global-{self.capacity}"
 
     @property
     def is_oracle(self) -> bool:
@@ -229,6 +253,23 @@ class ClassifierRewardModel(RewardModel):
         _write_spec(out_dir, {"kind": "classifier"})
 
 
+class LogProbReadoutRewardModel(RewardModel):
+    """A `LogProbReadout` (`bench.train.logp_readout`): a readout of the LM's token log-probs."""
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 256) -> None:
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def score(self, prompts: Sequence[str], outputs: Sequence[str]) -> list[float]:
+        return _batched_scores(
+            self.model, self.tokenizer, prompts, outputs, self.batch_size, _readout_rewards
+        )
+
+    def save(self, out_dir: Path) -> None:
+        self.model.lm.save_pretrained(out_dir / "model")
+        self.tokenizer.save_pretrained(out_dir / "model")
+        _write_spec(out_dir, {"kind": "logp_readout", "readout": self.model.readout_state()})
+
+
 class LogProbRewardModel(RewardModel):
     """r = beta * (log pi(y|x) - log pi_ref(y|x)); without a reference, r = log pi(y|x) (local)."""
 
@@ -291,6 +332,10 @@ def _classifier_rewards(model: Any, batch: dict) -> torch.Tensor:
     ).logits.squeeze(-1)
 
 
+def _readout_rewards(model: Any, batch: dict) -> torch.Tensor:
+    return model(batch)
+
+
 def _batched_scores(
     model: Any,
     tokenizer: Any,
@@ -344,7 +389,18 @@ def train_reward_model(
     from bench.train.modeling import encode_pairs, load_causal_lm, load_tokenizer, sequence_logps
 
     tokenizer = load_tokenizer(base_model_dir)
-    if spec.kind == "global":
+    if spec.kind == "global" and spec.readout == "logp":
+        from bench.train.logp_readout import LogProbReadout
+
+        torch.manual_seed(seed)
+        model = LogProbReadout(
+            load_causal_lm(base_model_dir),
+            residual=spec.residual,
+            train_lm=spec.capacity == "full",
+        )
+        rewards = _readout_rewards
+        result: RewardModel = LogProbReadoutRewardModel(model, tokenizer)
+    elif spec.kind == "global":
         from transformers import AutoModelForSequenceClassification
 
         from bench.train.modeling import device, quiet_transformers
@@ -359,7 +415,7 @@ def train_reward_model(
             for name, parameter in model.named_parameters():
                 parameter.requires_grad = name.startswith("score")
         rewards = _classifier_rewards
-        result: RewardModel = ClassifierRewardModel(model, tokenizer)
+        result = ClassifierRewardModel(model, tokenizer)
     else:
         model = load_causal_lm(base_model_dir)
         rewards = sequence_logps
@@ -414,6 +470,18 @@ def load_reward_model(rm_dir: Path, task: Task | MethodTask) -> RewardModel:
             AutoModelForSequenceClassification.from_pretrained(rm_dir / "model").to(device()).eval()
         )
         return ClassifierRewardModel(model, tokenizer)
+    if spec["kind"] == "logp_readout":
+        from bench.train.logp_readout import LogProbReadout
+
+        readout = LogProbReadout(
+            load_causal_lm(rm_dir / "model"),
+            residual=spec["readout"]["residual"] is not None,
+            train_lm=False,
+        )
+        readout.load_readout_state(spec["readout"])
+        return LogProbReadoutRewardModel(
+            readout.to(device()).eval(), load_tokenizer(rm_dir / "model")
+        )
     model_dir = rm_dir / spec["model"]
     reference = load_causal_lm(rm_dir / spec["reference"]).eval() if spec["reference"] else None
     return LogProbRewardModel(
