@@ -14,7 +14,7 @@ from bench.method_api import GenerationContext, MethodContext, load_saved_verifi
 from bench.registry import register_method
 from bench.tasks.base import Sample
 from bench.train.preference import fit_verifier
-from bench.train.reward_models import RewardModelSpec, score_samples
+from bench.train.reward_models import LEARNED_VERIFIER, RewardModelSpec, score_samples
 
 
 class BestOfNConfig(StrictParams):
@@ -22,7 +22,7 @@ class BestOfNConfig(StrictParams):
     """Samples per prompt; a list gives the BoN@N curve (the largest is the headline)."""
     temperature: float = Field(0.7, gt=0)
     """Sampling temperature of the N candidates."""
-    reward_model: RewardModelSpec = RewardModelSpec()
+    reward_model: RewardModelSpec = LEARNED_VERIFIER
     """The verifier that picks the best candidate, trained on the budget's pairs."""
 
     @property

@@ -12,7 +12,12 @@ from bench.config import StrictParams
 from bench.method_api import MethodContext
 from bench.registry import register_method
 from bench.train.preference import fit_verifier, unique_prompts
-from bench.train.reward_models import INVALID_SCORE, RewardModelSpec, score_samples
+from bench.train.reward_models import (
+    INVALID_SCORE,
+    LEARNED_VERIFIER,
+    RewardModelSpec,
+    score_samples,
+)
 
 
 class FilterConfig(StrictParams):
@@ -20,7 +25,7 @@ class FilterConfig(StrictParams):
     """Samples per prompt; the verifier keeps one."""
     temperature: float = Field(0.7, gt=0)
     """Sampling temperature of the N candidates."""
-    reward_model: RewardModelSpec = RewardModelSpec()
+    reward_model: RewardModelSpec = LEARNED_VERIFIER
     """The verifier, trained on the budget's pairs."""
     epochs: float = Field(2.0, gt=0)
     """Passes of SFT over the kept outputs."""

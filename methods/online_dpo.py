@@ -21,7 +21,7 @@ from bench.method_api import MethodContext
 from bench.registry import register_method
 from bench.tasks.base import PreferencePair
 from bench.train.preference import DPOConfig, fit_verifier, train_dpo_policy, unique_prompts
-from bench.train.reward_models import RewardModelSpec, score_samples
+from bench.train.reward_models import LEARNED_VERIFIER, RewardModelSpec, score_samples
 
 
 class OnlineDPOConfig(StrictParams):
@@ -29,7 +29,7 @@ class OnlineDPOConfig(StrictParams):
     """Start from the SFT policy, or from offline DPO on the same pairs (`init_dpo`)."""
     init_dpo: DPOConfig = DPOConfig()
     """Offline DPO used when init is dpo."""
-    reward_model: RewardModelSpec = RewardModelSpec()
+    reward_model: RewardModelSpec = LEARNED_VERIFIER
     """The verifier, trained on the budget's pairs."""
     rounds: int = Field(1, ge=1)
     """R: sample-rank-train rounds."""

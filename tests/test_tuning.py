@@ -59,6 +59,16 @@ def test_a_dotted_setting_merges_into_the_nested_block() -> None:
     assert overrides["reward_model"]["lr"] == 0.001  # the suite's entry is left alone
 
 
+def test_a_dotted_setting_changes_the_default_block_the_entry_leaves_alone(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(SUITE.replace(", reward_model: {kind: oracle_features}", ""))
+    (entry,) = [e for e in load_suite(tmp_path / "s.yaml").methods if e.name == "best_of_n"]
+    tuned = tuning.tuned_entry(entry, {"reward_model.lr": 0.1})
+    from bench.train.reward_models import LEARNED_VERIFIER
+
+    expected = {**LEARNED_VERIFIER.model_dump(mode="json"), "lr": 0.1}
+    assert tuned.config["reward_model"] == expected
+
+
 def test_a_setting_the_method_refuses_names_it(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(SUITE)
     entry = next(e for e in load_suite(tmp_path / "s.yaml").methods if e.name == "dpo")

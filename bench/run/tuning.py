@@ -116,8 +116,15 @@ def with_setting(overrides: dict[str, Any], setting: dict[str, Any]) -> dict[str
 
 def tuned_entry(entry: MethodEntry, setting: dict[str, Any]) -> MethodEntry:
     """The suite's entry with `setting` applied, validated as a suite file's would be; its name
-    is the entry's, so that a point equal to the suite's setting is the suite's own cell."""
-    return method_entry(entry.method, entry.name, with_setting(entry.overrides, setting))
+    is the entry's, so that a point equal to the suite's setting is the suite's own cell. A
+    dotted key into a block the entry leaves at its default (`reward_model.lr` where the entry
+    sets no `reward_model`) changes that default block, not an empty one."""
+    overrides = _deep_copy(entry.overrides)
+    for dotted in setting:
+        block = dotted.split(".", 1)[0]
+        if "." in dotted and block not in overrides and isinstance(entry.config.get(block), dict):
+            overrides[block] = _deep_copy(entry.config[block])
+    return method_entry(entry.method, entry.name, with_setting(overrides, setting))
 
 
 def tune(
@@ -133,7 +140,9 @@ def tune(
     """Train and score every grid point of `entry_name` at each budget (all, or those matching
     `budgets`) and seed; `n_prompts` valid prompts (default: the suite's n_eval_prompts, at most
     the split's size). Raises ValueError for an unknown entry or a setting its method refuses."""
-    entries = [entry for entry in suite.methods if entry_name in (entry.name, entry.method)]
+    entries = [entry for entry in suite.methods if entry.name == entry_name] or [
+        entry for entry in suite.methods if entry.method == entry_name
+    ]
     if len(entries) != 1:
         names = ", ".join(entry.name for entry in suite.methods)
         found = "no" if not entries else "more than one"

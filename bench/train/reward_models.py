@@ -119,6 +119,14 @@ class RewardModelSpec(StrictParams):
         return []
 
 
+LEARNED_VERIFIER = RewardModelSpec(
+    kind="global", capacity="head", readout="logp", lr=0.03, epochs=8
+)
+"""The online methods' default verifier: the log-prob readout of the frozen SFT model, tuned on
+the valid split of the micro tier (issue 11; benchmarks/verifier_recipes.md). A default never
+reads the gold reward."""
+
+
 class RewardModel(ABC):
     """Scores (prompt, output) pairs; higher is better."""
 
