@@ -359,6 +359,9 @@ methods:
   - method: online_dpo
     rounds: {rounds}
     samples: {samples}
+    # The exact (oracle) verifier: the test is about vLLM-sampled rounds moving the policy the
+    # verifier's way, not about how good a verifier 250 pairs teach.
+    reward_model: {{kind: oracle_features}}
 """
 ROUNDS, SAMPLES = 2, 4
 
