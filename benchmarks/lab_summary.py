@@ -25,7 +25,7 @@ from bench.report.stats import WINRATE_BOUNDS, crossed_mean, verdict_scores
 from bench.report.summary import difference, pool
 
 OFFLINE = "dpo"
-LAB_SUITES = ("micro-lab-keywords", "micro-lab-hidden", "micro-lab-smoke")
+LAB_SUITES = ("micro-lab-keywords", "micro-lab-bandit", "micro-lab-hidden", "micro-lab-smoke")
 
 
 def mean_of(values: list[float | None]) -> str:
