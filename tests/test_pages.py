@@ -364,8 +364,12 @@ def test_the_page_loads_without_errors_in_chromium(source, chromium, results, tm
     assert_rows_equal_results(page, results)
 
     report = json.loads(page.texts["selftest"])
-    first_suite = expected_rows(results)[0]["suite"]
-    in_table = [r for r in expected_rows(results) if r["suite"] == first_suite]
+    first = expected_rows(results)[0]
+    in_table = [
+        r
+        for r in expected_rows(results)
+        if (r["suite"], r["suite_version"]) == (first["suite"], first["suite_version"])
+    ]
     by_winrate = sorted(in_table, key=lambda r: -r["winrate"])
     assert report["sorted"] == [f"{r['method']} {r['budget']}" for r in by_winrate]
     assert report["expanded"] is True
@@ -420,6 +424,7 @@ _MEASURE_PLOTS = """<script>
       plot.series.push({
         name: group.dataset.series, label: label.textContent,
         colour: coloured ? coloured.getAttribute("stroke").toLowerCase() : null,
+        shape: group.dataset.marker || null,
       });
       group.querySelectorAll(".marker").forEach(function (marker) {
         var r = marker.getBoundingClientRect();
@@ -442,8 +447,9 @@ def test_plots_use_the_page_width_and_show_every_legend_label_whole(
 ):
     """At 1280 px: a suite's plot spans the content column, a panel of the online-minus-offline
     small multiples at least 40% of the window; every legend label is its series' full name,
-    inside its plot and clear of the other labels; the series of a plot have distinct colours
-    and their markers at one budget are dodged apart rather than drawn on top of each other."""
+    inside its plot and clear of the other labels; the series of a plot have distinct styles
+    (colours, while the page has no more methods than colours) and their markers at one budget
+    are dodged apart rather than drawn on top of each other."""
     if source == "repository":
         results = REPO_ROOT / "leaderboard" / "results"
     page_path = tmp_path / "index.html"
@@ -462,6 +468,7 @@ def test_plots_use_the_page_width_and_show_every_legend_label_whole(
     report = json.loads(Page(dom).texts["plot-geometry"])
     assert report["window"] == 1280
     plots = report["plots"]
+    names = {series["name"] for plot in plots for series in plot["series"]}
     assert any(plot["panel"] for plot in plots) and any(not plot["panel"] for plot in plots)
     for plot in plots:
         where = f"plot {plot['title']!r}"
@@ -469,7 +476,14 @@ def test_plots_use_the_page_width_and_show_every_legend_label_whole(
         assert plot["clipped"] == [] and plot["overlapping"] == [], where
         assert all(series["label"] == series["name"] for series in plot["series"]), where
         colours = [series["colour"] for series in plot["series"]]
-        assert None not in colours and len(set(colours)) == len(colours), where
+        assert None not in colours, where
+        # One style per method on the whole page (series_styles): distinct colours in a plot
+        # while the page has no more methods than colours; with more (the lab's suites share
+        # dpo and sft with 10-method plots), distinct (colour, marker) pairs.
+        if len(names) <= len(PALETTE):
+            assert len(set(colours)) == len(colours), where
+        styles = [(series["colour"], series["shape"]) for series in plot["series"]]
+        assert None not in (s for _, s in styles) and len(set(styles)) == len(styles), where
         assert len(set(plot["marker_xs"])) == len(plot["marker_xs"]) > 0, where
     print(f"screenshot of the {source} plots: {screenshot}")
 
@@ -478,13 +492,13 @@ def test_reward_against_kl_is_one_scatter_per_suite_with_a_point_per_policy():
     lines = [
         line
         for line in load_results(REPO_ROOT / "leaderboard" / "results")
-        if line.suite == "micro-lab-keywords"
+        if line.suite == "micro-lab-keywords" and line.suite_version == 1
     ]
     html = render_html(lines)
     section = html[html.index('<section id="reward-kl">') :]
     section = section[: section.index("</section>")]
     assert section.count("<svg") == 1 and "micro-lab-keywords v1: mean reward against KL" in section
-    series = re.findall(r'<g class="series" data-series="([^"]+)">', section)
+    series = re.findall(r'<g class="series" data-series="([^"]+)"', section)
     assert series == ["sft", "dpo", "online_dpo_linear", "online_dpo_full", "filter"]
     assert "best_of_n" not in series  # no policy of its own: no KL
     # sft is one policy at every budget: one marker; the others one per budget (3).

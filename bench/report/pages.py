@@ -687,7 +687,7 @@ def line_plot(
         style = styles[name]
         offset = (index - (len(series) - 1) / 2) * _DODGE
         ordered = sorted(values, key=lambda point: point.x)
-        parts.append(f'<g class="series" data-series="{_e(name)}">')
+        parts.append(f'<g class="series" data-series="{_e(name)}" data-marker="{style.marker}">')
         if len(ordered) > 1:
             line = [(x_position(p.x) + offset, y_position(p.value)) for p in ordered]
             parts.append(
@@ -793,7 +793,7 @@ def scatter_plot(
     for index, (name, values) in enumerate(series.items()):
         style = styles[name]
         ordered = sorted(values, key=lambda point: point.x)
-        parts.append(f'<g class="series" data-series="{_e(name)}">')
+        parts.append(f'<g class="series" data-series="{_e(name)}" data-marker="{style.marker}">')
         if len(ordered) > 1:
             line = [(px(p.x), py(p.y)) for p in ordered]
             parts.append(
