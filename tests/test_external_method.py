@@ -86,7 +86,7 @@ def test_the_repository_suite_with_the_method_validates(installed):
     suite = EXAMPLE / "suites" / "micro-keywords.yaml"
     completed = in_subprocess(["-m", "bench.cli", "validate", str(suite)], installed, REPO_ROOT)
     assert completed.returncode == 0, completed.stderr
-    assert "(micro-keywords v1: 1 methods x 2 budgets x 1 seeds = 2 cells)" in completed.stdout
+    assert "(micro-keywords v2: 1 methods x 1 budgets x 1 seeds = 1 cells)" in completed.stdout
 
 
 def test_run_pytest_submit_and_both_pages(installed, workdir, tmp_path_factory, capsys):
