@@ -407,6 +407,7 @@ _MEASURE_PLOTS = """<script>
     var plot = {
       title: svg.getAttribute("aria-label"), width: box.width,
       panel: svg.closest(".panels") !== null, series: [], clipped: [], overlapping: [],
+      scatter: svg.classList.contains("scatter"),
       marker_xs: [],
     };
     var labels = [];
@@ -484,7 +485,10 @@ def test_plots_use_the_page_width_and_show_every_legend_label_whole(
             assert len(set(colours)) == len(colours), where
         styles = [(series["colour"], series["shape"]) for series in plot["series"]]
         assert None not in (s for _, s in styles) and len(set(styles)) == len(styles), where
-        assert len(set(plot["marker_xs"])) == len(plot["marker_xs"]) > 0, where
+        # A line plot dodges the series at one budget; a scatter (reward against KL) draws each
+        # point at its own x, so two methods may share one.
+        if not plot["scatter"]:
+            assert len(set(plot["marker_xs"])) == len(plot["marker_xs"]) > 0, where
     print(f"screenshot of the {source} plots: {screenshot}")
 
 

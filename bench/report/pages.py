@@ -766,7 +766,7 @@ def scatter_plot(
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" role="img" aria-label="{_e(title)}">',
+        f'width="{width}" height="{height}" role="img" class="scatter" aria-label="{_e(title)}">',
         f"<title>{_e(title)}</title>",
         f'<text x="{_LEFT}" y="16" class="plot-title">{_e(title)}</text>',
     ]
