@@ -586,7 +586,7 @@ def _interval_cell(value: str, low: str, high: str, missing: str = MISSING) -> C
     def format_cell(record: dict[str, Any]) -> str:
         if _is_missing(record[value]):
             return missing
-        return f"{record[value]:.3f} [{record[low]:.3f}, {record[high]:.3f}]"
+        return interval_text(record[value], record[low], record[high])
 
     return format_cell
 
@@ -616,7 +616,9 @@ def markdown_gap(gaps: pd.DataFrame) -> str:
             f"n={record['n']}"
             + (f" seeds={len(record['seeds'])}" if len(record["seeds"]) > 1 else "")
             + ("" if record["decidable"] else " (undecidable)"),
-            _interval_text(record["reward_gap"], record["reward_ci_low"], record["reward_ci_high"]),
+            interval_text(
+                record["reward_gap"], record["reward_ci_low"], record["reward_ci_high"], signed=True
+            ),
         ]
         for record in gaps.to_dict("records")
     ]
@@ -644,11 +646,16 @@ def markdown_gap(gaps: pd.DataFrame) -> str:
     )
 
 
-def _interval_text(value: float, low: float, high: float) -> str:
-    """`+0.123 [+0.045, +0.201]`, or MISSING."""
+def interval_text(value: Any, low: Any, high: Any, *, signed: bool = False) -> str:
+    """`0.123 [0.045, 0.201]` (`signed`: `+0.123 [+0.045, +0.201]`, for a difference); the value
+    alone where it has no interval (one seed's t interval), MISSING where there is no value. The
+    one formatter of a number with its interval in the tables, the run's table and the page."""
     if _is_missing(value):
         return MISSING
-    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
+    form = "+.3f" if signed else ".3f"
+    if _is_missing(low) or _is_missing(high):
+        return f"{value:{form}}"
+    return f"{value:{form}} [{low:{form}}, {high:{form}}]"
 
 
 def _is_missing(value: Any) -> bool:
@@ -780,10 +787,12 @@ def print_table(lines: Sequence[ResultLine]) -> str:
         f"  {record['suite']} v{record['suite_version']} "
         f"{record['method']}{ORACLE_MARK if record['oracle'] else ''} - {record['baseline']} at "
         f"{record['budget']}: winrate "
-        f"{_interval_text(record['gap'], record['ci_low'], record['ci_high'])}"
+        f"{interval_text(record['gap'], record['ci_low'], record['ci_high'], signed=True)}"
         + ("" if record["decidable"] else " (undecidable)")
-        + f", mean reward "
-        f"{_interval_text(record['reward_gap'], record['reward_ci_low'], record['reward_ci_high'])}"
+        + ", mean reward "
+        + interval_text(
+            record["reward_gap"], record["reward_ci_low"], record["reward_ci_high"], signed=True
+        )
         + f" (n={record['n']}, seeds={len(record['seeds'])})"
         for record in gap_table(lines).to_dict("records")
     ]

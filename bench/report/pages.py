@@ -33,6 +33,7 @@ from bench.report.leaderboard import (
     cell_lines,
     cell_table,
     gap_table,
+    interval_text,
     is_oracle,
     mde_sentence,
     mde_table,
@@ -470,15 +471,14 @@ def _gap_row(record: dict[str, Any]) -> str:
         + ("" if record["decidable"] else ' <span class="flag">undecidable</span>')
         + "</td>"
         + f'<td class="num">{record["n"]}</td>'
-        + f'<td class="num">{_e(_reward_gap_text(record))}</td></tr>'
+        + '<td class="num">'
+        + _e(
+            interval_text(
+                record["reward_gap"], record["reward_ci_low"], record["reward_ci_high"], signed=True
+            )
+        )
+        + "</td></tr>"
     )
-
-
-def _reward_gap_text(record: dict[str, Any]) -> str:
-    value, low, high = record["reward_gap"], record["reward_ci_low"], record["reward_ci_high"]
-    if value is None or math.isnan(value):
-        return "-"
-    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 # -- plots ------------------------------------------------------------------------------------

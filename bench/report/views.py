@@ -32,6 +32,7 @@ from bench.report.leaderboard import (
     ORACLE_MARK,
     cell_lines,
     family_of,
+    interval_text,
     is_oracle,
     markdown_table,
 )
@@ -182,7 +183,7 @@ def markdown_verifiers(table: pd.DataFrame) -> str:
                     continue
                 accuracy = (record["accuracy"], record["accuracy_low"], record["accuracy_high"])
                 likelihood = (record["bt_likelihood"], record["bt_low"], record["bt_high"])
-                cells.append(f"{_interval(*accuracy)} / {_interval(*likelihood)}")
+                cells.append(f"{interval_text(*accuracy)} / {interval_text(*likelihood)}")
             rows.append([label + (ORACLE_MARK if oracle else ""), *cells])
         parts.append(f"### {suite} v{version}: accuracy / BT likelihood")
         parts.append(markdown_table(["verifier", *budgets], rows))
@@ -247,7 +248,7 @@ def markdown_reward_kl(table: pd.DataFrame) -> str:
                 record["method"] + (ORACLE_MARK if record["oracle"] else ""),
                 record["budget"],
                 f"{record['kl']:.3f} +- {record['kl_stderr']:.3f}",
-                _interval(record["reward"], record["reward_low"], record["reward_high"]),
+                interval_text(record["reward"], record["reward_low"], record["reward_high"]),
             ]
             for record in records
         ]
@@ -364,7 +365,7 @@ def markdown_quadrants(table: pd.DataFrame) -> str:
 
 
 def _quadrant_text(record: dict[str, Any]) -> str:
-    reward = _interval(record["reward"], record["reward_low"], record["reward_high"])
+    reward = interval_text(record["reward"], record["reward_low"], record["reward_high"])
     return f"{record['method']}: {reward}"
 
 
@@ -377,11 +378,3 @@ def _seed_interval(values: Sequence[float]) -> tuple[float, float, float]:
     half = float(student_t_quantile(0.975, len(values) - 1.0)) * statistics.stdev(values)
     half /= math.sqrt(len(values))
     return mean, mean - half, mean + half
-
-
-def _interval(value: float, low: float, high: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return MISSING
-    if low is None or (isinstance(low, float) and math.isnan(low)):
-        return f"{value:.3f}"
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
