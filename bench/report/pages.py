@@ -706,14 +706,7 @@ def line_plot(
                 'fill="none" class="ci"/>'
                 + _marker(style, px, y_position(point.value), "marker", point.label)
             )
-        legend_y = _TOP + 8 + _LEGEND_ROW * index
-        parts.append(
-            f'<line x1="{legend_x:.1f}" x2="{legend_x + _LEGEND_SWATCH:.1f}" y1="{legend_y}" '
-            f'y2="{legend_y}" stroke="{style.colour}" stroke-width="1.75"/>'
-            + _marker(style, legend_x + _LEGEND_SWATCH / 2, legend_y, "legend-marker")
-            + f'<text x="{legend_x + _LEGEND_SWATCH + 8:.1f}" y="{legend_y + 4}" '
-            f'class="legend">{_e(name)}</text></g>'
-        )
+        parts.append(_legend_entry(style, name, legend_x, _TOP + 8 + _LEGEND_ROW * index) + "</g>")
     parts.append("</svg>")
     return "".join(parts)
 
@@ -809,16 +802,19 @@ def scatter_plot(
                 f'stroke="{style.colour}" stroke-width="1.5" fill="none" class="ci"/>'
                 + _marker(style, x, y, "marker", p.label)
             )
-        legend_y = _TOP + 8 + _LEGEND_ROW * index
-        parts.append(
-            f'<line x1="{legend_x:.1f}" x2="{legend_x + _LEGEND_SWATCH:.1f}" y1="{legend_y}" '
-            f'y2="{legend_y}" stroke="{style.colour}" stroke-width="1.75"/>'
-            + _marker(style, legend_x + _LEGEND_SWATCH / 2, legend_y, "legend-marker")
-            + f'<text x="{legend_x + _LEGEND_SWATCH + 8:.1f}" y="{legend_y + 4}" '
-            f'class="legend">{_e(name)}</text></g>'
-        )
+        parts.append(_legend_entry(style, name, legend_x, _TOP + 8 + _LEGEND_ROW * index) + "</g>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _legend_entry(style: SeriesStyle, name: str, x: float, y: float) -> str:
+    """A legend row at (x, y): the series' line and marker, then its full name."""
+    return (
+        f'<line x1="{x:.1f}" x2="{x + _LEGEND_SWATCH:.1f}" y1="{y}" y2="{y}" '
+        f'stroke="{style.colour}" stroke-width="1.75"/>'
+        + _marker(style, x + _LEGEND_SWATCH / 2, y, "legend-marker")
+        + f'<text x="{x + _LEGEND_SWATCH + 8:.1f}" y="{y + 4}" class="legend">{_e(name)}</text>'
+    )
 
 
 def _span(values: list[float]) -> tuple[float, float]:
