@@ -34,9 +34,6 @@ from bench.report.stats import WINRATE_BOUNDS, CrossedEstimate, crossed_mean, ve
 from bench.run.hashing import content_hash
 from bench.run.runner import Runner
 
-OBJECTIVES = ("reward", "winrate", "verifier")
-"""What a grid point is chosen by (see the module docstring)."""
-
 VALID_EVALUATION_VERSION = 1
 """Bumped when the valid-split evaluation changes what it computes (a cache key part)."""
 
