@@ -650,12 +650,7 @@ def line_plot(
     def y_position(y: float) -> float:
         return _TOP + (axes.y_hi - y) / (axes.y_hi - axes.y_lo) * (height - _TOP - _BOTTOM)
 
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" role="img" aria-label="{_e(title)}">',
-        f"<title>{_e(title)}</title>",
-        f'<text x="{_LEFT}" y="16" class="plot-title">{_e(title)}</text>',
-    ]
+    parts = [_svg_head(width, height, title)]
     for index in range(round((axes.y_hi - axes.y_lo) / axes.y_step) + 1):
         y = axes.y_lo + index * axes.y_step
         py = y_position(y)
@@ -677,23 +672,16 @@ def line_plot(
             f'<line x1="{_LEFT}" x2="{plot_right:.1f}" y1="{py:.1f}" y2="{py:.1f}" class="ref"/>'
         )
     x_label = "preference pairs" + (" (log scale)" if axes.log_x else "")
-    parts.append(
-        f'<text x="{(_LEFT + plot_right) / 2:.1f}" y="{height - 8}" class="axis" '
-        f'text-anchor="middle">{_e(x_label)}</text>'
-        f'<text transform="translate(14 {(_TOP + height - _BOTTOM) / 2:.1f}) rotate(-90)" '
-        f'class="axis" text-anchor="middle">{_e(y_label)}</text>'
-    )
+    parts.append(_axis_titles(plot_right, height, x_label, y_label))
     for index, (name, values) in enumerate(series.items()):
         style = styles[name]
         offset = (index - (len(series) - 1) / 2) * _DODGE
         ordered = sorted(values, key=lambda point: point.x)
-        parts.append(f'<g class="series" data-series="{_e(name)}" data-marker="{style.marker}">')
-        if len(ordered) > 1:
-            line = [(x_position(p.x) + offset, y_position(p.value)) for p in ordered]
-            parts.append(
-                f'<polyline points="{_svg_points(line)}" fill="none" stroke="{style.colour}" '
-                'stroke-width="1.75" class="trend"/>'
+        parts.append(
+            _series_open(
+                name, style, [(x_position(p.x) + offset, y_position(p.value)) for p in ordered]
             )
+        )
         for point in ordered:
             px, low, high = (
                 x_position(point.x) + offset,
@@ -757,12 +745,7 @@ def scatter_plot(
     def py(y: float) -> float:
         return _TOP + (y_hi - y) / (y_hi - y_lo) * (height - _TOP - _BOTTOM)
 
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" role="img" class="scatter" aria-label="{_e(title)}">',
-        f"<title>{_e(title)}</title>",
-        f'<text x="{_LEFT}" y="16" class="plot-title">{_e(title)}</text>',
-    ]
+    parts = [_svg_head(width, height, title, css_class="scatter")]
     for index in range(round((y_hi - y_lo) / y_step) + 1):
         y = y_lo + index * y_step
         parts.append(
@@ -777,22 +760,11 @@ def scatter_plot(
             f'class="grid"/><text x="{px(x):.1f}" y="{height - _BOTTOM + 16}" class="tick" '
             f'text-anchor="middle">{_step_text(x, x_step)}</text>'
         )
-    parts.append(
-        f'<text x="{(_LEFT + plot_right) / 2:.1f}" y="{height - 8}" class="axis" '
-        f'text-anchor="middle">{_e(x_label)}</text>'
-        f'<text transform="translate(14 {(_TOP + height - _BOTTOM) / 2:.1f}) rotate(-90)" '
-        f'class="axis" text-anchor="middle">{_e(y_label)}</text>'
-    )
+    parts.append(_axis_titles(plot_right, height, x_label, y_label))
     for index, (name, values) in enumerate(series.items()):
         style = styles[name]
         ordered = sorted(values, key=lambda point: point.x)
-        parts.append(f'<g class="series" data-series="{_e(name)}" data-marker="{style.marker}">')
-        if len(ordered) > 1:
-            line = [(px(p.x), py(p.y)) for p in ordered]
-            parts.append(
-                f'<polyline points="{_svg_points(line)}" fill="none" stroke="{style.colour}" '
-                'stroke-width="1.75" class="trend"/>'
-            )
+        parts.append(_series_open(name, style, [(px(p.x), py(p.y)) for p in ordered]))
         for p in ordered:
             x, y, low, high = px(p.x), py(p.y), py(p.low), py(p.high)
             left, right = px(p.x - p.x_err), px(p.x + p.x_err)
@@ -805,6 +777,39 @@ def scatter_plot(
         parts.append(_legend_entry(style, name, legend_x, _TOP + 8 + _LEGEND_ROW * index) + "</g>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _svg_head(width: int, height: int, title: str, css_class: str | None = None) -> str:
+    """A plot's opening `<svg>` tag (scaled by the page's CSS), its title for screen readers and
+    its visible title."""
+    class_attribute = f'class="{css_class}" ' if css_class else ""
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" {class_attribute}'
+        f'aria-label="{_e(title)}"><title>{_e(title)}</title>'
+        f'<text x="{_LEFT}" y="16" class="plot-title">{_e(title)}</text>'
+    )
+
+
+def _axis_titles(plot_right: float, height: int, x_label: str, y_label: str) -> str:
+    """The x axis's title under the plot and the y axis's, turned, left of it."""
+    return (
+        f'<text x="{(_LEFT + plot_right) / 2:.1f}" y="{height - 8}" class="axis" '
+        f'text-anchor="middle">{_e(x_label)}</text>'
+        f'<text transform="translate(14 {(_TOP + height - _BOTTOM) / 2:.1f}) rotate(-90)" '
+        f'class="axis" text-anchor="middle">{_e(y_label)}</text>'
+    )
+
+
+def _series_open(name: str, style: SeriesStyle, line: list[tuple[float, float]]) -> str:
+    """A series' group, opened, with the line joining its points (in px) when it has several."""
+    head = f'<g class="series" data-series="{_e(name)}" data-marker="{style.marker}">'
+    if len(line) < 2:
+        return head
+    return head + (
+        f'<polyline points="{_svg_points(line)}" fill="none" stroke="{style.colour}" '
+        'stroke-width="1.75" class="trend"/>'
+    )
 
 
 def _legend_entry(style: SeriesStyle, name: str, x: float, y: float) -> str:

@@ -23,6 +23,7 @@ table: `--out`) records the grid, the scores and the choice.
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -219,8 +220,6 @@ def _point(
 ) -> TunedPoint:
     """The point's numbers over its seeds: an invalid output's reward counts at the judge's
     `floor` (left out of every seed, listwise, when the judge has none), as in a result line."""
-    import math
-
     from bench.evaluate.verdicts import outcomes_from_string
 
     winrates = [verdict_scores(outcomes_from_string(e["outcomes"])) for e in evaluations]
