@@ -28,10 +28,12 @@ an oracle ceiling.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,16 +99,43 @@ class MethodContext:
     """Examples per forward/backward pass of every training loop the method runs (pass it to
     `bench.train.training.LoopConfig`): `pftbench run --micro-batch-size`; None: a whole batch."""
     counters: dict[str, float] = field(default_factory=dict)
-    """Budget accounting every result row records: pairs_used, rm_queries, samples_generated."""
+    """Compute accounting every result row records (`count`, `timed`): pairs_used,
+    samples_generated, rm_queries (verifier calls), tokens_trained (non-padding tokens through
+    the policy's training passes), verifier_tokens_trained, and wall seconds per stage
+    (`<stage>_s`: verifier_fit_s, sample_s, score_s, train_s)."""
     backend: GenerationBackend | None = None
     """The suite's generation backend, which `sample` uses; None: the HF backend's defaults."""
 
+    def count(self, name: str, amount: float) -> None:
+        """Add `amount` to the counter `name` (see `counters`)."""
+        self.counters[name] = self.counters.get(name, 0) + amount
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the wall seconds the `with` block takes to the counter `<stage>_s`."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.count(f"{stage}_s", round(time.perf_counter() - start, 3))
+
     def sample(
-        self, model: Any, tokenizer: Any, prompts: list[str], decoding: Decoding
+        self,
+        model: Any,
+        tokenizer: Any,
+        prompts: list[str],
+        decoding: Decoding,
+        *,
+        shard: bool = True,
     ) -> list[list[Sample]]:
         """`decoding.n` samples per prompt from the policy being trained (in memory), through
         the suite's backend: the HF backend samples from the model object, vLLM from a
-        checkpoint saved in the scratch folder or from weights sent to its running engine."""
+        checkpoint saved in the scratch folder or from weights sent to its running engine.
+
+        Under accelerate launch each process samples its share of the prompts with a seed of its
+        own (`shard`), or, with `shard=False`, the main process samples every prompt with the
+        decoding's seed and the others receive its samples: the same samples as one process,
+        for methods whose updates must not depend on the process count (the RL family)."""
         backend = self.backend
         if backend is None:
             from bench.evaluate.backends.hf import HFBackend, HFParams
@@ -114,12 +143,18 @@ class MethodContext:
             backend = HFBackend(HFParams())
         rank, n_processes = distributed.rank(), distributed.world_size()
         checkpoint_dir = (self.scratch_dir or self.output_dir) / f"sampler_checkpoint_{rank}"
-        if n_processes > 1:  # each process samples its share of the prompts with its own seed
-            decoding = dataclasses.replace(decoding, seed=decoding.seed * n_processes + rank)
-        return distributed.map_shards(
-            prompts,
-            lambda share: backend.generate_from(model, tokenizer, share, decoding, checkpoint_dir),
-        )
+
+        def generate(share: list[str], decoding: Decoding) -> list[list[Sample]]:
+            return backend.generate_from(model, tokenizer, share, decoding, checkpoint_dir)
+
+        if n_processes == 1:
+            return generate(prompts, decoding)
+        if not shard:
+            return distributed.broadcast_object(
+                generate(prompts, decoding) if distributed.is_main() else None
+            )
+        decoding = dataclasses.replace(decoding, seed=decoding.seed * n_processes + rank)
+        return distributed.map_shards(prompts, lambda share: generate(share, decoding))
 
     def cached_json(self, kind: str, key_parts: Any, compute: Callable[[], Any]) -> Any:
         """`compute()` once per distinct `key_parts`, then from the cache (e.g. reference logps).

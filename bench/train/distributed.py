@@ -67,6 +67,19 @@ def gather_objects(items: list[Any]) -> list[Any]:
     return gather_object(items)
 
 
+def broadcast_object(item: Any) -> Any:
+    """The main process's `item` (any picklable object; the others pass None), in every
+    process."""
+    if not is_distributed():
+        return item
+    import torch.distributed as dist
+
+    _state()
+    box = [item]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def map_shards(items: list[Any], fn: Callable[[list[Any]], list[Any]]) -> list[Any]:
     """`fn(items)` with the work split: each process applies `fn` (one result per item, in
     order) to every N-th item, and every process gets all the results, in item order."""
