@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from bench.evaluate.generation import Decoding, GenerationBackend
 from bench.run.cache import Cache
@@ -44,7 +44,29 @@ from bench.run.hashing import content_hash
 from bench.run.stage_store import METADATA_FILE, StageStore
 from bench.tasks.base import MethodTask, PreferencePair, Sample, Task
 from bench.train import distributed
-from bench.train.reward_models import RewardModel, load_reward_model, save_implicit_reward
+from bench.train.reward_models import (
+    RewardModel,
+    load_reward_model,
+    save_implicit_reward,
+    score_samples,
+)
+
+if TYPE_CHECKING:
+    from bench.train.training import LoopReport
+
+COUNTERS = (
+    "pairs_used",
+    "samples_generated",
+    "rm_queries",
+    "tokens_trained",
+    "verifier_tokens_trained",
+    "verifier_fit_s",
+    "sample_s",
+    "score_s",
+    "train_s",
+)
+"""The compute counters every result line records (`MethodContext.counters`), each 0 where the
+method did none of that work."""
 
 
 @dataclass(frozen=True)
@@ -99,12 +121,18 @@ class MethodContext:
     """Examples per forward/backward pass of every training loop the method runs (pass it to
     `bench.train.training.LoopConfig`): `pftbench run --micro-batch-size`; None: a whole batch."""
     counters: dict[str, float] = field(default_factory=dict)
-    """Compute accounting every result row records (`count`, `timed`): pairs_used,
-    samples_generated, rm_queries (verifier calls), tokens_trained (non-padding tokens through
-    the policy's training passes), verifier_tokens_trained, and wall seconds per stage
-    (`<stage>_s`: verifier_fit_s, sample_s, score_s, train_s)."""
+    """Compute accounting every result line records (`COUNTERS`, in `metrics.counters`), added
+    to by the helpers that do the work, so a method that uses them counts nothing itself:
+    pairs_used (the runner: the budget's pairs); samples_generated (`sample`); rm_queries,
+    the verifier's scores of samples (`score`); tokens_trained, non-padding tokens through the
+    policy's training passes (`train_loop`, `LoopReport.tokens`); verifier_tokens_trained, the
+    same for the verifier (`bench.train.preference.fit_verifier`); and wall seconds per stage
+    (`timed`, `<stage>_s`): verifier_fit_s, sample_s, score_s, train_s. A method that does such
+    work some other way adds it with `count`."""
     backend: GenerationBackend | None = None
     """The suite's generation backend, which `sample` uses; None: the HF backend's defaults."""
+    _open_stages: set[str] = field(default_factory=set, init=False, repr=False)
+    """The stages `timed` is timing now."""
 
     def count(self, name: str, amount: float) -> None:
         """Add `amount` to the counter `name` (see `counters`)."""
@@ -112,11 +140,17 @@ class MethodContext:
 
     @contextlib.contextmanager
     def timed(self, stage: str) -> Iterator[None]:
-        """Add the wall seconds the `with` block takes to the counter `<stage>_s`."""
+        """Add the wall seconds the `with` block takes to the counter `<stage>_s`. A block
+        inside another of the same stage adds nothing: the outer one counts that time."""
+        if stage in self._open_stages:
+            yield
+            return
+        self._open_stages.add(stage)
         start = time.perf_counter()
         try:
             yield
         finally:
+            self._open_stages.discard(stage)
             self.count(f"{stage}_s", round(time.perf_counter() - start, 3))
 
     def sample(
@@ -135,7 +169,24 @@ class MethodContext:
         Under accelerate launch each process samples its share of the prompts with a seed of its
         own (`shard`), or, with `shard=False`, the main process samples every prompt with the
         decoding's seed and the others receive its samples: the same samples as one process,
-        for methods whose updates must not depend on the process count (the RL family)."""
+        for methods whose updates must not depend on the process count (the RL family).
+
+        Counted: the samples returned (every process's, gathered) in `samples_generated`, the
+        wall seconds in `sample_s`."""
+        with self.timed("sample"):
+            samples = self._sample(model, tokenizer, prompts, decoding, shard)
+        self.count("samples_generated", sum(len(group) for group in samples))
+        return samples
+
+    def _sample(
+        self,
+        model: Any,
+        tokenizer: Any,
+        prompts: list[str],
+        decoding: Decoding,
+        shard: bool,
+    ) -> list[list[Sample]]:
+        """`sample`'s samples, uncounted."""
         backend = self.backend
         if backend is None:
             from bench.evaluate.backends.hf import HFBackend, HFParams
@@ -155,6 +206,55 @@ class MethodContext:
             )
         decoding = dataclasses.replace(decoding, seed=decoding.seed * n_processes + rank)
         return distributed.map_shards(prompts, lambda share: generate(share, decoding))
+
+    def score(
+        self, verifier: RewardModel, prompts: list[str], samples: list[list[Sample]]
+    ) -> list[list[float]]:
+        """The verifier's score of every sample, per prompt
+        (`bench.train.reward_models.score_samples`), counted: one verifier query per sample in
+        `rm_queries`, the wall seconds in `score_s`."""
+        with self.timed("score"):
+            scores = score_samples(verifier, prompts, samples)
+        self.count("rm_queries", sum(len(group) for group in samples))
+        return scores
+
+    def train_loop(
+        self,
+        model: Any,
+        examples: list[Any],
+        collate: Callable[[list[Any]], dict[str, Any]],
+        loss_fn: Callable[..., Any],
+        loop: Any,
+        *,
+        desc: str,
+        trains: Literal["policy", "verifier"] = "policy",
+        resumable: bool = False,
+    ) -> LoopReport:
+        """`bench.train.training.run` with this context's progress setting, counted: the loop's
+        non-padding tokens (`LoopReport.tokens`, every process's) in `tokens_trained`, or in
+        `verifier_tokens_trained` when it `trains` a verifier; a policy's loop's wall seconds
+        in `train_s` (a verifier's are inside `verifier_fit_s`, which `fit_verifier` times).
+
+        `resumable`: keep resumable state in the scratch folder, for the one loop that trains
+        the policy saved to `output_dir` (two loops sharing it would resume each other's
+        state). A run resumed after a kill counts the tokens of the steps it ran since."""
+        from bench.train import training
+
+        stage = self.timed("train") if trains == "policy" else contextlib.nullcontext()
+        with stage:
+            report = training.run(
+                model,
+                examples,
+                collate,
+                loss_fn,
+                loop,
+                scratch_dir=self.scratch_dir if resumable else None,
+                desc=desc,
+                progress=self.progress,
+            )
+        counter = "tokens_trained" if trains == "policy" else "verifier_tokens_trained"
+        self.count(counter, report.tokens)
+        return report
 
     def cached_json(self, kind: str, key_parts: Any, compute: Callable[[], Any]) -> Any:
         """`compute()` once per distinct `key_parts`, then from the cache (e.g. reference logps).

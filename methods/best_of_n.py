@@ -53,5 +53,4 @@ def generate(gen: GenerationContext, cfg: BestOfNConfig) -> dict[str, list[Sampl
 def train(ctx: MethodContext, cfg: BestOfNConfig) -> dict:
     _, rm_metrics = fit_verifier(ctx, cfg.reward_model)
     ctx.save_base_as_policy()
-    ctx.counters["pairs_used"] = len(ctx.pairs)
     return {"reward_model": cfg.reward_model.label, "rm_train": rm_metrics}

@@ -26,5 +26,4 @@ def train(ctx: MethodContext, cfg: DPOConfig) -> dict[str, float]:
     report = train_dpo_policy(ctx, cfg, ctx.pairs, ctx.output_dir)
     load_tokenizer(ctx.base_model_dir).save_pretrained(ctx.output_dir)
     ctx.save_implicit_verifier(ctx.output_dir, beta=cfg.beta)
-    ctx.counters["pairs_used"] = len(ctx.pairs)
     return report

@@ -12,12 +12,7 @@ from bench.config import StrictParams
 from bench.method_api import MethodContext
 from bench.registry import register_method
 from bench.train.preference import fit_verifier, unique_prompts
-from bench.train.reward_models import (
-    INVALID_SCORE,
-    LEARNED_VERIFIER,
-    RewardModelSpec,
-    score_samples,
-)
+from bench.train.reward_models import INVALID_SCORE, LEARNED_VERIFIER, RewardModelSpec
 
 
 class FilterConfig(StrictParams):
@@ -38,7 +33,6 @@ class FilterConfig(StrictParams):
 @register_method("filter", config=FilterConfig, family="online", negative_gradient=False)
 def train(ctx: MethodContext, cfg: FilterConfig) -> dict:
     from bench.evaluate.generation import Decoding
-    from bench.train import training
     from bench.train.modeling import encode_completions, load_causal_lm, load_tokenizer, sft_loss
 
     verifier, rm_metrics = fit_verifier(ctx, cfg.reward_model)
@@ -53,7 +47,7 @@ def train(ctx: MethodContext, cfg: FilterConfig) -> dict:
         seed=ctx.seed,
     )
     samples = ctx.sample(model, tokenizer, prompts, decoding)
-    scores = score_samples(verifier, prompts, samples)
+    scores = ctx.score(verifier, prompts, samples)
     kept = []
     for prompt, group, group_scores in zip(prompts, samples, scores, strict=True):
         best = max(range(len(group)), key=lambda i: group_scores[i])
@@ -64,20 +58,7 @@ def train(ctx: MethodContext, cfg: FilterConfig) -> dict:
         return encode_completions(tokenizer, [r[0] for r in rows], [r[1] for r in rows])
 
     loop = ctx.loop_config(cfg, warmup_ratio=0.1)
-    report = training.run(
-        model,
-        kept,
-        collate,
-        sft_loss,
-        loop,
-        scratch_dir=ctx.scratch_dir,
-        desc="filter sft",
-        progress=ctx.progress,
-    )
-    n_samples = sum(len(group) for group in samples)
-    ctx.counters.update(
-        pairs_used=len(ctx.pairs), samples_generated=n_samples, rm_queries=n_samples
-    )
+    report = ctx.train_loop(model, kept, collate, sft_loss, loop, desc="filter sft", resumable=True)
     model.save_pretrained(ctx.output_dir)
     tokenizer.save_pretrained(ctx.output_dir)
     return {

@@ -31,7 +31,6 @@ def train(ctx: MethodContext, cfg: SFTConfig) -> dict[str, float]:
     if cfg.epochs == 0:
         ctx.save_base_as_policy()
         return {}
-    from bench.train import training
     from bench.train.modeling import encode_completions, load_causal_lm, load_tokenizer, sft_loss
 
     tokenizer = load_tokenizer(ctx.base_model_dir)
@@ -40,18 +39,9 @@ def train(ctx: MethodContext, cfg: SFTConfig) -> dict[str, float]:
     def collate(pairs: list) -> dict:
         return encode_completions(tokenizer, [p.prompt for p in pairs], [p.chosen for p in pairs])
 
-    loop = ctx.loop_config(cfg)
-    report = training.run(
-        model,
-        ctx.pairs,
-        collate,
-        sft_loss,
-        loop,
-        scratch_dir=ctx.scratch_dir,
-        desc="sft",
-        progress=ctx.progress,
+    report = ctx.train_loop(
+        model, ctx.pairs, collate, sft_loss, ctx.loop_config(cfg), desc="sft", resumable=True
     )
-    ctx.counters["pairs_used"] = len(ctx.pairs)
     model.save_pretrained(ctx.output_dir)
     tokenizer.save_pretrained(ctx.output_dir)
     return report.summary()

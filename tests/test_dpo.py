@@ -375,7 +375,13 @@ def test_dpo_training_run(tmp_path: Path, tokenizer: Any, monkeypatch: pytest.Mo
     # ceil(8 pairs * 6 epochs / 4) = 12 steps of 4 pairs (8 sequences each: chosen then rejected)
     assert metrics["train_steps"] == 12
     assert metrics["train_examples"] == 12 * 8
-    assert ctx.counters["pairs_used"] == 8
+    # Counted by the loop it ran (`MethodContext.train_loop`): 6 passes over each pair's
+    # non-padding chosen and rejected tokens, and the training's seconds; no sampling, scoring
+    # or verifier fit.
+    pair_tokens = sum(int(encode_pairs(tokenizer, [p])["attention_mask"].sum()) for p in PAIRS)
+    assert ctx.counters["tokens_trained"] == metrics["train_tokens"] == 6 * pair_tokens
+    assert ctx.counters["train_s"] > 0
+    assert set(ctx.counters) == {"tokens_trained", "train_s"}
 
     # The policy and its tokenizer are saved where the runner looks for them.
     assert (ctx.output_dir / "config.json").is_file()

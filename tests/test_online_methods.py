@@ -1,6 +1,6 @@
 """The online methods (online DPO, best-of-N, filter) end to end through the CLI on a seconds-long
-micro suite, what their result lines report (verifier accuracy, KL, budget counters, per-round
-timings, BoN@N variants), best-of-N's nesting through its `generate` hook, determinism, and the
+micro suite, what their result lines report (verifier accuracy, KL, the compute counters,
+BoN@N variants), best-of-N's nesting through its `generate` hook, determinism, and the
 one-line config error for a bad verifier key.
 
 The suite is tests/conftest.py's tiny suite made smaller (width 16, 200 training documents, 40
@@ -23,7 +23,7 @@ from bench.cli import main
 from bench.config import Cell, load_suite
 from bench.evaluate.backends.hf import HFBackend, HFParams
 from bench.evaluate.generation import Decoding
-from bench.method_api import GenerationContext, load_saved_verifier
+from bench.method_api import COUNTERS, GenerationContext, load_saved_verifier
 from bench.registry import METHODS
 from bench.run.cache import Cache
 from bench.run.diagnostics import estimate_kl
@@ -218,45 +218,84 @@ def test_kl_estimate_is_not_below_zero(lab: dict[str, Any]) -> None:
     assert kl["kl"] > -3 * kl["kl_stderr"], kl
 
 
-def test_online_counters_and_round_timings(lab: dict[str, Any]) -> None:
+STAGE_SECONDS = ("verifier_fit_s", "sample_s", "score_s", "train_s")
+
+
+def test_every_method_counts_its_compute(lab: dict[str, Any]) -> None:
+    """Each line records every counter (bench.method_api.COUNTERS), each what that method's
+    work adds up to: samples = prompts x samples x rounds, one verifier query per sample, the
+    tokens its training loops report, and stage seconds inside the training stage's time."""
     # The 40 pool pairs are on the first 40 training documents, all distinct: 40 prompts.
     task = KeywordsTask(KeywordsParams(n_train=200, n_valid=40, n_eval=30, pool_size=40))
     assert len({e.prompt for e in task.examples("train", N_PAIRS)}) == N_PAIRS
     lines = lab["lines"]
+    for method, line in lines.items():
+        counters = line["metrics"]["counters"]
+        assert set(counters) == set(COUNTERS), method
+        assert counters["pairs_used"] == N_PAIRS
+        assert all(counters[stage] >= 0 for stage in STAGE_SECONDS), method
+        assert sum(counters[stage] for stage in STAGE_SECONDS) <= line["timings"]["train"]
 
-    # online_dpo_oracle: R = 2 rounds x K = 4 samples x 40 prompts = 320 samples, each scored once.
-    oracle = lines["online_dpo_oracle"]
-    assert oracle["metrics"]["counters"] == {
+    def counted(method: str) -> dict[str, float]:
+        counters = lines[method]["metrics"]["counters"]
+        return {k: v for k, v in counters.items() if k not in STAGE_SECONDS}
+
+    # online_dpo_oracle: R = 2 rounds x K = 4 samples x 40 prompts = 320 samples, each scored
+    # once; the policy's tokens are its two rounds' loops'; the oracle trains no tokens.
+    oracle = lines["online_dpo_oracle"]["metrics"]
+    rounds = oracle["train"]["rounds"]
+    assert len(rounds) == 2 and all(0 < r["pairs_built"] <= 40 for r in rounds)
+    assert counted("online_dpo_oracle") == {
         "pairs_used": 40,
         "samples_generated": 320,
         "rm_queries": 320,
+        "tokens_trained": sum(r["train_tokens"] for r in rounds),
+        "verifier_tokens_trained": 0,
     }
-    rounds = oracle["metrics"]["train"]["rounds"]
-    assert len(rounds) == 2
-    for r in rounds:
-        assert {"sample_s", "score_s", "train_s", "pairs_built", "final_loss"} <= set(r)
-        assert min(r["sample_s"], r["score_s"], r["train_s"]) >= 0
-        assert 0 < r["pairs_built"] <= 40  # at most one (best, worst) pair per prompt
-    # The rounds are part of the training stage's wall time.
-    assert (
-        sum(r["sample_s"] + r["score_s"] + r["train_s"] for r in rounds)
-        <= oracle["timings"]["train"]
-    )
+    assert min(r["train_tokens"] for r in rounds) > 0
+    assert min(oracle["counters"][stage] for stage in ("sample_s", "train_s")) > 0
 
     # online_dpo_implicit: 1 round x 4 samples x 40 prompts; init from offline DPO, whose
-    # ceil(40 / 32) = 2 steps of one epoch are reported.
+    # ceil(40 / 32) = 2 steps of one epoch are the policy's too; its `dpo` verifier is a DPO
+    # policy of its own, whose tokens are the verifier's.
     implicit = lines["online_dpo_implicit"]["metrics"]
-    assert implicit["counters"] == {"pairs_used": 40, "samples_generated": 160, "rm_queries": 160}
-    assert len(implicit["train"]["rounds"]) == 1
     assert implicit["train"]["init_dpo"]["train_steps"] == 2
+    (round_report,) = implicit["train"]["rounds"]
+    assert counted("online_dpo_implicit") == {
+        "pairs_used": 40,
+        "samples_generated": 160,
+        "rm_queries": 160,
+        "tokens_trained": implicit["train"]["init_dpo"]["train_tokens"]
+        + round_report["train_tokens"],
+        "verifier_tokens_trained": implicit["train"]["rm_train"]["train_tokens"],
+    }
+    assert implicit["counters"]["verifier_fit_s"] > 0
 
     # filter: N = 4 samples x 40 prompts, once; it keeps at most one per prompt.
     filtered = lines["filter"]["metrics"]
-    assert filtered["counters"] == {"pairs_used": 40, "samples_generated": 160, "rm_queries": 160}
     assert 0 < filtered["train"]["kept"] <= 40
+    assert counted("filter") == {
+        "pairs_used": 40,
+        "samples_generated": 160,
+        "rm_queries": 160,
+        "tokens_trained": filtered["train"]["train_tokens"],
+        "verifier_tokens_trained": 0,
+    }
 
-    # Offline methods sample nothing and query no verifier.
-    assert lines["dpo"]["metrics"]["counters"] == {"pairs_used": 40}
+    # Offline DPO samples nothing and queries no verifier; SFT at epochs 0 does nothing at all;
+    # best-of-N trains nothing here, its samples are at inference (4 per evaluation prompt).
+    none = {name: 0 for name in COUNTERS if name not in STAGE_SECONDS}
+    assert counted("dpo") == {
+        **none,
+        "pairs_used": 40,
+        "tokens_trained": lines["dpo"]["metrics"]["train"]["train_tokens"],
+    }
+    assert lines["dpo"]["metrics"]["counters"]["train_s"] > 0
+    assert lines["sft"]["metrics"]["counters"] == {**dict.fromkeys(COUNTERS, 0), "pairs_used": 40}
+    assert counted("best_of_n") == {**none, "pairs_used": 40}
+    assert lines["best_of_n"]["metrics"]["eval_samples_per_prompt"] == 4
+    for method in TRAINED:
+        assert lines[method]["metrics"]["eval_samples_per_prompt"] == 1
 
 
 def test_best_of_n_variants_are_judged(lab: dict[str, Any]) -> None:
@@ -332,14 +371,15 @@ def test_the_same_online_cell_twice_in_fresh_caches_is_identical(lab: dict[str, 
     (second,) = result_lines(root / "results2").values()
     assert second["outcomes"] == first["outcomes"]
     assert second["rewards"] == first["rewards"]
-    for key in ("kl", "reward_model", "counters"):
+    for key in ("kl", "reward_model"):
         assert second["metrics"][key] == first["metrics"][key]
-    strip = ("sample_s", "score_s", "train_s")
-    assert [
-        {k: v for k, v in r.items() if k not in strip} for r in second["metrics"]["train"]["rounds"]
-    ] == [
-        {k: v for k, v in r.items() if k not in strip} for r in first["metrics"]["train"]["rounds"]
+    # Every count is the same; only the wall seconds differ.
+    counts = [
+        {k: v for k, v in line["metrics"]["counters"].items() if k not in STAGE_SECONDS}
+        for line in (first, second)
     ]
+    assert counts[0] == counts[1]
+    assert second["metrics"]["train"]["rounds"] == first["metrics"]["train"]["rounds"]
     # The trained policies themselves are bit-identical.
     cell = cell_of(lab["suite"], "online_dpo_oracle")
     key = Runner(Cache(lab["cache"]), None).keys(cell).policy

@@ -193,7 +193,7 @@ class Runner:
         return [PreferencePair(*row) for row in meta["pairs"][:n]]
 
     def _policy(self, cell: Cell, task: Task, keys: StageKeys) -> dict[str, Any]:
-        from bench.method_api import MethodContext, MethodTask
+        from bench.method_api import COUNTERS, MethodContext, MethodTask
 
         entry = METHODS.get(cell.method.method)
         pairs = self.pairs(cell)
@@ -220,7 +220,12 @@ class Runner:
             metrics = entry.fn(ctx, entry.config(**cell.method.config)) or {}
             return {
                 "metrics": metrics,
-                "counters": {"pairs_used": len(pairs), **ctx.counters},
+                # Every counter, 0 where the method did none of that work.
+                "counters": {
+                    **dict.fromkeys(COUNTERS, 0),
+                    "pairs_used": len(pairs),
+                    **ctx.counters,
+                },
                 "oracles": view.oracles_used,
             }
 

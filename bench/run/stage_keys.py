@@ -15,10 +15,15 @@ from bench.run.hashing import content_hash
 CACHE_VERSION = 1
 """Part of every stage's cache key: bump when a stage's code changes what it produces."""
 
-RECORD_VERSION = 8
+RECORD_VERSION = 9
 """Part of a cell record's key: bump when the result line gains or changes a field (7: a
 best-of-N variant's mean reward counts invalid outputs at the judge's worst score; 8:
-`metrics.oracles` and `metrics.eval_samples_per_prompt`)."""
+`metrics.oracles` and `metrics.eval_samples_per_prompt`; 9: every compute counter in
+`metrics.counters`)."""
+
+POLICY_VERSION = 2
+"""Part of the policy stage's key: bump when what training records changes (2: the compute
+counters, `bench.method_api.COUNTERS`)."""
 
 JUDGMENTS_VERSION = 3
 """Part of the judgments stage's key: bump when what it records changes (2: order_answers;
@@ -92,6 +97,7 @@ def stage_keys(config: dict[str, Any], data_fingerprint: str | None) -> StageKey
         {
             "v": CACHE_VERSION,
             "stage": "policy",
+            "policy": POLICY_VERSION,
             "pool": pool,
             "budget": config["budget"],
             "method": {

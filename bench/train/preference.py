@@ -17,6 +17,7 @@ through the policy together in one forward pass.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -166,34 +167,38 @@ def train_dpo_policy(
     *,
     cache_reference: bool = True,
     desc: str = "dpo",
+    trains: Literal["policy", "verifier"] = "policy",
 ) -> dict[str, float]:
     """DPO on `pairs`, starting from `model` (default: the base policy, loaded here) with the
     base policy as the reference; saves to `out_dir` when given. The online methods call this
-    on the pairs they build each round (reference log-probs not cached then: they are new)."""
-    from bench.train import training
+    on the pairs they build each round (reference log-probs not cached then: they are new).
+
+    Counted (`MethodContext.train_loop`): the loop's tokens as the policy's, or as the
+    verifier's when it `trains` the `dpo` verifier; a policy's whole training, reference
+    log-probs included, in `train_s`."""
     from bench.train.modeling import disable_dropout, load_causal_lm, load_tokenizer
 
-    tokenizer = load_tokenizer(ctx.base_model_dir)
-    reference_model = load_causal_lm(ctx.base_model_dir).eval()
-    reference = reference_logps(ctx, reference_model, tokenizer, pairs, cached=cache_reference)
-    del reference_model
-    if model is None:
-        model = load_causal_lm(ctx.base_model_dir)
-    disable_dropout(model)
-    examples = [
-        (pair, reference["chosen"][i], reference["rejected"][i]) for i, pair in enumerate(pairs)
-    ]
-    loop = ctx.loop_config(cfg)
-    report = training.run(
-        model,
-        examples,
-        lambda rows: collate_pairs(tokenizer, rows),
-        dpo_batch_loss(cfg.beta, cfg.loss),
-        loop,
-        scratch_dir=ctx.scratch_dir if out_dir == ctx.output_dir else None,
-        desc=desc,
-        progress=ctx.progress,
-    )
+    with ctx.timed("train") if trains == "policy" else contextlib.nullcontext():
+        tokenizer = load_tokenizer(ctx.base_model_dir)
+        reference_model = load_causal_lm(ctx.base_model_dir).eval()
+        reference = reference_logps(ctx, reference_model, tokenizer, pairs, cached=cache_reference)
+        del reference_model
+        if model is None:
+            model = load_causal_lm(ctx.base_model_dir)
+        disable_dropout(model)
+        examples = [
+            (pair, reference["chosen"][i], reference["rejected"][i]) for i, pair in enumerate(pairs)
+        ]
+        report = ctx.train_loop(
+            model,
+            examples,
+            lambda rows: collate_pairs(tokenizer, rows),
+            dpo_batch_loss(cfg.beta, cfg.loss),
+            ctx.loop_config(cfg),
+            desc=desc,
+            trains=trains,
+            resumable=out_dir == ctx.output_dir,
+        )
     if out_dir is not None:
         model.save_pretrained(out_dir)
     return report.summary()
@@ -205,29 +210,38 @@ def fit_verifier(ctx: MethodContext, spec: RewardModelSpec) -> tuple[RewardModel
 
     `global` and `local` verifiers are trained by `bench.train.reward_models`; a `dpo` one is the
     implicit reward of an offline DPO policy trained here on the same pairs, kept inside the
-    verifier's folder."""
-    if spec.kind == "dpo":
-        from bench.train.modeling import load_tokenizer
-
-        policy_dir = ctx.verifier_dir / "policy"
-        dpo_cfg = DPOConfig(
-            beta=spec.beta, lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size
+    verifier's folder. Counted: the wall seconds in `verifier_fit_s`, the tokens through the
+    verifier's training passes in `verifier_tokens_trained` (none for the oracle, a Newton fit
+    on features)."""
+    with ctx.timed("verifier_fit"):
+        if spec.kind == "dpo":
+            return _fit_dpo_verifier(ctx, spec)
+        model, metrics = train_reward_model(
+            spec,
+            ctx.task,
+            ctx.pairs,
+            ctx.base_model_dir,
+            ctx.seed,
+            progress=ctx.progress,
+            micro_batch_size=ctx.micro_batch_size,
         )
-        metrics = train_dpo_policy(ctx, dpo_cfg, ctx.pairs, policy_dir, desc="rm dpo")
-        load_tokenizer(ctx.base_model_dir).save_pretrained(policy_dir)
-        ctx.save_implicit_verifier(policy_dir, beta=spec.beta)
-        return load_reward_model(ctx.verifier_dir, ctx.task), metrics
-    model, metrics = train_reward_model(
-        spec,
-        ctx.task,
-        ctx.pairs,
-        ctx.base_model_dir,
-        ctx.seed,
-        progress=ctx.progress,
-        micro_batch_size=ctx.micro_batch_size,
+        ctx.count("verifier_tokens_trained", metrics.get("train_tokens", 0))
+        ctx.save_verifier(model)
+        return model, metrics
+
+
+def _fit_dpo_verifier(ctx: MethodContext, spec: RewardModelSpec) -> tuple[RewardModel, dict]:
+    """The `dpo` verifier: an offline DPO policy on the budget's pairs, its implicit reward."""
+    from bench.train.modeling import load_tokenizer
+
+    policy_dir = ctx.verifier_dir / "policy"
+    dpo_cfg = DPOConfig(beta=spec.beta, lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size)
+    metrics = train_dpo_policy(
+        ctx, dpo_cfg, ctx.pairs, policy_dir, desc="rm dpo", trains="verifier"
     )
-    ctx.save_verifier(model)
-    return model, metrics
+    load_tokenizer(ctx.base_model_dir).save_pretrained(policy_dir)
+    ctx.save_implicit_verifier(policy_dir, beta=spec.beta)
+    return load_reward_model(ctx.verifier_dir, ctx.task), metrics
 
 
 def unique_prompts(pairs: list[PreferencePair]) -> list[str]:

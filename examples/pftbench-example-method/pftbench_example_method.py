@@ -5,9 +5,10 @@ its "chosen" side only repeats the base policy's own sample. This variant of `me
 trains on the chosen completions of the other pairs (`skip_identical`), so that every step
 follows a label.
 
-It is written against pftbench's public method API only (`bench.method_api.MethodContext`,
-`bench.registry.register_method`, `bench.train.training.run`, `bench.train.modeling`), and imports
-torch inside `train` only, so that validating a suite that lists it stays fast.
+It is written against pftbench's public method API only (`bench.method_api.MethodContext`, whose
+`train_loop` runs `bench.train.training.run` and counts its tokens and seconds,
+`bench.registry.register_method`, `bench.train.modeling`), and imports torch inside `train` only,
+so that validating a suite that lists it stays fast.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ def informative_pairs(pairs: list[PreferencePair], skip_identical: bool) -> list
 
 @register_method("example_sft_chosen", config=ExampleSFTChosenConfig)
 def train(ctx: MethodContext, cfg: ExampleSFTChosenConfig) -> dict[str, float]:
-    from bench.train import training
     from bench.train.modeling import encode_completions, load_causal_lm, load_tokenizer, sft_loss
 
     pairs = informative_pairs(ctx.pairs, cfg.skip_identical)
@@ -55,17 +55,9 @@ def train(ctx: MethodContext, cfg: ExampleSFTChosenConfig) -> dict[str, float]:
         )
 
     loop = ctx.loop_config(cfg)
-    report = training.run(
-        model,
-        pairs,
-        collate,
-        sft_loss,
-        loop,
-        scratch_dir=ctx.scratch_dir,
-        desc="example_sft_chosen",
-        progress=ctx.progress,
+    report = ctx.train_loop(
+        model, pairs, collate, sft_loss, loop, desc="example_sft_chosen", resumable=True
     )
-    ctx.counters["pairs_used"] = len(ctx.pairs)
     model.save_pretrained(ctx.output_dir)
     tokenizer.save_pretrained(ctx.output_dir)
     return {**report.summary(), "informative_pairs": len(pairs)}
