@@ -6,7 +6,7 @@ Prints, per lab suite: winrates pooled over seeds (method x budget), the paired 
 every online method against offline DPO (seeds x prompts, 95% CI: the H6 test), each verifier's
 held-out accuracy and Bradley-Terry likelihood, KL(policy || SFT) and output length, and the
 BoN@N curve; then the views of `bench.report.views` over the chosen suites: the verifiers with
-seed intervals, mean reward against KL, and Tajwar et al.'s 2x2 where a suite has it.
+seed intervals, mean reward against KL, Tajwar et al.'s 2x2 where a suite has it, and compute.
 Everything is recomputed from the per-prompt outcomes the result lines keep.
 """
 
@@ -165,6 +165,7 @@ def main() -> None:
         views.markdown_verifiers(views.verifier_table(chosen)),
         views.markdown_reward_kl(views.reward_kl_table(chosen)),
         views.markdown_quadrants(views.quadrant_table(chosen)),
+        views.markdown_compute(views.compute_table(chosen)),
     ):
         if view:
             print("\n" + view)

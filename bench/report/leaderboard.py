@@ -527,7 +527,7 @@ def _method_by_budget(
     by_cell = {(record["method"], record["budget"]): record for record in section}
     header = ["method"] + [_budget_header(budget, n_pairs_of[budget]) for budget in budgets]
     rows = [
-        [method + (ORACLE_MARK if method in oracles else "") + _cost_mark(costs[method])]
+        [method + (ORACLE_MARK if method in oracles else "") + cost_mark(costs[method])]
         + [
             format_cell(by_cell[method, budget]) if (method, budget) in by_cell else MISSING
             for budget in budgets
@@ -537,7 +537,7 @@ def _method_by_budget(
     return markdown_table(header, rows)
 
 
-def _cost_mark(samples: float) -> str:
+def cost_mark(samples: float) -> str:
     """` (16 samples/prompt)` after a method that decodes more than one sample per prompt at
     inference (best-of-N), against one greedy decode for the others."""
     if samples <= 1:
@@ -699,6 +699,7 @@ def render(results_dir: Path, out: Path) -> str:
         views.markdown_verifiers(views.verifier_table(lines)),
         views.markdown_reward_kl(views.reward_kl_table(lines)),
         views.markdown_quadrants(views.quadrant_table(lines)),
+        views.markdown_compute(views.compute_table(lines)),
     ):
         if view:
             tables += "\n" + view

@@ -3,7 +3,9 @@
 It opens from disk with no server and fetches nothing: the CSS, the script and the plots (SVG
 drawn here, no plotting library) are inline. Per suite it shows a winrate-against-budget plot
 with 95% CIs, by method, and a sortable table whose rows expand into their provenance; then the
-online-minus-offline gap per task (`bench.report.leaderboard.gap_table`), one plot panel per suite.
+online-minus-offline gap per task (`bench.report.leaderboard.gap_table`), one plot panel per suite;
+reward against KL; and compute (`bench.report.views.compute_table`): mean reward against the
+tokens trained and the samples generated, with every counter in a table.
 Every number comes from `bench.report.leaderboard`, so the page and `leaderboard/README.md` agree.
 
 Everything taken from a result line is HTML-escaped: the page renders submitted files and must
@@ -17,7 +19,7 @@ import html
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from bench.report.leaderboard import (
     ORACLE_EXPLANATION,
     cell_lines,
     cell_table,
+    cost_mark,
     gap_table,
     interval_text,
     is_oracle,
@@ -41,7 +44,14 @@ from bench.report.leaderboard import (
     task_of,
 )
 from bench.report.results import ResultLine, load_results
-from bench.report.views import reward_kl_table
+from bench.report.views import (
+    STAGE_SECONDS,
+    compute_table,
+    count_text,
+    reward_kl_table,
+    seconds_text,
+    tokens_trained,
+)
 from bench.run.cache import atomic_write_text
 
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -131,7 +141,8 @@ def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
         )
         body.append(
             f'<nav><ul>{links}<li><a href="#gap">online minus offline</a></li>'
-            '<li><a href="#reward-kl">reward against KL</a></li></ul></nav>'
+            '<li><a href="#reward-kl">reward against KL</a></li>'
+            '<li><a href="#compute">compute</a></li></ul></nav>'
         )
     body.append("</header><main>")
     if not sections:
@@ -140,6 +151,7 @@ def render_html(lines: Sequence[ResultLine], *, source: str = "results") -> str:
         body.append(_suite_section(key, rows, styles, mdes.get(key, "")))
     body.append(_gap_section(gap_panels, styles, online_method_ids(gaps)))
     body.append(_reward_kl_section(reward_kl_table(lines), styles))
+    body.append(_compute_section(compute_table(lines), styles))
     body.append(
         f"</main><footer><p>Generated from the {len(lines)} result lines in "
         f"<code>{_e(source)}/*.jsonl</code> by <code>pftbench leaderboard</code>. Each line "
@@ -442,6 +454,146 @@ def _reward_kl_section(table: pd.DataFrame, styles: dict[str, SeriesStyle]) -> s
     return "".join(parts)
 
 
+def _compute_section(table: pd.DataFrame, styles: dict[str, SeriesStyle]) -> str:
+    """Per suite, each cell's mean reward against what its training spent: the tokens through
+    training passes (policy and verifier, log scale) and the samples generated; one point per
+    method and budget, a method's budgets joined; then the table of every counter."""
+    intro = (
+        '<section id="compute"><h2>Compute</h2><p>What each cell spent beside what it got, so '
+        "that methods can be compared at equal compute as well as at equal pairs: its mean "
+        "reward (95% CI) against the non-padding tokens through training passes of the policy "
+        "and the verifier together, and against the samples it generated from its policy in "
+        "training; the mean over seeds of what its lines count (<code>metrics.counters</code>). "
+        "Inference is not in them: a method that decodes N samples per evaluation prompt "
+        "(best-of-N) says so after its name. A cell that trained no tokens (the SFT policy) "
+        "has no place on a log axis, and a cell whose lines predate a counter none on its plot: "
+        "each plot names those it leaves out. - in the table: not recorded.</p>"
+    )
+    if table.empty:
+        return intro + '<p class="none">No results yet.</p></section>'
+    parts = [intro]
+    for (suite, version), section in table.groupby(["suite", "suite_version"], sort=False):
+        order = {method: i for i, method in enumerate(dict.fromkeys(section["method"]))}
+        records = sorted(
+            section.to_dict("records"), key=lambda r: (order[r["method"]], r["n_pairs"])
+        )
+        names = {
+            r["method"]: r["method"] + cost_mark(r["eval_samples_per_prompt"]) for r in records
+        }
+        named_styles = {names[method]: styles[method] for method in names}
+        for x_of, x_label, title, log_x in (
+            (tokens_trained, "tokens trained, policy + verifier (log scale)", "tokens", True),
+            (_samples_generated, "samples generated in training", "samples", False),
+        ):
+            series, left_out = _compute_series(records, names, x_of, log_x)
+            parts.append(
+                '<figure class="plot">'
+                + scatter_plot(
+                    series,
+                    styles=named_styles,
+                    title=f"{suite} v{version}: mean reward against training {title}",
+                    x_label=x_label,
+                    y_label="mean reward",
+                    log_x=log_x,
+                )
+                + (
+                    f'<figcaption class="muted">Not drawn: {_e("; ".join(left_out))}.</figcaption>'
+                    if left_out
+                    else ""
+                )
+                + "</figure>"
+            )
+        parts.append(_compute_table_html(suite, version, records))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _samples_generated(record: dict[str, Any]) -> float:
+    return record["samples_generated"]
+
+
+def _compute_series(
+    records: list[dict[str, Any]],
+    names: dict[str, str],
+    x_of: Callable[[dict[str, Any]], float],
+    log_x: bool,
+) -> tuple[dict[str, list[XYPoint]], list[str]]:
+    """One compute plot's series (by the method's shown name), one point per budget (one for a
+    policy the same at every budget), and the cells it leaves out, with why."""
+    series: dict[str, list[XYPoint]] = {}
+    left_out: dict[str, dict[str, list[str]]] = {}
+    seen: set[tuple] = set()
+    for record in records:
+        x, name = x_of(record), names[record["method"]]
+        if _missing(record["reward"]):
+            continue  # no rewards recorded: nothing to draw, as in the tables
+        if _missing(x) or (log_x and x <= 0):
+            why = "not recorded" if _missing(x) else "none trained"
+            left_out.setdefault(why, {}).setdefault(record["method"], []).append(record["budget"])
+            continue
+        same = (name, x, record["reward"])
+        if same in seen:
+            continue
+        seen.add(same)
+        series.setdefault(name, []).append(
+            XYPoint(
+                x,
+                0.0,
+                record["reward"],
+                record["reward_low"],
+                record["reward_high"],
+                f"{record['method']} at {record['budget']}: reward "
+                f"{interval_text(record['reward'], record['reward_low'], record['reward_high'])}, "
+                f"{count_text(record['tokens_trained'])} policy and "
+                f"{count_text(record['verifier_tokens_trained'])} verifier tokens trained, "
+                f"{count_text(record['samples_generated'])} samples generated",
+            )
+        )
+    return series, [
+        f"{why}: "
+        + ", ".join(f"{method} ({', '.join(budgets)})" for method, budgets in methods.items())
+        for why, methods in left_out.items()
+    ]
+
+
+def _compute_table_html(suite: str, version: int, records: list[dict[str, Any]]) -> str:
+    """A suite's compute table: per cell, what it got and every counter (means over seeds)."""
+    header = (
+        "<th>method</th><th>budget</th><th class='num'>seeds</th>"
+        "<th class='num'>winrate [95% CI]</th><th class='num'>mean reward [95% CI]</th>"
+        "<th class='num'>eval samples/prompt</th><th class='num'>samples</th>"
+        "<th class='num'>verifier queries</th><th class='num'>tokens: policy</th>"
+        "<th class='num'>tokens: verifier</th><th class='num'>verifier fit s</th>"
+        "<th class='num'>sample s</th><th class='num'>score s</th><th class='num'>train s</th>"
+    )
+    rows = []
+    for record in records:
+        numbers = [
+            interval_text(record["winrate"], record["winrate_low"], record["winrate_high"]),
+            interval_text(record["reward"], record["reward_low"], record["reward_high"]),
+            f"{record['eval_samples_per_prompt']:g}",
+            count_text(record["samples_generated"]),
+            count_text(record["rm_queries"]),
+            count_text(record["tokens_trained"]),
+            count_text(record["verifier_tokens_trained"]),
+            *(seconds_text(record[name]) for name in STAGE_SECONDS),
+        ]
+        rows.append(
+            f'<tr class="compute-row" data-method="{_e(record["method"])}" '
+            f'data-budget="{_e(record["budget"])}"><td>{_e(record["method"])}'
+            + (_ORACLE_BADGE if record["oracle"] else "")
+            + f"</td><td>{_e(record['budget'])}</td>"
+            f'<td class="num">{_seeds_cell(record["seeds"])}</td>'
+            + "".join(f'<td class="num">{_e(number)}</td>' for number in numbers)
+            + "</tr>"
+        )
+    return (
+        f'<div class="scroll"><table class="compute" data-suite="{_e(suite)}" '
+        f'data-suite-version="{_e(version)}"><thead><tr>{header}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
 def _gap_series(records: list[dict[str, Any]]) -> dict[str, list[Point]]:
     """One panel's series: per online method, its difference from the baseline by budget."""
     series: dict[str, list[Point]] = {}
@@ -721,26 +873,42 @@ def scatter_plot(
     x_label: str,
     y_label: str,
     width: int = _PAGE_WIDTH,
+    log_x: bool = False,
 ) -> str:
     """An inline SVG of one series per name on two continuous axes: each point a marker with
     its y CI and its x error as bars, a series' points joined in order of x. For reward
-    against KL: a series above another at equal x does better at the same cost."""
+    against KL: a series above another at equal x does better at the same cost. `log_x`: a
+    logarithmic x axis (every x > 0), ticked at powers of ten, for counts that span decades."""
     points = [point for values in series.values() for point in values]
     if not points:
         return f'<p class="none">{_e(title)}: nothing to plot.</p>'
-    x_lo, x_hi = _span([v for p in points for v in (p.x - p.x_err, p.x + p.x_err)])
-    if min(p.x for p in points) >= 0:
-        x_lo = max(x_lo, 0.0)  # a KL, a count: nothing below 0 to show
+    if log_x:
+        x_lo, x_hi, x_ticks = _log_axis([p.x for p in points])
+    else:
+        x_lo, x_hi = _span([v for p in points for v in (p.x - p.x_err, p.x + p.x_err)])
+        if min(p.x for p in points) >= 0:
+            x_lo = max(x_lo, 0.0)  # a KL, a count: nothing below 0 to show
+        x_step = _nice_step(x_hi - x_lo)
+        x_lo, x_hi = math.floor(x_lo / x_step) * x_step, math.ceil(x_hi / x_step) * x_step
+        x_ticks = [
+            (x_lo + index * x_step, _step_text(x_lo + index * x_step, x_step))
+            for index in range(round((x_hi - x_lo) / x_step) + 1)
+        ]
     y_lo, y_hi = _span([v for p in points for v in (p.low, p.high, p.y)])
-    x_step, y_step = _nice_step(x_hi - x_lo), _nice_step(y_hi - y_lo)
-    x_lo, x_hi = math.floor(x_lo / x_step) * x_step, math.ceil(x_hi / x_step) * x_step
+    y_step = _nice_step(y_hi - y_lo)
     y_lo, y_hi = math.floor(y_lo / y_step) * y_step, math.ceil(y_hi / y_step) * y_step
     legend_x = width - 12 - _LEGEND_SWATCH - 8 - _LEGEND_CHAR * max(map(len, series))
     plot_right = legend_x - 24
     height = max(_HEIGHT, _TOP + 8 + _LEGEND_ROW * len(series) + 8)
 
+    def axis_x(u: float) -> float:
+        """The px of `u` in axis units (log10 of x on a log axis)."""
+        return _LEFT + 16 + (u - x_lo) / (x_hi - x_lo) * (plot_right - _LEFT - 32)
+
     def px(x: float) -> float:
-        return _LEFT + 16 + (x - x_lo) / (x_hi - x_lo) * (plot_right - _LEFT - 32)
+        if not log_x:
+            return axis_x(x)
+        return axis_x(math.log10(x)) if x > 0 else axis_x(x_lo)
 
     def py(y: float) -> float:
         return _TOP + (y_hi - y) / (y_hi - y_lo) * (height - _TOP - _BOTTOM)
@@ -753,12 +921,11 @@ def scatter_plot(
             f'class="grid"/><text x="{_LEFT - 6}" y="{py(y) + 4:.1f}" class="tick" '
             f'text-anchor="end">{_step_text(y, y_step)}</text>'
         )
-    for index in range(round((x_hi - x_lo) / x_step) + 1):
-        x = x_lo + index * x_step
+    for u, text in x_ticks:
         parts.append(
-            f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{_TOP}" y2="{height - _BOTTOM}" '
-            f'class="grid"/><text x="{px(x):.1f}" y="{height - _BOTTOM + 16}" class="tick" '
-            f'text-anchor="middle">{_step_text(x, x_step)}</text>'
+            f'<line x1="{axis_x(u):.1f}" x2="{axis_x(u):.1f}" y1="{_TOP}" y2="{height - _BOTTOM}" '
+            f'class="grid"/><text x="{axis_x(u):.1f}" y="{height - _BOTTOM + 16}" class="tick" '
+            f'text-anchor="middle">{_e(text)}</text>'
         )
     parts.append(_axis_titles(plot_right, height, x_label, y_label))
     for index, (name, values) in enumerate(series.items()):
@@ -777,6 +944,23 @@ def scatter_plot(
         parts.append(_legend_entry(style, name, legend_x, _TOP + 8 + _LEGEND_ROW * index) + "</g>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _log_axis(xs: list[float]) -> tuple[float, float, list[tuple[float, str]]]:
+    """A log axis over positive `xs`: its ends in log10 units, with a margin, and its ticks
+    (log10 of the value, the value's text): every power of ten inside, and 2 and 5 times them
+    too when the axis spans less than two decades."""
+    lo, hi = math.log10(min(xs)), math.log10(max(xs))
+    margin = 0.08 * (hi - lo) if hi > lo else 0.5
+    lo, hi = lo - margin, hi + margin
+    factors = (1, 2, 5) if hi - lo < 2 else (1,)
+    ticks = [
+        (math.log10(factor * 10.0**power), count_text(factor * 10.0**power))
+        for power in range(math.floor(lo), math.ceil(hi) + 1)
+        for factor in factors
+        if lo <= math.log10(factor * 10.0**power) <= hi
+    ]
+    return lo, hi, ticks
 
 
 def _svg_head(width: int, height: int, title: str, css_class: str | None = None) -> str:

@@ -14,6 +14,10 @@ page (`bench.report.leaderboard.render`) and `benchmarks/lab_summary.py` print t
   declared where it registered (`family`, `negative_gradient`): off-policy without a negative
   gradient (SFT on the chosen: `sft` with epochs > 0), off-policy with one (`dpo`), on-policy
   without (`filter`) and on-policy with (`online_dpo`), the on-policy pair sharing one verifier.
+- `compute_table`: each cell's winrate and mean reward beside what it cost
+  (`metrics.counters`: samples generated, verifier queries, tokens trained by the policy and
+  by the verifier, wall seconds per stage; and the samples it decodes per evaluation prompt),
+  so that "online wins" can be read at equal compute as well as at equal pairs.
 """
 
 from __future__ import annotations
@@ -25,16 +29,19 @@ from typing import Any
 
 import pandas as pd
 
+from bench.method_api import COUNTERS
 from bench.registry import METHODS
 from bench.report.leaderboard import (
     MISSING,
     ONLINE_FAMILY,
     ORACLE_MARK,
     cell_lines,
+    cost_mark,
     family_of,
     interval_text,
     is_oracle,
     markdown_table,
+    samples_per_prompt,
 )
 from bench.report.results import ResultLine
 from bench.report.stats import student_t_quantile
@@ -72,6 +79,31 @@ REWARD_KL_COLUMNS = [
     "reward",
     "reward_low",
     "reward_high",
+]
+
+COMPUTE_COUNTERS = tuple(name for name in COUNTERS if name != "pairs_used")
+"""The counters the compute view shows (the pairs are the budget's, in its own column)."""
+
+STAGE_SECONDS = ("verifier_fit_s", "sample_s", "score_s", "train_s")
+"""The counters that are wall seconds of a stage of training."""
+
+COMPUTE_COLUMNS = [
+    "suite",
+    "suite_version",
+    "method",
+    "method_id",
+    "oracle",
+    "budget",
+    "n_pairs",
+    "seeds",
+    "winrate",
+    "winrate_low",
+    "winrate_high",
+    "reward",
+    "reward_low",
+    "reward_high",
+    "eval_samples_per_prompt",
+    *COMPUTE_COUNTERS,
 ]
 
 QUADRANTS = {
@@ -369,7 +401,131 @@ def _quadrant_text(record: dict[str, Any]) -> str:
     return f"{record['method']}: {reward}"
 
 
+# -- compute ------------------------------------------------------------------------------------
+def compute_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
+    """One row per cell: its pooled winrate and mean reward (crossed seeds x prompts intervals)
+    and, per counter of COMPUTE_COUNTERS, the mean over its seeds of `metrics.counters`; NaN
+    where a seed's line does not record that counter (lines written before it was counted).
+    `eval_samples_per_prompt` is the inference cost (`leaderboard.samples_per_prompt`:
+    best-of-N decodes N per evaluation prompt, the others 1), the largest over seeds."""
+    rows = []
+    for (suite, version, _, _, method, budget), by_seed in cell_lines(lines).items():
+        seed_lines = [by_seed[seed] for seed in sorted(by_seed)]
+        numbers = pool(seed_lines)
+        winrate, reward = numbers.winrate, numbers.mean_reward
+        counters = [line.metrics.get("counters") or {} for line in seed_lines]
+        rows.append(
+            {
+                "suite": suite,
+                "suite_version": version,
+                "method": method,
+                "method_id": seed_lines[0].method_id,
+                "oracle": any(is_oracle(line) for line in seed_lines),
+                "budget": budget,
+                "n_pairs": seed_lines[0].n_pairs,
+                "seeds": sorted(by_seed),
+                "winrate": winrate.value if winrate else math.nan,
+                "winrate_low": winrate.low if winrate else math.nan,
+                "winrate_high": winrate.high if winrate else math.nan,
+                "reward": reward.value if reward else math.nan,
+                "reward_low": reward.low if reward else math.nan,
+                "reward_high": reward.high if reward else math.nan,
+                "eval_samples_per_prompt": max(samples_per_prompt(line) for line in seed_lines),
+                **{name: _seed_mean(counters, name) for name in COMPUTE_COUNTERS},
+            }
+        )
+    return pd.DataFrame(rows, columns=COMPUTE_COLUMNS)
+
+
+def tokens_trained(record: dict[str, Any]) -> float:
+    """A compute row's tokens through training passes, the policy's and the verifier's: the
+    x of the page's reward-against-tokens plot; NaN where either is not recorded."""
+    return record["tokens_trained"] + record["verifier_tokens_trained"]
+
+
+def markdown_compute(table: pd.DataFrame) -> str:
+    """Per suite: each cell's winrate and mean reward [CI] beside its samples, verifier
+    queries, tokens trained and stage seconds (means over seeds)."""
+    if table.empty:
+        return ""
+    parts = [
+        "## Compute",
+        "What each cell spent beside what it got (the winrate and mean reward [95% CI] of the "
+        "tables above), so that methods can be compared at equal compute as well as at equal "
+        "pairs. Counted during training (`metrics.counters`), the mean over seeds: samples "
+        "generated from the policy, verifier queries (samples scored), non-padding tokens "
+        "through training passes of the policy and of the verifier, and wall seconds fitting "
+        "the verifier, sampling, scoring and training the policy. Inference is not in them: "
+        "a method that decodes N samples per evaluation prompt (best-of-N) says so after its "
+        f"name. {MISSING}: not recorded (lines written before the counter existed).",
+    ]
+    for (suite, version), section in table.groupby(["suite", "suite_version"], sort=False):
+        order = {method: i for i, method in enumerate(dict.fromkeys(section["method"]))}
+        records = sorted(
+            section.to_dict("records"), key=lambda r: (order[r["method"]], r["n_pairs"])
+        )
+        rows = [
+            [
+                record["method"]
+                + (ORACLE_MARK if record["oracle"] else "")
+                + cost_mark(record["eval_samples_per_prompt"]),
+                record["budget"],
+                interval_text(record["winrate"], record["winrate_low"], record["winrate_high"]),
+                interval_text(record["reward"], record["reward_low"], record["reward_high"]),
+                count_text(record["samples_generated"]),
+                count_text(record["rm_queries"]),
+                f"{count_text(record['tokens_trained'])} / "
+                f"{count_text(record['verifier_tokens_trained'])}",
+                " / ".join(seconds_text(record[name]) for name in STAGE_SECONDS),
+            ]
+            for record in records
+        ]
+        header = [
+            "method",
+            "budget",
+            "winrate [95% CI]",
+            "mean reward [95% CI]",
+            "samples",
+            "verifier queries",
+            "tokens trained (policy / verifier)",
+            "seconds (verifier fit / sample / score / train)",
+        ]
+        parts.append(f"### {suite} v{version}")
+        parts.append(markdown_table(header, rows))
+    return "\n\n".join(parts) + "\n"
+
+
+def count_text(value: float) -> str:
+    """A count to three significant figures: `320`, `2.53k`, `1.2M`; MISSING for NaN."""
+    if _missing(value):
+        return MISSING
+    scales = ((1e9, "G"), (1e6, "M"), (1e3, "k"))
+    scale, suffix = next(((s, x) for s, x in scales if abs(value) >= s), (1.0, ""))
+    scaled = value / scale
+    return (f"{scaled:.0f}" if abs(scaled) >= 100 else f"{scaled:.3g}") + suffix
+
+
+def seconds_text(value: float) -> str:
+    """Wall seconds to three significant figures (whole ones from 1000): `0.042`, `12.3`,
+    `1520`; MISSING for NaN."""
+    if _missing(value):
+        return MISSING
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
 # -- helpers ------------------------------------------------------------------------------------
+def _seed_mean(counters: Sequence[dict[str, Any]], name: str) -> float:
+    """The mean over seeds of a counter; NaN unless every seed records it."""
+    values = [counter.get(name) for counter in counters]
+    if not values or not all(isinstance(v, (int, float)) for v in values):
+        return math.nan
+    return statistics.fmean(values)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _seed_interval(values: Sequence[float]) -> tuple[float, float, float]:
     """Mean of per-seed values with a 95% t interval over seeds; NaN bounds from one seed."""
     mean = statistics.fmean(values)
