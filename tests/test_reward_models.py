@@ -563,3 +563,34 @@ def test_logp_readout_starts_at_log_pi_and_learns_what_a_word_is_worth(
 def test_readout_options_without_a_readout_to_set_are_refused(spec: dict[str, Any]) -> None:
     with pytest.raises(ValidationError, match="is for"):
         RewardModelSpec(**spec)
+
+
+@pytest.mark.parametrize("kind", ["local", "dpo"])
+def test_fitting_a_verifier_counts_its_tokens_and_seconds(
+    base_dir: Path, tmp_path: Path, kind: str
+) -> None:
+    """`fit_verifier` counts the verifier's training, never the policy's: 4 epochs over every
+    pair's non-padding chosen and rejected tokens (the `dpo` kind trains a DPO policy of its
+    own, whose tokens are the verifier's too), and its wall seconds."""
+    from bench.method_api import MethodContext
+    from bench.run.cache import Cache
+    from bench.tasks.base import MethodTask
+    from bench.train.modeling import encode_pairs
+    from bench.train.preference import fit_verifier
+
+    ctx = MethodContext(
+        task=MethodTask(SMALL_TASK),
+        pairs=PAIRS,
+        base_model_dir=base_dir,
+        output_dir=tmp_path / "policy",
+        seed=0,
+        cache=Cache(tmp_path / "cache"),
+        base_key="tiny-base",
+        progress=False,
+    )
+    _, metrics = fit_verifier(ctx, RewardModelSpec(kind=kind, lr=0.05, epochs=4, batch_size=4))
+    tokenizer = load_tokenizer(base_dir)
+    pair_tokens = sum(int(encode_pairs(tokenizer, [p])["attention_mask"].sum()) for p in PAIRS)
+    assert ctx.counters["verifier_tokens_trained"] == metrics["train_tokens"] == 4 * pair_tokens
+    assert ctx.counters["verifier_fit_s"] > 0
+    assert set(ctx.counters) == {"verifier_tokens_trained", "verifier_fit_s"}
