@@ -124,7 +124,8 @@ def logps_and_values(module: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     """[B, T] masked log-probs and [B, T] values (V of the state before token t, masked)."""
     logits, values = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     mask = batch["mask"]
-    return completion_logps(logits, batch["input_ids"], mask), values[:, :-1] * mask
+    logps = completion_logps(logits, batch["input_ids"], mask, batch["temperature"])
+    return logps, values[:, :-1] * mask
 
 
 def ppo(cfg: PPOConfig) -> RLMethod:
@@ -141,6 +142,7 @@ def ppo(cfg: PPOConfig) -> RLMethod:
             for start in range(0, rollout.n_rows, cfg.minibatch_size):
                 part = {k: v[start : start + cfg.minibatch_size] for k, v in rows.items()}
                 part["mask"] = rollout.mask[start : start + cfg.minibatch_size]
+                part["temperature"] = rollout.temperature
                 old_values.append(logps_and_values(module, part)[1])
         values = torch.cat(old_values)
         rewards = ppo_token_rewards(

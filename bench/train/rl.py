@@ -68,7 +68,8 @@ class RolloutConfig(StrictParams):
     samples: int = Field(4, ge=1)
     """K: completions per prompt per iteration."""
     temperature: float = Field(1.0, gt=0)
-    """Sampling temperature of the rollouts (1.0 samples the policy itself)."""
+    """Sampling temperature T of the rollouts. Log-probs are taken at T too, so the policy
+    being optimised is softmax(logits / T), the one that samples (as TRL does)."""
     update_epochs: int = Field(1, ge=1)
     """Passes over each rollout; more than 1 reuses samples, which the clipped ratio corrects."""
     minibatch_size: int = Field(64, ge=1)
@@ -136,6 +137,8 @@ class Rollout:
     """[B, T] log-probs of the sampled tokens under the policy that sampled them (masked)."""
     ref_logps: torch.Tensor
     """[B, T] the same under the SFT policy (masked)."""
+    temperature: float = 1.0
+    """The sampling temperature, at which every log-prob of the rollout is taken."""
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     """Per-row tensors the method's `prepare` adds ([B] or [B, T]): advantages, returns, ..."""
 
@@ -160,21 +163,23 @@ class RLMethod:
     holding it beside a value model; the policy alone samples."""
 
 
-def completion_logps(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> Any:
-    """[B, L, V] logits, [B, L] ids and [B, T = L - 1] mask -> [B, T] log pi(token_t | <t),
-    masked."""
+def completion_logps(
+    logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """[B, L, V] logits, [B, L] ids and [B, T = L - 1] mask -> [B, T] log pi_T(token_t | <t),
+    masked, where pi_T = softmax(logits / temperature)."""
     import torch
 
-    logps = torch.gather(
-        logits[:, :-1].float().log_softmax(-1), 2, input_ids[:, 1:].unsqueeze(-1)
-    ).squeeze(-1)
+    scaled = logits[:, :-1].float() / temperature
+    logps = torch.gather(scaled.log_softmax(-1), 2, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     return logps * mask
 
 
 def policy_logps(model: Any, batch: dict[str, Any]) -> torch.Tensor:
-    """[B, T] masked log-probs of `batch`'s tokens under a causal LM."""
+    """[B, T] masked log-probs of `batch`'s tokens under a causal LM, at the batch's sampling
+    `temperature`."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return completion_logps(logits, batch["input_ids"], batch["mask"])
+    return completion_logps(logits, batch["input_ids"], batch["mask"], batch["temperature"])
 
 
 def build_rollout(
@@ -185,6 +190,7 @@ def build_rollout(
     policy: Any,
     reference: Any,
     batch_size: int,
+    temperature: float = 1.0,
 ) -> Rollout:
     """The rollout's tensors: prompt tokens + the sampled tokens (exact when the backend reports
     them, else the text re-encoded, with EOS when the sample ended), and the old and reference
@@ -214,6 +220,7 @@ def build_rollout(
                 "input_ids": encoded["input_ids"][start : start + batch_size],
                 "attention_mask": encoded["attention_mask"][start : start + batch_size],
                 "mask": mask[start : start + batch_size],
+                "temperature": temperature,
             }
             old.append(policy_logps(policy, rows))
             ref.append(policy_logps(reference, rows))
@@ -226,6 +233,7 @@ def build_rollout(
         mask=mask,
         old_logps=torch.cat(old),
         ref_logps=torch.cat(ref),
+        temperature=temperature,
     )
 
 
@@ -257,6 +265,7 @@ def minibatch(rollout: Rollout, rows: list[int], weights: torch.Tensor) -> dict[
         "old_logps": rollout.old_logps[index, : width - 1],
         "ref_logps": rollout.ref_logps[index, : width - 1],
         "weights": weights,
+        "temperature": rollout.temperature,
     }
     for name, value in rollout.extras.items():
         batch[name] = value[index, : width - 1] if value.dim() == 2 else value[index]
@@ -343,7 +352,14 @@ def train_policy(ctx: MethodContext, cfg: RolloutConfig, method: RLMethod) -> di
         ctx.count("rm_queries", rows_per_rollout)
         with ctx.timed("train"):
             rollout = build_rollout(
-                tokenizer, prompts, samples, rewards, policy, reference, cfg.minibatch_size
+                tokenizer,
+                prompts,
+                samples,
+                rewards,
+                policy,
+                reference,
+                cfg.minibatch_size,
+                cfg.temperature,
             )
             stats = method.prepare(module, rollout)
             policy.train()
