@@ -117,7 +117,8 @@ class MethodContext:
         try:
             yield
         finally:
-            self.count(f"{stage}_s", round(time.perf_counter() - start, 3))
+            name = f"{stage}_s"
+            self.counters[name] = round(self.counters.get(name, 0) + time.perf_counter() - start, 3)
 
     def sample(
         self,
