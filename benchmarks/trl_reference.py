@@ -4,7 +4,9 @@
 
 Seeded random tensors (P prompts x K samples, ragged completion lengths, one group of equal
 rewards; token log-probs now, when sampled and under the reference) go through TRL's own
-GRPOTrainer and RLOOTrainer and through the project's functions, and one table compares them.
+GRPOTrainer and RLOOTrainer and through the project's functions (bench/train/policy_gradient.py,
+methods/grpo.py, methods/rloo.py), and one table compares them. TRL 1.16 has no PPO trainer, so
+PPO is not compared.
 
 How TRL is made to compute on exactly these tensors: a real trainer is built (on a tiny GPT-2
 saved to a temporary folder, with a word-level tokenizer written here; nothing from the hub;
@@ -31,7 +33,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,8 @@ import trl
 
 from bench.train import policy_gradient as pg
 from bench.train.modeling import build_gpt2, quiet_transformers
+from methods.grpo import grpo_advantages, grpo_loss
+from methods.rloo import rloo_loss, rloo_rewards
 
 TOLERANCE = 1e-6
 """Largest |difference| that counts as a match: the log-probs are float64, the rewards float32
@@ -283,8 +287,10 @@ def comparisons(checkpoint: Path, t: Tensors) -> list[Row]:
     def grpo(advantages: torch.Tensor | None = None, **options: Any) -> TRLResult:
         return run_trl("grpo", checkpoint, t, advantages, **options)
 
-    def rloo(advantages: torch.Tensor | None = None, **options: Any) -> TRLResult:
-        return run_trl("rloo", checkpoint, t, advantages, **options)
+    def rloo(
+        advantages: torch.Tensor | None = None, tensors: Tensors = t, **options: Any
+    ) -> TRLResult:
+        return run_trl("rloo", checkpoint, tensors, advantages, **options)
 
     # Advantages.
     normalized = pg.group_normalized_advantages(grouped).flatten()
@@ -402,6 +408,104 @@ def comparisons(checkpoint: Path, t: Tensors) -> list[Row]:
             deliberate="GSPO's ratio, exp of the mean token log-ratio; the project's is per token",
         )
     )
+    return rows + method_rows(grpo, rloo, t, normalized)
+
+
+def method_rows(grpo: Callable, rloo: Callable, t: Tensors, normalized: torch.Tensor) -> list[Row]:
+    """The methods' own functions (methods/grpo.py, methods/rloo.py) against the trainers."""
+    rows = [
+        Row(
+            "GRPO advantages, centred only",
+            'GRPOTrainer scale_rewards="none"',
+            "grpo_advantages(scale=False)",
+            max_abs(grpo(scale_rewards="none").advantages, grpo_advantages(t.rewards, False)),
+        )
+    ]
+
+    def project_grpo(aggregation: str) -> tuple:
+        return project_loss(
+            t,
+            lambda lp: grpo_loss(
+                lp,
+                t.old_logps,
+                t.ref_logps,
+                normalized,
+                t.mask,
+                clip_eps=CLIP_EPS,
+                beta=GRPO_BETA,
+                aggregation=aggregation,
+            ),
+        )
+
+    sequence, token = project_grpo("sequence"), project_grpo("token")
+    for loss_type, correction, aggregation, reference, deliberate in [
+        ("grpo", False, "sequence", sequence, None),
+        ("bnpo", False, "token", token, None),
+        ("dapo", False, "token", token, None),
+        ("dapo", True, "token", token, "TRL weights the KL by the ratio pi/pi_old"),
+    ]:
+        default = " (TRL's defaults but beta)" if correction and loss_type == "dapo" else ""
+        rows.append(
+            loss_row(
+                "GRPO loss",
+                f'GRPOTrainer loss_type="{loss_type}", beta={GRPO_BETA}, '
+                f"use_bias_correction_kl={correction}{default}",
+                f'grpo_loss(aggregation="{aggregation}")',
+                grpo(
+                    normalized,
+                    loss_type=loss_type,
+                    beta=GRPO_BETA,
+                    epsilon=CLIP_EPS,
+                    use_bias_correction_kl=correction,
+                ),
+                reference,
+                deliberate,
+            )
+        )
+
+    # RLOO: the KL as a k1 penalty on the sequence reward, then leave-one-out advantages.
+    def sequence_sum(x: torch.Tensor) -> torch.Tensor:
+        return (x * t.mask).sum(-1).view(t.rewards.shape)
+
+    penalised = rloo_rewards(
+        t.rewards, sequence_sum(t.old_logps), sequence_sum(t.ref_logps), RLOO_BETA
+    )
+    advantages = pg.rloo_advantages(penalised).flatten()
+    rows.append(
+        Row(
+            "RLOO advantages, KL in the reward",
+            f"RLOOTrainer beta={RLOO_BETA} (default)",
+            "rloo_advantages(rloo_rewards(...))",
+            max_abs(rloo(beta=RLOO_BETA).advantages, advantages),
+        )
+    )
+    sequence_ratio = (
+        "TRL clips one ratio per sequence, pi(y|x)/pi_old(y|x), and its gradient is "
+        "-A grad log pi(y|x) / B; the project clips per token and averages the tokens"
+    )
+    on_policy = replace(t, old_logps=t.logps)
+    for name, tensors in [("RLOO loss", t), ("RLOO loss, on-policy (old = now)", on_policy)]:
+        for aggregation in ("sequence", "token"):
+            rows.append(
+                loss_row(
+                    name,
+                    f"RLOOTrainer beta={RLOO_BETA}, epsilon={CLIP_EPS}",
+                    f'rloo_loss(aggregation="{aggregation}")',
+                    rloo(advantages, tensors, beta=RLOO_BETA, epsilon=CLIP_EPS),
+                    project_loss(
+                        tensors,
+                        lambda lp, tensors=tensors, aggregation=aggregation: rloo_loss(
+                            lp,
+                            tensors.old_logps,
+                            advantages,
+                            tensors.mask,
+                            clip_eps=CLIP_EPS,
+                            aggregation=aggregation,
+                        ),
+                    ),
+                    sequence_ratio,
+                )
+            )
     return rows
 
 
