@@ -9,7 +9,7 @@ sides. The batch: 8 training prompts x K = 4 completions of seeded random words 
 EOS, as the task's summaries), with seeded random rewards. Generation and scoring (old and
 reference log-probs, advantages) are done once, untimed; a step is what each side does per
 optimiser step on that batch of 32 sequences, timed as the median over `--repeats` steps after
-`--warmup`:
+`--warmup`, the implementations taking turns step by step:
 
 - project: `bench.train.rl`'s pieces as its update loop calls them: `row_weights` of the
   minibatch, `training.accumulate` (collate with `minibatch`, the method's `loss`, backward
@@ -208,15 +208,19 @@ def trl_step(
 
 
 # -- timing ----------------------------------------------------------------------------------
-def median_seconds(step: Callable[[], None], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
+def median_seconds(steps: list[Callable[[], None]], warmup: int, repeats: int) -> list[float]:
+    """Each step's median wall time over `repeats`, after `warmup` calls each. The steps take
+    turns (one call of each per round), so a change in the machine's load reaches all alike."""
+    for step in steps:
+        for _ in range(warmup):
+            step()
+    times: list[list[float]] = [[] for _ in steps]
     for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for step, own in zip(steps, times, strict=True):
+            start = time.perf_counter()
+            step()
+            own.append(time.perf_counter() - start)
+    return [statistics.median(own) for own in times]
 
 
 def main() -> int:
@@ -262,10 +266,8 @@ def main() -> int:
             if trl_tokens != tokens:
                 raise AssertionError(f"TRL's batch has {trl_tokens} tokens, the project's {tokens}")
             sides.append((name, setting, step))
-        rows = [
-            (name, setting, median_seconds(step, args.warmup, args.repeats))
-            for name, setting, step in sides
-        ]
+        medians = median_seconds([step for _, _, step in sides], args.warmup, args.repeats)
+        rows = [(name, setting, m) for (name, setting, _), m in zip(sides, medians, strict=True)]
     n_sequences = N_PROMPTS * SAMPLES
     print(
         f"one update step on {n_sequences} sequences ({tokens} non-pad tokens), median of "
