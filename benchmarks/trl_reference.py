@@ -479,33 +479,22 @@ def method_rows(grpo: Callable, rloo: Callable, t: Tensors, normalized: torch.Te
             max_abs(rloo(beta=RLOO_BETA).advantages, advantages),
         )
     )
-    sequence_ratio = (
-        "TRL clips one ratio per sequence, pi(y|x)/pi_old(y|x), and its gradient is "
-        "-A grad log pi(y|x) / B; the project clips per token and averages the tokens"
-    )
     on_policy = replace(t, old_logps=t.logps)
     for name, tensors in [("RLOO loss", t), ("RLOO loss, on-policy (old = now)", on_policy)]:
-        for aggregation in ("sequence", "token"):
-            rows.append(
-                loss_row(
-                    name,
-                    f"RLOOTrainer beta={RLOO_BETA}, epsilon={CLIP_EPS}",
-                    f'rloo_loss(aggregation="{aggregation}")',
-                    rloo(advantages, tensors, beta=RLOO_BETA, epsilon=CLIP_EPS),
-                    project_loss(
-                        tensors,
-                        lambda lp, tensors=tensors, aggregation=aggregation: rloo_loss(
-                            lp,
-                            tensors.old_logps,
-                            advantages,
-                            tensors.mask,
-                            clip_eps=CLIP_EPS,
-                            aggregation=aggregation,
-                        ),
+        rows.append(
+            loss_row(
+                name,
+                f"RLOOTrainer beta={RLOO_BETA}, epsilon={CLIP_EPS}",
+                "rloo_loss",
+                rloo(advantages, tensors, beta=RLOO_BETA, epsilon=CLIP_EPS),
+                project_loss(
+                    tensors,
+                    lambda lp, tensors=tensors: rloo_loss(
+                        lp, tensors.old_logps, advantages, tensors.mask, clip_eps=CLIP_EPS
                     ),
-                    sequence_ratio,
-                )
+                ),
             )
+        )
     return rows
 
 

@@ -2,22 +2,23 @@
 
 K samples per prompt; each sample's baseline is the mean reward of the prompt's other K - 1.
 The KL to the SFT policy is a **reward penalty** on the whole sequence, as in that paper and in
-RLHF generally, not a loss term. With r_i the standardised verifier reward of sample i
-(`bench.train.rl`) and log-probs summed over its tokens at sampling time:
+RLHF generally, not a loss term. RLOO treats a whole completion as one action: with r_i the
+standardised verifier reward of sample i (`bench.train.rl`) and log-probs summed over its tokens,
 
     r'_i = r_i - beta * (log pi_old(y_i|x) - log pi_ref(y_i|x))     (k1 estimate of the KL)
     A_i  = r'_i - 1/(K-1) sum_{j != i} r'_j                           (eq. 6)
-    l_t  = -min(rho_t A_i, clip(rho_t, 1 - eps, 1 + eps) A_i),   rho_t = pi / pi_old
+    l_i  = -min(rho_i A_i, clip(rho_i, 1 - eps, 1 + eps) A_i),   rho_i = pi(y_i|x) / pi_old(y_i|x)
+    loss = mean_i l_i
 
-With one pass over each rollout in one minibatch, rho = 1 and the gradient is plain REINFORCE,
--A_i grad log pi(y_i|x); the clipped ratio corrects for minibatches after the first and for
-`update_epochs` > 1. The per-token terms are averaged per sequence (`aggregation: sequence`) or
-over all tokens (`token`).
+On-policy (rho = 1) the gradient is REINFORCE's, -A_i grad log pi(y_i|x) / B: a long completion's
+tokens are not averaged away. The one sequence-level ratio corrects for minibatches after the
+first and for `update_epochs` > 1. This is TRL 1.16's RLOOTrainer loss, checked against it on the
+same tensors (benchmarks/trl_reference.py).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -34,9 +35,6 @@ class RLOOConfig(RolloutConfig):
     """K: completions per prompt (the paper's k); each is the others' baseline."""
     beta: float = Field(0.05, ge=0)
     """Weight of the sequence KL penalty to the SFT policy in the reward."""
-    aggregation: Literal["sequence", "token"] = "sequence"
-    """`sequence`: mean over each output's tokens, then over outputs; `token`: mean over all
-    tokens of the minibatch."""
 
 
 def rloo_rewards(
@@ -47,14 +45,20 @@ def rloo_rewards(
     return rewards - beta * (logps - ref_logps)
 
 
-def rloo_per_token_loss(
-    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, clip_eps: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, T] log-probs now and when sampled, [B] advantages -> ([B, T] clipped policy-gradient
-    loss, [B, T] 1.0 where the clip was active)."""
+def rloo_per_sequence_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[B, T] log-probs now and when sampled, [B] advantages, [B, T] mask -> ([B] l_i, [B] 1.0
+    where the clip was active, [B] rho_i)."""
     from bench.train.policy_gradient import clipped_surrogate
 
-    return clipped_surrogate(logps, old_logps, advantages[:, None], clip_eps)
+    sequence_logps, old_sequence_logps = (logps * mask).sum(-1), (old_logps * mask).sum(-1)
+    loss, clipped = clipped_surrogate(sequence_logps, old_sequence_logps, advantages, clip_eps)
+    return loss, clipped, (sequence_logps - old_sequence_logps).detach().exp()
 
 
 def rloo_loss(
@@ -64,14 +68,9 @@ def rloo_loss(
     mask: torch.Tensor,
     *,
     clip_eps: float,
-    aggregation: Literal["sequence", "token"],
 ) -> torch.Tensor:
-    """The RLOO loss of a whole batch: `rloo_per_token_loss` averaged over `mask` [B, T] by
-    `aggregation` (`bench.train.policy_gradient.aggregate`)."""
-    from bench.train.policy_gradient import aggregate
-
-    per_token, _ = rloo_per_token_loss(logps, old_logps, advantages, clip_eps)
-    return aggregate(per_token, mask, aggregation)
+    """The RLOO loss of a whole batch: the mean of `rloo_per_sequence_loss` over its rows."""
+    return rloo_per_sequence_loss(logps, old_logps, advantages, mask, clip_eps)[0].mean()
 
 
 def rloo(cfg: RLOOConfig) -> RLMethod:
@@ -88,20 +87,16 @@ def rloo(cfg: RLOOConfig) -> RLMethod:
         return {"penalised_reward": float(penalised.mean())}
 
     def loss(module: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]:
-        from bench.train.policy_gradient import weighted_mean
-
         logps = policy_logps(module, batch)
-        per_token, clipped = rloo_per_token_loss(
-            logps, batch["old_logps"], batch["advantages"], cfg.clip_eps
+        per_row, clipped, ratio = rloo_per_sequence_loss(
+            logps, batch["old_logps"], batch["advantages"], batch["mask"], cfg.clip_eps
         )
-        mask, weights = batch["mask"], batch["weights"]
-        ratio = (logps - batch["old_logps"]).exp()
-        return weighted_mean(per_token, mask, weights), {
-            "clipfrac": weighted_mean(clipped, mask, weights).item(),
-            "ratio": weighted_mean(ratio, mask, weights).item(),
+        return per_row.mean(), {
+            "clipfrac": clipped.mean().item(),
+            "ratio": ratio.mean().item(),
         }
 
-    return RLMethod(prepare=prepare, loss=loss, aggregation=cfg.aggregation)
+    return RLMethod(prepare=prepare, loss=loss, aggregation=None)
 
 
 @register_method("rloo", config=RLOOConfig, family="online", negative_gradient=True)

@@ -93,15 +93,13 @@ def test_rloo_penalised_rewards_and_loss_by_hand() -> None:
         rewards, torch.tensor([[-2.0, -1.0]]), torch.tensor([[-3.0, -1.0]]), beta=0.5
     )
     assert penalised.tolist() == [[0.5, 0.0]]  # 1 - 0.5 * (-2 - -3), 0 - 0.5 * 0
-    # a ratio of 1.5 on the first token (clipped at 1.2 for a positive advantage), 1 on the next
+    # one ratio per sequence: 1.5 for the first (clipped at 1.2, its advantage positive), 1 next
     old = torch.tensor([[0.0, -1.0], [0.0, -1.0]])
-    logps = old + torch.tensor([[math.log(1.5), 0.0], [0.0, 0.0]])
+    logps = old + torch.tensor([[math.log(1.5), 0.0], [0.0, 5.0]])  # padding does not count
     advantages = torch.tensor([1.0, -1.0])
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
-    token = rloo_loss(logps, old, advantages, mask, clip_eps=0.2, aggregation="token")
-    assert float(token) == pytest.approx((-1.2 - 1.0 + 1.0) / 3, abs=1e-6)
-    sequence = rloo_loss(logps, old, advantages, mask, clip_eps=0.2, aggregation="sequence")
-    assert float(sequence) == pytest.approx(((-1.2 - 1.0) / 2 + 1.0) / 2, abs=1e-6)
+    loss = rloo_loss(logps, old, advantages, mask, clip_eps=0.2)
+    assert float(loss) == pytest.approx((-1.2 + 1.0) / 2, abs=1e-6)
 
 
 def test_ppo_token_rewards_by_hand() -> None:

@@ -156,8 +156,10 @@ class RLMethod:
     loss: Callable[[Any, dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
     """(prepared module, minibatch) -> (loss, metrics); the minibatch holds input_ids,
     attention_mask, mask, old_logps, ref_logps, the extras, and `weights` ([B] row weights)."""
-    aggregation: Aggregation
-    """How the loss's per-token terms are averaged (`bench.train.policy_gradient.aggregate`)."""
+    aggregation: Aggregation | None
+    """How the loss's per-token terms are averaged (`bench.train.policy_gradient.aggregate`):
+    the minibatch's `weights` are its `row_weights`; None for a loss per row (RLOO's), whose
+    minibatch loss is the mean over rows (`weights` all 1)."""
     trainable: Callable[[Any, MethodContext], Any] = lambda policy, ctx: policy
     """(policy, ctx) -> the module the optimiser trains: the policy itself, or (PPO) a module
     holding it beside a value model; the policy alone samples."""
@@ -448,7 +450,12 @@ def _update(
         order = torch.randperm(rollout.n_rows, generator=generator).tolist()
         for start in range(0, rollout.n_rows, cfg.minibatch_size):
             rows = order[start : start + cfg.minibatch_size]
-            weights = row_weights(rollout.mask[rows], method.aggregation)
+            mask = rollout.mask[rows]
+            weights = (
+                row_weights(mask, method.aggregation)
+                if method.aggregation is not None
+                else mask.new_ones(len(rows))
+            )
             share = len(rows) // n_processes
             mine = [(rows[i], weights[i]) for i in range(rank * share, (rank + 1) * share)]
             loss, metrics, _, tokens = training.accumulate(
