@@ -151,7 +151,8 @@ class MethodContext:
             yield
         finally:
             self._open_stages.discard(stage)
-            self.count(f"{stage}_s", round(time.perf_counter() - start, 3))
+            name = f"{stage}_s"
+            self.counters[name] = round(self.counters.get(name, 0) + time.perf_counter() - start, 3)
 
     def sample(
         self,

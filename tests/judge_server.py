@@ -30,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from venvs import venv_python
+
 REPO = Path(__file__).resolve().parents[1]
 VLLM_PYTHON_ENV = "PFTBENCH_VLLM_PYTHON"
 DEFAULT_VLLM_PYTHON = REPO / ".vllm-venv" / "bin" / "python"
@@ -45,8 +47,7 @@ CHAT_TEMPLATE = (
 
 def vllm_python() -> Path | None:
     """The python of the vLLM venv ($PFTBENCH_VLLM_PYTHON, else ./.vllm-venv), if it exists."""
-    path = Path(os.environ.get(VLLM_PYTHON_ENV) or DEFAULT_VLLM_PYTHON)
-    return path if path.exists() else None
+    return venv_python(VLLM_PYTHON_ENV, DEFAULT_VLLM_PYTHON)
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@
 - The runner (`python -m bench.cli run` under torchrun) on a small micro suite, starting from
   the same base and pool as a one-process run: every stage is committed once, by the main
   process, the result lines are written once, and DPO trains the same number of steps on the
-  same batches as in one process.
+  same batches as in one process; the RL methods take the same first step and end close.
 - The shipped accelerate configs (FSDP, DeepSpeed ZeRO 2 and 3, DDP) load as accelerate reads
   them. FSDP and DeepSpeed need GPUs (accelerate runs them on CUDA only): their test runs the
   worker under `accelerate launch` where 2 GPUs are present, and skips here.
@@ -128,6 +128,15 @@ methods:
     epochs: 2
   - method: online_dpo
     samples: 4
+  - method: rloo
+    prompt_epochs: 0.25
+    minibatch_size: 32
+  - method: grpo
+    prompt_epochs: 0.25
+    minibatch_size: 32
+  - method: ppo
+    prompt_epochs: 0.25
+    minibatch_size: 32
 """
 
 
@@ -210,6 +219,32 @@ def test_online_rounds_sample_every_prompt_across_processes(runs: dict) -> None:
     assert two["counters"]["samples_generated"] == 256 * 4
     (round_report,) = two["train"]["rounds"]
     assert 0.9 * 256 <= round_report["pairs_built"] <= 256
+
+
+@pytest.mark.parametrize("method", ["rloo", "grpo", "ppo"])
+def test_rl_methods_train_what_one_process_trains(runs: dict, method: str) -> None:
+    """The main process samples every rollout for both (`ctx.sample(shard=False)`) and each
+    minibatch is split in two halves with weights fixed on the whole: the first step sees the
+    same rollout and gives the same loss as in one process; float rounding in the gradient
+    average may move a later sample, so later figures agree closely, not exactly."""
+    one = runs["lines"]["one"][method]["metrics"]
+    two = runs["lines"]["two"][method]["metrics"]
+    for key in ("samples_generated", "rm_queries"):
+        assert two["counters"][key] == one["counters"][key] == 2 * 32 * 4, key
+    first_one, first_two = one["train"]["first_step"], two["train"]["first_step"]
+    assert first_one.keys() == first_two.keys()
+    for key, value in first_one.items():
+        assert first_two[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    assert two["train"]["rollout_rewards"][0] == pytest.approx(
+        one["train"]["rollout_rewards"][0], abs=1e-4
+    )
+    assert two["train"]["rollout_rewards"] == pytest.approx(
+        one["train"]["rollout_rewards"], abs=0.05
+    )
+    assert two["train"]["last"]["loss"] == pytest.approx(one["train"]["last"]["loss"], abs=1e-2)
+    print(
+        f"\n{method}: first-step loss {first_one['loss']:.6f} (one) {first_two['loss']:.6f} (two)"
+    )
 
 
 # -- the shipped accelerate configs ---------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 from bench.tasks.keywords import SPECIAL_TOKENS, word, write_word_tokenizer
 from bench.train import training
 from bench.train.modeling import build_gpt2, encode_completions, load_tokenizer, sft_loss
-from bench.train.training import LoopConfig, _epoch_loader, _lr_factor, total_steps
+from bench.train.training import LoopConfig, _epoch_loader, lr_factor, total_steps
 
 VOCAB = SPECIAL_TOKENS + [word(i) for i in range(8)]
 
@@ -262,7 +262,7 @@ def test_no_scratch_dir_no_resume(initial: Any, tokenizer: Any, tmp_path: Path) 
 def test_lr_factor_by_hand(
     step: int, warmup: int, n_steps: int, decay: bool, factor: float
 ) -> None:
-    assert _lr_factor(step, warmup, n_steps, decay) == pytest.approx(factor)
+    assert lr_factor(step, warmup, n_steps, decay) == pytest.approx(factor)
 
 
 def test_total_steps() -> None:
@@ -343,7 +343,7 @@ def test_micro_batches_accumulate_the_same_gradient(initial: Any, tokenizer: Any
 
     def gradient(micro: int) -> tuple[list[torch.Tensor], float, int, int]:
         model = fresh(initial)
-        loss, _, rows, tokens = training._accumulate(
+        loss, _, rows, tokens = training.accumulate(
             accelerator, model, share, collate, per_example_loss, micro
         )
         return [p.grad.clone() for p in model.parameters()], float(loss), rows, tokens

@@ -15,16 +15,18 @@ a completion's real tokens (EOS included) and 0 on padding.
 - `clipped_surrogate`: PPO's clipped objective as a per-token loss (Schulman et al. 2017, eq. 7):
   -min(rho A, clip(rho, 1 - eps, 1 + eps) A), rho = exp(logp - old_logp).
 - `aggregate`: a per-token loss to a scalar, per sequence then over sequences ("sequence", the
-  GRPO paper's 1/|o_i| normalisation) or over all tokens at once ("token", DAPO's).
+  GRPO paper's 1/|o_i| normalisation) or over all tokens at once ("token", DAPO's); as
+  `row_weights` and `weighted_mean`, the form the update loop splits over micro-batches.
 - `whiten` and `gae`: PPO's advantage whitening and generalised advantage estimation
   (Schulman et al. 2016, eq. 16), as "The N+ implementation details of RLHF with PPO" does them.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:  # tensor methods only at run time: importing this module does not import torch
+    import torch
 
 Aggregation = Literal["sequence", "token"]
 
@@ -55,7 +57,7 @@ def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
     """[B, T] token log-probs of the policy and of the reference -> [B, T] k3 estimates of
     KL(pi || pi_ref): exp(d) - d - 1 with d = ref_logp - logp (0 where the two agree)."""
     delta = ref_logps - logps
-    return torch.exp(delta) - delta - 1.0
+    return delta.exp() - delta - 1.0
 
 
 def clipped_surrogate(
@@ -63,24 +65,39 @@ def clipped_surrogate(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, T] log-probs now and when sampled, [B, T] (or [B, 1]) advantages -> ([B, T] per-token
     loss -min(rho A, clip(rho, 1 - eps, 1 + eps) A), [B, T] 1.0 where the clip was active)."""
-    ratio = torch.exp(logps - old_logps)
+    ratio = (logps - old_logps).exp()
     unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
-    loss = -torch.minimum(unclipped, clipped)
+    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    loss = -unclipped.minimum(clipped)
     return loss, (clipped < unclipped).float()
+
+
+def row_weights(mask: torch.Tensor, how: Aggregation) -> torch.Tensor:
+    """[B, T] mask -> [B] weights w such that mean_b(w_b * sum_t loss_bt * mask_bt) is the
+    batch's `aggregate`: 1/|o_b| for `sequence`, B / (real tokens of the batch) for `token`.
+
+    The update loop computes a minibatch's weights once, before splitting it into micro-batches
+    and over processes, so the loss is the same however it is split."""
+    lengths = mask.float().sum(dim=-1)
+    if how == "sequence":
+        return 1.0 / lengths.clamp(min=1.0)
+    if how == "token":
+        return lengths.new_full(lengths.shape, mask.shape[0] / max(float(lengths.sum()), 1.0))
+    raise ValueError(f"unknown aggregation {how!r}; known: sequence, token")
+
+
+def weighted_mean(
+    per_token: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """[B, T] per-token values, mask and [B] `row_weights` -> mean_b(w_b sum_t x_bt mask_bt)."""
+    return ((per_token * mask.to(per_token.dtype)).sum(dim=-1) * weights).mean()
 
 
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: Aggregation) -> torch.Tensor:
     """[B, T] per-token values and mask -> a scalar: `sequence` averages each sequence over its
     own tokens, then the sequences; `token` averages over every real token of the batch, so a
     long sequence weighs more."""
-    mask = mask.to(per_token.dtype)
-    if how == "sequence":
-        per_sequence = (per_token * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1.0)
-        return per_sequence.mean()
-    if how == "token":
-        return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
-    raise ValueError(f"unknown aggregation {how!r}; known: sequence, token")
+    return weighted_mean(per_token, mask, row_weights(mask, how))
 
 
 def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
@@ -90,7 +107,7 @@ def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) ->
     n = mask.sum()
     mean = (values * mask).sum() / n
     var = (((values - mean) * mask) ** 2).sum() / (n - 1).clamp(min=1.0)
-    whitened = (values - mean) * torch.rsqrt(var + 1e-8)
+    whitened = (values - mean) * (var + 1e-8).rsqrt()
     return whitened if shift_mean else whitened + mean
 
 
@@ -104,10 +121,12 @@ def gae(
     A + V. Padding positions get 0."""
     mask = mask.to(values.dtype)
     values = values * mask
-    advantages = torch.zeros_like(values)
-    running = torch.zeros_like(values[:, 0])
+    advantages = values.new_zeros(values.shape)
+    running = values.new_zeros(values.shape[:1])
     for t in reversed(range(values.shape[1])):
-        next_value = values[:, t + 1] if t + 1 < values.shape[1] else torch.zeros_like(running)
+        next_value = (
+            values[:, t + 1] if t + 1 < values.shape[1] else running.new_zeros(running.shape)
+        )
         delta = rewards[:, t] + gamma * next_value - values[:, t]
         running = (delta + gamma * lam * running) * mask[:, t]
         advantages[:, t] = running

@@ -152,12 +152,12 @@ def run(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = int(cfg.warmup_ratio * n_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _lr_factor(step, warmup, n_steps, cfg.decay)
+        optimizer, lambda step: lr_factor(step, warmup, n_steps, cfg.decay)
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     report = LoopReport()
-    step = _resume(accelerator, scratch_dir)
+    step = resume_step(accelerator, scratch_dir)
     report.resumed_from_step = step
     last_checkpoint = time.perf_counter()
     start = time.perf_counter()
@@ -179,7 +179,7 @@ def run(
         for share in loader:  # this process's examples of the step
             while True:
                 try:
-                    loss, metrics, rows, tokens = _accumulate(
+                    loss, metrics, rows, tokens = accumulate(
                         accelerator, model, share, collate, loss_fn, micro or len(share)
                     )
                     break
@@ -202,10 +202,10 @@ def run(
                 epoch_metrics.setdefault(key, []).append(value)
             bar.update(1)
             bar.set_postfix(loss=f"{report.losses[-1]:.4f}", refresh=False)
-            if scratch_dir is not None and _checkpoint_due(
+            if scratch_dir is not None and checkpoint_due(
                 accelerator, time.perf_counter() - last_checkpoint >= cfg.checkpoint_interval_s
             ):
-                _checkpoint(accelerator, scratch_dir, step)
+                save_checkpoint(accelerator, scratch_dir, step)
                 last_checkpoint = time.perf_counter()
             if step >= n_steps:
                 break
@@ -229,7 +229,7 @@ def run(
     return report
 
 
-def _lr_factor(step: int, warmup: int, n_steps: int, decay: bool) -> float:
+def lr_factor(step: int, warmup: int, n_steps: int, decay: bool) -> float:
     if step < warmup:
         return (step + 1) / warmup
     if not decay:
@@ -239,7 +239,7 @@ def _lr_factor(step: int, warmup: int, n_steps: int, decay: bool) -> float:
 
 def _epoch_loader(examples: Sequence[Any], cfg: LoopConfig, epoch: int) -> Any:
     """Batches of epoch `epoch` in a seeded order, so a resumed run sees the same batches; each
-    batch a list of examples (collated per pass by `_accumulate`)."""
+    batch a list of examples (collated per pass by `accumulate`)."""
     import torch
 
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -253,7 +253,7 @@ def _as_list(examples: list[Any]) -> list[Any]:
     return examples
 
 
-def _accumulate(
+def accumulate(
     accelerator: Any,
     model: Any,
     share: list[Any],
@@ -304,7 +304,7 @@ def _smaller_micro_batch(error: BaseException, micro: int, n_processes: int) -> 
     return smaller
 
 
-def _checkpoint_due(accelerator: Any, due: bool) -> bool:
+def checkpoint_due(accelerator: Any, due: bool) -> bool:
     """The main process's clock decides for all: saving the state is collective, so every
     process must take the same decision at the same step."""
     if accelerator.num_processes == 1:
@@ -316,7 +316,7 @@ def _checkpoint_due(accelerator: Any, due: bool) -> bool:
     return bool(broadcast(flag, from_process=0).item())
 
 
-def _checkpoint(accelerator: Any, scratch_dir: Path, step: int) -> None:
+def save_checkpoint(accelerator: Any, scratch_dir: Path, step: int) -> None:
     """Save the resumable state in its own directory, then point the `step` file at it; a save
     torn by a kill leaves the previous pointer, and its state, intact."""
     import shutil
@@ -331,7 +331,7 @@ def _checkpoint(accelerator: Any, scratch_dir: Path, step: int) -> None:
                 shutil.rmtree(old, ignore_errors=True)
 
 
-def _resume(accelerator: Any, scratch_dir: Path | None) -> int:
+def resume_step(accelerator: Any, scratch_dir: Path | None) -> int:
     """The step to continue from: 0, or the last complete checkpoint's step (state restored)."""
     if scratch_dir is None or not (scratch_dir / "step").exists():
         return 0
