@@ -6,8 +6,8 @@
 #
 # 1. the micro default suite (suites/micro/keywords.yaml) cold on CUDA in fp32, with
 #    --regression against the committed CPU lines, then warm;
-# 2. one lab online cell (lab_keywords: online_dpo_linear and dpo at 250 pairs, seed 0) on the
-#    same cache, with --regression;
+# 2. lab online cells (lab_keywords at 250 pairs, seed 0: dpo, online_dpo and the RL family,
+#    rloo, grpo and ppo) on the same cache, with --regression;
 # 3. benchmarks/micro_bench.py on that cache: training and generation tokens/s on CUDA;
 # 4. steps 1 and 2 again with accelerate's bf16 autocast in training
 #    (ACCELERATE_MIXED_PRECISION=bf16) on a cache of their own, since cache keys do not record
@@ -45,8 +45,9 @@ for precision in fp32 bf16; do
         --cache-dir "$cache" --results-dir "$results" --regression
     step "$precision suite warm" "$pftbench" run suites/micro/keywords.yaml --no-progress \
         --cache-dir "$cache" --results-dir "$scratch/warm-$precision"
-    step "$precision lab online cell" "$pftbench" run suites/micro/lab_keywords.yaml --run-slow \
-        --method online_dpo_linear --method dpo --budget 250 --seed 0 --no-progress \
+    step "$precision lab online cells" "$pftbench" run suites/micro/lab_keywords.yaml --run-slow \
+        --method dpo --method online_dpo --method rloo --method grpo --method ppo \
+        --budget 250 --seed 0 --no-progress \
         --cache-dir "$cache" --results-dir "$results" --regression
     if [ "$precision" = fp32 ]; then
         step "micro_bench" "$py" benchmarks/micro_bench.py --cache-dir "$cache" \
