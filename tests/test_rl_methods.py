@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from bench.cli import main
+from bench.method_api import COUNTERS
 from bench.train import rl
 from bench.train.policy_gradient import aggregate, row_weights, weighted_mean
 from methods.grpo import grpo_advantages, grpo_loss
@@ -238,6 +239,9 @@ def test_compute_is_counted(lines: dict, method: str) -> None:
     for stage in ("verifier_fit_s", "sample_s", "score_s", "train_s"):
         assert counters[stage] >= 0
     assert counters["sample_s"] > 0 and counters["train_s"] > 0
+    # Every counter is recorded; the oracle verifier is a Newton fit on features: no tokens.
+    assert set(counters) == set(COUNTERS)
+    assert counters["verifier_tokens_trained"] == 0
 
 
 @pytest.mark.e2e
