@@ -183,10 +183,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_the_main_process_alone_reports_and_writes(runs: dict) -> None:
     root = runs["root"]
     assert runs["stdout"].count("suite ") == 1, "one table, printed by the main process"
-    assert len(list((root / "two" / "distributed-check.jsonl").open())) == 3
+    assert len(list((root / "two" / "distributed-check.jsonl").open())) == 6
     models = root / "cache_two" / "models"
     committed = [d for d in models.iterdir() if not d.name.startswith(".")]
-    assert len(committed) == 4, "the base and the policies of sft, dpo and online DPO"
+    assert len(committed) == 7, (
+        "the base and the policies of sft, dpo, online DPO and the RL family"
+    )
     assert all((d / "pftbench.json").is_file() for d in committed)
     assert not [d.name for d in models.iterdir() if d.name.startswith(".")], "no partial builds"
     assert not list((root / "cache_two" / "tmp").iterdir()), "discarded outputs removed"
@@ -241,7 +243,7 @@ def test_rl_methods_train_what_one_process_trains(runs: dict, method: str) -> No
     assert two["train"]["rollout_rewards"] == pytest.approx(
         one["train"]["rollout_rewards"], abs=0.05
     )
-    assert two["train"]["last"]["loss"] == pytest.approx(one["train"]["last"]["loss"], abs=1e-2)
+    assert two["train"]["last"]["loss"] == pytest.approx(one["train"]["last"]["loss"], abs=1e-4)
     print(
         f"\n{method}: first-step loss {first_one['loss']:.6f} (one) {first_two['loss']:.6f} (two)"
     )

@@ -280,7 +280,6 @@ def train_policy(ctx: MethodContext, cfg: RolloutConfig, method: RLMethod) -> di
     `ctx.output_dir` and returns the run's metrics (first and last iteration's statistics and
     the mean standardised reward of every rollout)."""
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
 
@@ -304,7 +303,7 @@ def train_policy(ctx: MethodContext, cfg: RolloutConfig, method: RLMethod) -> di
             f"minibatch_size {cfg.minibatch_size} does not divide prompts_per_rollout x samples "
             f"= {rows_per_rollout}"
         )
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = training.make_accelerator()
     n_processes = accelerator.num_processes
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         raise ValueError(
@@ -464,8 +463,14 @@ def _update(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            if n_processes > 1:
-                loss = accelerator.reduce(loss.detach(), "mean")
+            if n_processes > 1:  # each process saw its share: the minibatch's figures are
+                # the mean of the shares' (weights fixed on the whole) and the tokens their sum
+                names = sorted(metrics)
+                figures = torch.tensor(
+                    [float(loss), *(metrics[name] for name in names)], device=accelerator.device
+                )
+                figures = accelerator.reduce(figures, "mean").tolist()
+                loss, metrics = figures[0], dict(zip(names, figures[1:], strict=True))
                 count = torch.tensor(tokens, device=accelerator.device)
                 tokens = int(accelerator.reduce(count, "sum"))
             ctx.count("tokens_trained", tokens)

@@ -113,14 +113,10 @@ def run(
     full weights are then gathered and loaded into `model` in every process, so that afterwards
     `model` is the trained policy everywhere, as with one process."""
     import torch
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, DistributedType
+    from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
 
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        dataloader_config=DataLoaderConfiguration(split_batches=True),
-    )
+    accelerator = make_accelerator()
     n_processes = accelerator.num_processes
     if cfg.batch_size % n_processes:
         raise ValueError(
@@ -227,6 +223,20 @@ def run(
         accelerator.free_memory()
         policy.to(accelerator.device).eval()
     return report
+
+
+def make_accelerator() -> Any:
+    """The accelerator of every training loop: the CPU when there is no CUDA, and batches split
+    over the processes (`split_batches`), which also makes the prepared learning-rate scheduler
+    step once per optimiser step, not once per process."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
 
 
 def lr_factor(step: int, warmup: int, n_steps: int, decay: bool) -> float:
