@@ -228,7 +228,7 @@ def test_rl_methods_train_what_one_process_trains(runs: dict, method: str) -> No
     """The main process samples every rollout for both (`ctx.sample(shard=False)`) and each
     minibatch is split in two halves with weights fixed on the whole: the first step sees the
     same rollout and gives the same loss as in one process; float rounding in the gradient
-    average may move a later sample, so later figures agree closely, not exactly."""
+    average could move a later sample, so later figures are compared to 1e-3 (measured: 3e-7)."""
     one = runs["lines"]["one"][method]["metrics"]
     two = runs["lines"]["two"][method]["metrics"]
     for key in ("samples_generated", "rm_queries"):
@@ -241,7 +241,7 @@ def test_rl_methods_train_what_one_process_trains(runs: dict, method: str) -> No
         one["train"]["rollout_rewards"][0], abs=1e-4
     )
     assert two["train"]["rollout_rewards"] == pytest.approx(
-        one["train"]["rollout_rewards"], abs=0.05
+        one["train"]["rollout_rewards"], abs=1e-3
     )
     assert two["train"]["last"]["loss"] == pytest.approx(one["train"]["last"]["loss"], abs=1e-4)
     print(
