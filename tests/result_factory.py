@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from bench.config import Cell
 from bench.report.results import ResultLine
 from bench.report.summary import line_numbers
 from bench.run.hashing import content_hash
 from bench.tasks.base import build_task
+
+LAB_PROMPTS = 40
+"""Evaluation prompts of a `lab_line`."""
 
 OUTCOMES = "WWLTWLWWLI" * 6
 """60 verdicts, one per evaluation prompt of the tiny suite."""
@@ -144,4 +149,53 @@ def synthetic_line(
         packages={"pftbench": "0.1.0", "python": "3.11"},
         hardware={"cpu_count": 2, "machine": "x86_64"},
         timings={"train": 1.5, "judge": 0.1},
+    )
+
+
+def lab_line(
+    method: str,
+    method_id: str,
+    seed: int,
+    *,
+    budget: int = 250,
+    config: dict | None = None,
+    p_win: float = 0.5,
+    reward_shift: float = 0.0,
+    metrics: dict | None = None,
+) -> ResultLine:
+    """A consistent gold-judged line of a suite `lab` on LAB_PROMPTS prompts: rewards around
+    `reward_shift`, verdicts drawn with `p_win`, `metrics` as given (default: a final loss)."""
+    rng = np.random.default_rng([seed, budget, len(method), int(p_win * 100)])
+    outcomes = "".join("W" if rng.random() < p_win else "L" for _ in range(LAB_PROMPTS))
+    rewards = [float(x) for x in rng.normal(reward_shift, 0.5, LAB_PROMPTS)]
+    full_config = {
+        "suite": "lab",
+        "suite_version": 1,
+        "method": {"name": method, "method": method_id, "config": config or {}},
+        "budget": f"n={budget}",
+        "seed": seed,
+    }
+    return ResultLine(
+        suite="lab",
+        suite_version=1,
+        suite_file="suites/micro/lab.yaml",
+        tier="micro",
+        method=method,
+        method_id=method_id,
+        budget=f"n={budget}",
+        n_pairs=budget,
+        seed=seed,
+        **line_numbers(outcomes, rewards, -9.1),
+        outcomes=outcomes,
+        rewards=rewards,
+        data_hash="d" * 64,
+        judge={"kind": "gold", "id": "gold", "version": 1, "params": {}},
+        config_hash=content_hash(full_config),
+        config=full_config,
+        git_commit="c" * 40,
+        git_dirty=False,
+        packages={},
+        hardware={},
+        timings={},
+        metrics=metrics or {"train": {"final_loss": 0.5}},
     )

@@ -8,16 +8,15 @@ from __future__ import annotations
 import math
 import re
 
-import numpy as np
 import pytest
+from result_factory import lab_line
 
 from bench.method_api import COUNTERS
 from bench.report.leaderboard import MISSING
 from bench.report.pages import XYPoint, render_html, scatter_plot, series_styles
 from bench.report.results import ResultLine
-from bench.report.summary import line_numbers, pool
+from bench.report.summary import pool
 from bench.report.views import compute_table, count_text, markdown_compute, seconds_text
-from bench.run.hashing import content_hash
 
 N = 40
 
@@ -32,45 +31,17 @@ def counted_line(
     reward_shift: float = 0.0,
     metrics: dict | None = None,
 ) -> ResultLine:
-    """A consistent gold-judged line on N prompts whose `metrics.counters` is `counters` (None:
-    a line written before any counter but pairs_used)."""
-    rng = np.random.default_rng([seed, budget, len(method)])
-    outcomes = "".join("W" if rng.random() < 0.6 else "L" for _ in range(N))
-    rewards = [float(x) for x in rng.normal(reward_shift, 0.5, N)]
-    method_id = method_id or method
-    config = {
-        "suite": "lab",
-        "suite_version": 1,
-        "method": {"name": method, "method": method_id, "config": {}},
-        "budget": f"n={budget}",
-        "seed": seed,
-    }
-    return ResultLine(
-        suite="lab",
-        suite_version=1,
-        suite_file="suites/micro/lab.yaml",
-        tier="micro",
-        method=method,
-        method_id=method_id,
-        budget=f"n={budget}",
-        n_pairs=budget,
-        seed=seed,
-        **line_numbers(outcomes, rewards, -9.1),
-        outcomes=outcomes,
-        rewards=rewards,
-        data_hash="d" * 64,
-        judge={"kind": "gold", "id": "gold", "version": 1, "params": {}},
-        config_hash=content_hash(config),
-        config=config,
-        git_commit="c" * 40,
-        git_dirty=False,
-        packages={},
-        hardware={},
-        timings={},
-        metrics={
-            "counters": {"pairs_used": budget} if counters is None else counters,
-            **(metrics or {}),
-        },
+    """A consistent gold-judged line whose `metrics.counters` is `counters` (None: a line written
+    before any counter but pairs_used)."""
+    counted = {"pairs_used": budget} if counters is None else counters
+    return lab_line(
+        method,
+        method_id or method,
+        seed,
+        budget=budget,
+        p_win=0.6,
+        reward_shift=reward_shift,
+        metrics={"counters": counted, **(metrics or {})},
     )
 
 

@@ -8,7 +8,6 @@ base model.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +41,12 @@ from methods import dpo
 PAD, SEP, EOS = 0, 2, 3
 VOCAB = SPECIAL_TOKENS + [word(i) for i in range(8)]
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def w(i: int) -> int:
     """Token id of word w0i."""
     return 4 + i
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: a second thread only adds contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

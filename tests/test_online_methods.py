@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from bench.cli import main
 from bench.config import Cell, load_suite
@@ -32,7 +30,7 @@ from bench.tasks.keywords import KeywordsParams, KeywordsTask
 from bench.train.reward_models import pair_metrics, score_samples
 
 # The online methods' suite, run once, then inspected.
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_torch_thread")]
 
 ONLINE_SUITE = """\
 name: tiny-online
@@ -89,15 +87,6 @@ seeds: [0]
 N_PAIRS, N_VALID, N_EVAL = 40, 40, 30
 TRAINED = ["sft", "dpo", "online_dpo_oracle", "online_dpo_implicit", "filter"]
 WITH_VERIFIER = ["dpo", "online_dpo_oracle", "online_dpo_implicit", "best_of_n", "filter"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: a second thread only adds contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run_cli(*args: str | Path) -> int:

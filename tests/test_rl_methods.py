@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +56,8 @@ METHOD_ENTRY = """\
     samples: {samples}
     minibatch_size: 40
 """
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def suite_text(methods: list[str]) -> str:
@@ -166,14 +167,6 @@ def test_aggregation_does_not_depend_on_the_split(how: str) -> None:
 
 
 # -- end to end ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_suite(root: Path, methods: list[str], cache: Path, results: Path) -> dict[str, dict]:
     suite = root / "suites" / "rl.yaml"
     suite.parent.mkdir(parents=True, exist_ok=True)
@@ -271,3 +264,14 @@ def test_a_killed_run_resumes_with_the_same_numbers(
     assert resumed["rewards"] == whole["rewards"]
     assert train["rollout_rewards"] == whole["metrics"]["train"]["rollout_rewards"]
     assert resumed["metrics"]["counters"]["samples_generated"] == ITERATIONS * PROMPTS * SAMPLES
+
+
+def test_validate_refuses_a_minibatch_that_does_not_fill_a_rollout(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(suite_text(["grpo"]).replace("minibatch_size: 40", "minibatch_size: 48"))
+    assert main(["validate", str(suite)]) == 2
+    (message,) = capsys.readouterr().err.strip().splitlines()
+    assert message.startswith(f"{suite}: methods[1]:")
+    assert "minibatch_size 48 does not divide prompts_per_rollout x samples = 80" in message

@@ -379,6 +379,17 @@ def test_append_is_idempotent_for_a_reproduced_cell(tmp_path):
     assert latest_per_cell(load_results(tmp_path)) == [rerun]
 
 
+def test_a_reproduced_line_with_compute_counters_supersedes_one_without(tmp_path):
+    old = make_line("WWLT")
+    old = old.model_copy(update={"metrics": {**old.metrics, "counters": {"pairs_used": 4}}})
+    assert append_result(tmp_path, old)
+    counted = {"pairs_used": 4, "tokens_trained": 120, "train_s": 0.5}
+    new = old.model_copy(update={"metrics": {**old.metrics, "counters": counted}})
+    assert append_result(tmp_path, new), "it carries counters the old line lacks"
+    assert not append_result(tmp_path, new), "and once there, it is not appended again"
+    assert latest_per_cell(load_results(tmp_path)) == [new]
+
+
 def test_a_malformed_line_is_reported_with_file_and_line(tmp_path):
     path = result_path(tmp_path, "tldr")
     append_result(tmp_path, make_line())

@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 import statistics
 
-import numpy as np
 import pytest
+from result_factory import lab_line as line
 
 from bench.report.results import ResultLine
 from bench.report.stats import student_t_quantile
-from bench.report.summary import line_numbers, pool
+from bench.report.summary import pool
 from bench.report.views import (
     markdown_quadrants,
     markdown_reward_kl,
@@ -21,58 +21,6 @@ from bench.report.views import (
     reward_kl_table,
     verifier_table,
 )
-from bench.run.hashing import content_hash
-
-N = 40
-
-
-def line(
-    method: str,
-    method_id: str,
-    seed: int,
-    *,
-    budget: int = 250,
-    config: dict | None = None,
-    p_win: float = 0.5,
-    reward_shift: float = 0.0,
-    metrics: dict | None = None,
-) -> ResultLine:
-    """A consistent gold-judged line on N prompts: rewards around `reward_shift`, verdicts
-    drawn with `p_win`."""
-    rng = np.random.default_rng([seed, budget, len(method), int(p_win * 100)])
-    outcomes = "".join("W" if rng.random() < p_win else "L" for _ in range(N))
-    rewards = [float(x) for x in rng.normal(reward_shift, 0.5, N)]
-    full_config = {
-        "suite": "lab",
-        "suite_version": 1,
-        "method": {"name": method, "method": method_id, "config": config or {}},
-        "budget": f"n={budget}",
-        "seed": seed,
-    }
-    return ResultLine(
-        suite="lab",
-        suite_version=1,
-        suite_file="suites/micro/lab.yaml",
-        tier="micro",
-        method=method,
-        method_id=method_id,
-        budget=f"n={budget}",
-        n_pairs=budget,
-        seed=seed,
-        **line_numbers(outcomes, rewards, -9.1),
-        outcomes=outcomes,
-        rewards=rewards,
-        data_hash="d" * 64,
-        judge={"kind": "gold", "id": "gold", "version": 1, "params": {}},
-        config_hash=content_hash(full_config),
-        config=full_config,
-        git_commit="c" * 40,
-        git_dirty=False,
-        packages={},
-        hardware={},
-        timings={},
-        metrics=metrics or {"train": {"final_loss": 0.5}},
-    )
 
 
 def verifier_metrics(label: str, accuracy: float, *, oracle: bool = False) -> dict:

@@ -333,9 +333,10 @@ def append_result(results_dir: Path, line: ResultLine) -> bool:
 
     Nothing is written (False) if the file already holds a line with the same config_hash,
     outcomes and winrate: rerunning a cached cell reproduces that line and must not count twice
-    when seeds are pooled. The one exception is a reproduced line that carries an optional
-    per-prompt field (PER_PROMPT_EXTRAS, e.g. output lengths) the old one lacks: it is appended
-    and, being the last line of its config_hash, supersedes the old one. The check and the
+    when seeds are pooled. The one exception is a reproduced line that carries what the old one
+    lacks, an optional per-prompt field (PER_PROMPT_EXTRAS, e.g. output lengths) or a compute
+    counter (`metrics.counters`): it is appended and, being the last line of its config_hash,
+    supersedes the old one. The check and the
     append happen under an flock of the file, and the line goes out in one write, flushed and
     fsynced.
     """
@@ -361,11 +362,19 @@ def append_result(results_dir: Path, line: ResultLine) -> bool:
 
 
 def _adds_extras(existing: ResultLine, line: ResultLine) -> bool:
-    """Whether `line` holds an optional per-prompt field that `existing` lacks."""
+    """Whether `line` holds an optional per-prompt field or a compute counter that `existing`
+    lacks."""
+    if set(_counters(line)) - set(_counters(existing)):
+        return True
     return any(
         getattr(line, name) is not None and getattr(existing, name) is None
         for name in PER_PROMPT_EXTRAS
     )
+
+
+def _counters(line: ResultLine) -> dict[str, Any]:
+    counters = line.metrics.get("counters")
+    return counters if isinstance(counters, dict) else {}
 
 
 def _same_number(a: float, b: float) -> bool:

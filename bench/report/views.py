@@ -223,6 +223,25 @@ def markdown_verifiers(table: pd.DataFrame) -> str:
 
 
 # -- reward against KL --------------------------------------------------------------------------
+
+
+def _method_cell(
+    suite: str, version: int, method: str, budget: Any, seed_lines: list, seeds: list[int]
+) -> dict[str, Any]:
+    """The fields naming a method's cell in a view's row: suite, version, method, budget, its
+    seeds, and whether any seed's line reached an oracle."""
+    return {
+        "suite": suite,
+        "suite_version": version,
+        "method": method,
+        "method_id": seed_lines[0].method_id,
+        "oracle": any(is_oracle(line) for line in seed_lines),
+        "budget": budget,
+        "n_pairs": seed_lines[0].n_pairs,
+        "seeds": seeds,
+    }
+
+
 def reward_kl_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
     """One row per cell that measured KL: its KL(policy || SFT) and its mean reward.
 
@@ -242,14 +261,7 @@ def reward_kl_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
         k = len(kls)
         rows.append(
             {
-                "suite": suite,
-                "suite_version": version,
-                "method": method,
-                "method_id": seed_lines[0].method_id,
-                "oracle": any(is_oracle(line) for line in seed_lines),
-                "budget": budget,
-                "n_pairs": seed_lines[0].n_pairs,
-                "seeds": sorted(by_seed),
+                **_method_cell(suite, version, method, budget, seed_lines, sorted(by_seed)),
                 "kl": statistics.fmean(kl["kl"] for kl in kls),
                 "kl_stderr": math.sqrt(sum(kl.get("kl_stderr", 0.0) ** 2 for kl in kls)) / k,
                 "reward": reward.value,
@@ -416,14 +428,7 @@ def compute_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
         counters = [line.metrics.get("counters") or {} for line in seed_lines]
         rows.append(
             {
-                "suite": suite,
-                "suite_version": version,
-                "method": method,
-                "method_id": seed_lines[0].method_id,
-                "oracle": any(is_oracle(line) for line in seed_lines),
-                "budget": budget,
-                "n_pairs": seed_lines[0].n_pairs,
-                "seeds": sorted(by_seed),
+                **_method_cell(suite, version, method, budget, seed_lines, sorted(by_seed)),
                 "winrate": winrate.value if winrate else math.nan,
                 "winrate_low": winrate.low if winrate else math.nan,
                 "winrate_high": winrate.high if winrate else math.nan,

@@ -11,7 +11,7 @@ A run of `train_policy` repeats, for each of its iterations:
    standardised by the verifier's scores of the budget's own pairs (`RewardScale`: mean 0,
    std 1 over their chosen and rejected completions, as "The N+ implementation details of RLHF
    with PPO" normalises its reward model on SFT outputs), and a sample that never ended (no
-   EOS) gets `invalid_reward` instead.
+   EOS), or one the verifier cannot read, gets `invalid_reward` instead.
 3. **Old and reference log-probs** of every completion token under the policy as sampled and
    the SFT policy, [B, T] (B = P * K rows, T token positions), exact on the sampled tokens.
 4. **The method's `prepare`** turns the rollout into per-row training tensors (advantages, and
@@ -19,12 +19,14 @@ A run of `train_policy` repeats, for each of its iterations:
    `update_epochs` seeded passes over the rollout in minibatches of `minibatch_size` rows, one
    AdamW step each (linear warm-up and decay over the whole run, gradient clipping).
 
-Losses aggregate per token with `bench.train.policy_gradient.row_weights`, fixed per minibatch
-before it is split into micro-batches (`--micro-batch-size`) and over processes, so the same
-minibatch gives the same gradient however it is split. Under `accelerate launch` the training is
+Per-token losses (GRPO's, PPO's) are averaged with `bench.train.policy_gradient.row_weights`,
+fixed per minibatch before it is split into micro-batches (`--micro-batch-size`) and over
+processes, and per-completion losses (RLOO's) are a mean over rows, so the same minibatch gives
+the same gradient however it is split. Under `accelerate launch` the training is
 data parallel (DDP); sharded training (FSDP, DeepSpeed) is refused: the policy must sample between
-steps. With a scratch folder the run saves its state after an iteration every
-`checkpoint_interval_s` and a restarted run resumes at the next iteration with the same numbers.
+steps. With a scratch folder the run saves its state after an iteration, at most every
+`CHECKPOINT_INTERVAL_S`, and a restarted run resumes at the next iteration with the same numbers
+(its history and counters restored).
 
 Compute is counted in `ctx.counters`: samples_generated and sample_s by `ctx.sample`, the
 verifier's tokens by `fit_verifier`, and here rm_queries, tokens_trained and the wall seconds of
@@ -39,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bench.config import StrictParams
 from bench.method_api import MethodContext
@@ -82,7 +84,18 @@ class RolloutConfig(StrictParams):
     clip_eps: float = Field(0.2, gt=0)
     """epsilon of the clipped importance ratio, clip(rho, 1 - eps, 1 + eps)."""
     invalid_reward: float = -3.0
-    """Standardised reward of a sample that never ended (no EOS within the length limit)."""
+    """Standardised reward of a sample that never ended (no EOS within the length limit) or
+    that the verifier cannot read."""
+
+    @model_validator(mode="after")
+    def _minibatches_fill_a_rollout(self) -> RolloutConfig:
+        rows = self.prompts_per_rollout * self.samples
+        if rows % self.minibatch_size:
+            raise ValueError(
+                f"minibatch_size {self.minibatch_size} does not divide prompts_per_rollout x "
+                f"samples = {rows}: every minibatch of a rollout must be whole"
+            )
+        return self
 
 
 @dataclass
@@ -297,12 +310,7 @@ def train_policy(ctx: MethodContext, cfg: RolloutConfig, method: RLMethod) -> di
     reference = load_causal_lm(ctx.base_model_dir).eval()
     module = method.trainable(policy, ctx)
 
-    rows_per_rollout = cfg.prompts_per_rollout * cfg.samples
-    if rows_per_rollout % cfg.minibatch_size:
-        raise ValueError(
-            f"minibatch_size {cfg.minibatch_size} does not divide prompts_per_rollout x samples "
-            f"= {rows_per_rollout}"
-        )
+    rows_per_rollout = cfg.prompts_per_rollout * cfg.samples  # a multiple of minibatch_size
     accelerator = training.make_accelerator()
     n_processes = accelerator.num_processes
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
