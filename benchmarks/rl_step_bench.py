@@ -11,11 +11,11 @@ reference log-probs, advantages) are done once, untimed; a step is what each sid
 optimiser step on that batch of 32 sequences, timed as the median over `--repeats` steps after
 `--warmup`, the implementations taking turns step by step:
 
-- project: `bench.train.rl`'s pieces as its update loop calls them: `row_weights` of the
-  minibatch, `training.accumulate` (collate with `minibatch`, the method's `loss`, backward
-  through accelerate) on the whole batch as one micro-batch, gradient clipping at 1, AdamW step.
-  The methods' defaults, except P, K and the minibatch (all 32 rows); PPO also runs its value
-  model (a second transformer) forward and backward.
+- project: `bench.train.rl`'s pieces as its update loop calls them: the minibatch's weights
+  (`minibatch_weights`), `training.accumulate` (collate with `minibatch`, the method's `loss`,
+  backward through accelerate) on the whole batch as one micro-batch, gradient clipping at 1,
+  AdamW step. The methods' defaults, except P, K and the minibatch (all 32 rows); PPO also runs
+  its value model (a second transformer) forward and backward.
 - TRL: the trainer's `training_step` (its `compute_loss`: log-probs through the model's fused
   LM head, entropies, clipping, metrics; then backward), gradient clipping at `max_grad_norm`
   (1), the trainer's AdamW and scheduler step. bf16 and activation checkpointing off (TRL's
@@ -57,8 +57,7 @@ from bench.train.modeling import (
     load_tokenizer,
     quiet_transformers,
 )
-from bench.train.policy_gradient import row_weights
-from bench.train.rl import RLMethod, build_rollout, minibatch
+from bench.train.rl import RLMethod, build_rollout, minibatch, minibatch_weights
 from methods.grpo import GRPOConfig, grpo
 from methods.ppo import PPOConfig, ppo
 from methods.rloo import RLOOConfig, rloo
@@ -127,7 +126,7 @@ def project_step(
         return minibatch(rollout, [row for row, _ in chunk], torch.stack([w for _, w in chunk]))
 
     def step() -> None:
-        weights = row_weights(rollout.mask[rows], method.aggregation)
+        weights = minibatch_weights(rollout.mask[rows], method.aggregation)
         share = [(row, weights[i]) for i, row in enumerate(rows)]
         training.accumulate(accelerator, prepared, share, collate, method.loss, len(share))
         accelerator.clip_grad_norm_(prepared.parameters(), 1.0)
@@ -251,7 +250,11 @@ def main() -> int:
         ]:
             method = factory(config)
             step, tokens = project_step(model_dir, batch, method, config)
-            setting = f"aggregation={method.aggregation}"
+            setting = (
+                f"aggregation={method.aggregation}"
+                if method.aggregation
+                else "one ratio per completion"
+            )
             sides.append((f"pftbench {name}", setting, step))
         for name, setting, kind, options in [
             ("TRL RLOOTrainer", "beta=0.05", "rloo", {"beta": 0.05}),

@@ -268,6 +268,14 @@ def prompt_schedule(
     return [order[i * per_rollout : (i + 1) * per_rollout] for i in range(n_iterations)]
 
 
+def minibatch_weights(mask: torch.Tensor, aggregation: Aggregation | None) -> torch.Tensor:
+    """[B, T] mask of a whole minibatch -> [B] row weights of its loss: `row_weights` for a
+    per-token loss, all 1 for a per-row one (`aggregation` None)."""
+    if aggregation is None:
+        return mask.new_ones(mask.shape[0])
+    return row_weights(mask, aggregation)
+
+
 def minibatch(rollout: Rollout, rows: list[int], weights: torch.Tensor) -> dict[str, Any]:
     """Rows `rows` of the rollout as a training batch, cut to their longest real row."""
     import torch
@@ -456,12 +464,7 @@ def _update(
         order = torch.randperm(rollout.n_rows, generator=generator).tolist()
         for start in range(0, rollout.n_rows, cfg.minibatch_size):
             rows = order[start : start + cfg.minibatch_size]
-            mask = rollout.mask[rows]
-            weights = (
-                row_weights(mask, method.aggregation)
-                if method.aggregation is not None
-                else mask.new_ones(len(rows))
-            )
+            weights = minibatch_weights(rollout.mask[rows], method.aggregation)
             share = len(rows) // n_processes
             mine = [(rows[i], weights[i]) for i in range(rank * share, (rank + 1) * share)]
             loss, metrics, _, tokens = training.accumulate(
