@@ -65,7 +65,7 @@ VERIFIER_COLUMNS = [
     "methods",
 ]
 
-REWARD_KL_COLUMNS = [
+CELL_COLUMNS = [
     "suite",
     "suite_version",
     "method",
@@ -74,6 +74,11 @@ REWARD_KL_COLUMNS = [
     "budget",
     "n_pairs",
     "seeds",
+]
+"""The columns naming a method's cell in a view (`_method_cell`)."""
+
+REWARD_KL_COLUMNS = [
+    *CELL_COLUMNS,
     "kl",
     "kl_stderr",
     "reward",
@@ -88,14 +93,7 @@ STAGE_SECONDS = ("verifier_fit_s", "sample_s", "score_s", "train_s")
 """The counters that are wall seconds of a stage of training."""
 
 COMPUTE_COLUMNS = [
-    "suite",
-    "suite_version",
-    "method",
-    "method_id",
-    "oracle",
-    "budget",
-    "n_pairs",
-    "seeds",
+    *CELL_COLUMNS,
     "winrate",
     "winrate_low",
     "winrate_high",
