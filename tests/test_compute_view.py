@@ -197,12 +197,13 @@ def test_the_page_plots_mean_reward_against_tokens_and_samples() -> None:
     assert re.findall(r'data-series="([^"]+)"', tokens) == ["dpo", "online_dpo"]
     assert "none trained: sft (n=250), best_of_n (n=250)" in section
     assert "not recorded: filter (n=250)" in section
-    # Against samples: best-of-N at 0 training samples, its inference cost in its name.
+    # Against samples: best-of-N at 0 training samples, its oracle and its inference cost in its
+    # name, as in the table.
     assert re.findall(r'data-series="([^"]+)"', samples) == [
         "sft",
         "dpo",
         "online_dpo",
-        "best_of_n (16 samples/prompt)",
+        "best_of_n (oracle) (16 samples/prompt)",
     ]
     # One row per cell in the table, the oracle marked.
     rows = re.findall(r'<tr class="compute-row" data-method="([^"]+)"', section)

@@ -32,6 +32,7 @@ from bench.report.leaderboard import (
     MDE_EXPLANATION,
     OFFLINE_BASELINE_ID,
     ORACLE_EXPLANATION,
+    ORACLE_MARK,
     cell_lines,
     cell_table,
     cost_mark,
@@ -478,7 +479,10 @@ def _compute_section(table: pd.DataFrame, styles: dict[str, SeriesStyle]) -> str
             section.to_dict("records"), key=lambda r: (order[r["method"]], r["n_pairs"])
         )
         names = {
-            r["method"]: r["method"] + cost_mark(r["eval_samples_per_prompt"]) for r in records
+            r["method"]: r["method"]
+            + (ORACLE_MARK if r["oracle"] else "")
+            + cost_mark(r["eval_samples_per_prompt"])
+            for r in records
         }
         named_styles = {names[method]: styles[method] for method in names}
         for x_of, x_label, title, log_x in (
