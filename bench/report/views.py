@@ -223,6 +223,14 @@ def markdown_verifiers(table: pd.DataFrame) -> str:
 # -- reward against KL --------------------------------------------------------------------------
 
 
+def _interval_fields(name: str, interval: Any) -> dict[str, float]:
+    """`name`, `name_low` and `name_high` of a pooled number with its 95% CI (an object with
+    value, low and high), NaN where the cell has none."""
+    if interval is None:
+        return {name: math.nan, f"{name}_low": math.nan, f"{name}_high": math.nan}
+    return {name: interval.value, f"{name}_low": interval.low, f"{name}_high": interval.high}
+
+
 def _method_cell(
     suite: str, version: int, method: str, budget: Any, seed_lines: list, seeds: list[int]
 ) -> dict[str, Any]:
@@ -262,9 +270,7 @@ def reward_kl_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
                 **_method_cell(suite, version, method, budget, seed_lines, sorted(by_seed)),
                 "kl": statistics.fmean(kl["kl"] for kl in kls),
                 "kl_stderr": math.sqrt(sum(kl.get("kl_stderr", 0.0) ** 2 for kl in kls)) / k,
-                "reward": reward.value,
-                "reward_low": reward.low,
-                "reward_high": reward.high,
+                **_interval_fields("reward", reward),
             }
         )
     return pd.DataFrame(rows, columns=REWARD_KL_COLUMNS)
@@ -362,12 +368,8 @@ def quadrant_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
                         "sampling": sampling,
                         "gradient": gradient,
                         "method": method,
-                        "reward": reward.value if reward else math.nan,
-                        "reward_low": reward.low if reward else math.nan,
-                        "reward_high": reward.high if reward else math.nan,
-                        "winrate": winrate.value if winrate else math.nan,
-                        "winrate_low": winrate.low if winrate else math.nan,
-                        "winrate_high": winrate.high if winrate else math.nan,
+                        **_interval_fields("reward", reward),
+                        **_interval_fields("winrate", winrate),
                     }
                 )
     return pd.DataFrame(rows, columns=QUADRANT_COLUMNS)
@@ -427,12 +429,8 @@ def compute_table(lines: Sequence[ResultLine]) -> pd.DataFrame:
         rows.append(
             {
                 **_method_cell(suite, version, method, budget, seed_lines, sorted(by_seed)),
-                "winrate": winrate.value if winrate else math.nan,
-                "winrate_low": winrate.low if winrate else math.nan,
-                "winrate_high": winrate.high if winrate else math.nan,
-                "reward": reward.value if reward else math.nan,
-                "reward_low": reward.low if reward else math.nan,
-                "reward_high": reward.high if reward else math.nan,
+                **_interval_fields("winrate", winrate),
+                **_interval_fields("reward", reward),
                 "eval_samples_per_prompt": max(samples_per_prompt(line) for line in seed_lines),
                 **{name: _seed_mean(counters, name) for name in COMPUTE_COUNTERS},
             }
