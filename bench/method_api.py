@@ -154,6 +154,17 @@ class MethodContext:
             name = f"{stage}_s"
             self.counters[name] = round(self.counters.get(name, 0) + time.perf_counter() - start, 3)
 
+    def decoding(self, n: int, temperature: float, seed: int) -> Decoding:
+        """How a method samples its policy in training: `n` samples per prompt at
+        `temperature`, within the suite's length limit and the task's minimum length."""
+        return Decoding(
+            max_new_tokens=self.max_new_tokens,
+            n=n,
+            temperature=temperature,
+            min_new_tokens=self.task.min_new_tokens(),
+            seed=seed,
+        )
+
     def sample(
         self,
         model: Any,

@@ -32,20 +32,13 @@ class FilterConfig(StrictParams):
 
 @register_method("filter", config=FilterConfig, family="online", negative_gradient=False)
 def train(ctx: MethodContext, cfg: FilterConfig) -> dict:
-    from bench.evaluate.generation import Decoding
     from bench.train.modeling import encode_completions, load_causal_lm, load_tokenizer, sft_loss
 
     verifier, rm_metrics = fit_verifier(ctx, cfg.reward_model)
     tokenizer = load_tokenizer(ctx.base_model_dir)
     model = load_causal_lm(ctx.base_model_dir)
     prompts = unique_prompts(ctx.pairs)
-    decoding = Decoding(
-        max_new_tokens=ctx.max_new_tokens,
-        n=cfg.n,
-        temperature=cfg.temperature,
-        min_new_tokens=ctx.task.min_new_tokens(),
-        seed=ctx.seed,
-    )
+    decoding = ctx.decoding(cfg.n, cfg.temperature, seed=ctx.seed)
     samples = ctx.sample(model, tokenizer, prompts, decoding)
     scores = ctx.score(verifier, prompts, samples)
     kept = []

@@ -50,7 +50,6 @@ class OnlineDPOConfig(StrictParams):
 
 @register_method("online_dpo", config=OnlineDPOConfig, family="online", negative_gradient=True)
 def train(ctx: MethodContext, cfg: OnlineDPOConfig) -> dict:
-    from bench.evaluate.generation import Decoding
     from bench.train.modeling import load_causal_lm, load_tokenizer
 
     verifier, rm_metrics = fit_verifier(ctx, cfg.reward_model)
@@ -67,13 +66,7 @@ def train(ctx: MethodContext, cfg: OnlineDPOConfig) -> dict:
     )
     rounds = []
     for round_index in range(cfg.rounds):
-        decoding = Decoding(
-            max_new_tokens=ctx.max_new_tokens,
-            n=cfg.samples,
-            temperature=cfg.temperature,
-            min_new_tokens=ctx.task.min_new_tokens(),
-            seed=ctx.seed * 1000 + round_index,
-        )
+        decoding = ctx.decoding(cfg.samples, cfg.temperature, seed=ctx.seed * 1000 + round_index)
         samples = ctx.sample(model, tokenizer, prompts, decoding)
         scores = ctx.score(verifier, prompts, samples)
         new_pairs = []

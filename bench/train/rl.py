@@ -304,7 +304,6 @@ def train_policy(ctx: MethodContext, cfg: RolloutConfig, method: RLMethod) -> di
     from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
 
-    from bench.evaluate.generation import Decoding
     from bench.train import training
     from bench.train.modeling import disable_dropout, load_causal_lm, load_tokenizer
     from bench.train.preference import fit_verifier, unique_prompts
@@ -354,13 +353,7 @@ def train_policy(ctx: MethodContext, cfg: RolloutConfig, method: RLMethod) -> di
     )
     for iteration in range(start_iteration, len(schedule)):
         prompts = schedule[iteration]
-        decoding = Decoding(
-            max_new_tokens=ctx.max_new_tokens,
-            n=cfg.samples,
-            temperature=cfg.temperature,
-            min_new_tokens=ctx.task.min_new_tokens(),
-            seed=ctx.seed * 1000 + iteration,
-        )
+        decoding = ctx.decoding(cfg.samples, cfg.temperature, seed=ctx.seed * 1000 + iteration)
         policy.eval()
         samples = ctx.sample(policy, tokenizer, prompts, decoding, shard=False)  # counted there
         with ctx.timed("score"):
